@@ -1,0 +1,671 @@
+// Package redundant is Cairn's redundancy layer: a blocks.Store that keeps
+// each block as n pieces on a set of blocks.Holder, either as n full
+// replicas or as k data + m parity Reed-Solomon shards.
+//
+// Piece i of the block at addr is stored under blocks.PieceKey(addr, i) on
+// the i-th holder that Options.Holders returns for addr. Every piece carries
+// a small header (see HeaderSize for the format) naming its block, so that a
+// piece found on a holder can be traced back to its block.
+//
+// # Reads verify and repair
+//
+// Get never returns bytes whose SHA-256 is not the address asked for. A
+// piece that is missing, fails its checksums or belongs to another block is
+// skipped; once the block is rebuilt from good pieces, every bad or missing
+// piece the read came across is rewritten on its holder (DeletePiece, then
+// PutPiece, then that holder's Sync), inline, before Get returns, and logged.
+// A repair that fails is logged and does not fail the Get. Scrub reads every
+// piece of every block it can find and repairs them the same way.
+//
+// # Writes
+//
+// Put writes every piece, in parallel, and succeeds only when all of them
+// are written. (A later change will accept a write quorum and leave the rest
+// to repair.)
+package redundant
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"sync"
+
+	"github.com/klauspost/reedsolomon"
+
+	"cairn/blocks"
+)
+
+var (
+	_ blocks.Store  = (*Store)(nil)
+	_ blocks.Walker = (*Store)(nil)
+)
+
+// MaxData is the largest block Put accepts: a replica (header and block)
+// must fit in one blocks.MaxPiece piece.
+const MaxData = blocks.MaxPiece - HeaderSize
+
+// DefaultParallelism is the default bound on concurrent holder calls made by
+// one operation.
+const DefaultParallelism = 8
+
+// Options configure a Store. Exactly one of Replicas and Data must be set.
+type Options struct {
+	// Replicas is the number of full copies (1..255), or 0 for erasure coding.
+	Replicas int
+	// Data and Parity are the k data and m parity pieces of erasure coding
+	// (k >= 1, m >= 1, k+m <= 255). For example Data: 4, Parity: 2 stores a
+	// block as 6 pieces of a quarter of its size each and survives the loss
+	// of any 2.
+	Data, Parity int
+	// Holders returns the n holders of the pieces of the block at addr, in
+	// piece order. It must be deterministic and return exactly n holders; it
+	// may repeat a holder (a one-node cluster). Required.
+	Holders func(addr blocks.Addr, n int) []blocks.Holder
+	// All returns every holder, each once, for Sync, Walk and Scrub. Required.
+	All func() []blocks.Holder
+	// Logger receives repair and scrub reports. Nil discards them.
+	Logger *slog.Logger
+	// Parallelism bounds the holder calls one operation makes at a time.
+	// Zero means DefaultParallelism.
+	Parallelism int
+}
+
+// Store is a blocks.Store over holders. It is safe for concurrent use.
+type Store struct {
+	holders func(blocks.Addr, int) []blocks.Holder
+	all     func() []blocks.Holder
+	log     *slog.Logger
+	par     int
+	n, k, m int                 // pieces, data pieces (1 for replicas), parity
+	kind    uint8               // kindReplica or kindShard
+	enc     reedsolomon.Encoder // nil for replicas; safe for concurrent use
+}
+
+// New returns a Store with opts. It fails when opts are inconsistent.
+func New(opts Options) (*Store, error) {
+	s := &Store{holders: opts.Holders, all: opts.All, log: opts.Logger, par: opts.Parallelism}
+	if s.holders == nil || s.all == nil {
+		return nil, errors.New("redundant: options need Holders and All")
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.par <= 0 {
+		s.par = DefaultParallelism
+	}
+	switch {
+	case opts.Replicas > 0 && (opts.Data != 0 || opts.Parity != 0):
+		return nil, fmt.Errorf("redundant: options set both replicas (%d) and data/parity (%d/%d): choose one", opts.Replicas, opts.Data, opts.Parity)
+	case opts.Replicas > 255:
+		return nil, fmt.Errorf("redundant: %d replicas: at most 255", opts.Replicas)
+	case opts.Replicas > 0:
+		s.n, s.k, s.m, s.kind = opts.Replicas, 1, opts.Replicas-1, kindReplica
+	case opts.Data < 1 || opts.Parity < 1 || opts.Data+opts.Parity > 255:
+		return nil, fmt.Errorf("redundant: erasure coding %d+%d: want data >= 1, parity >= 1, data+parity <= 255 (or set replicas)", opts.Data, opts.Parity)
+	default:
+		s.n, s.k, s.m, s.kind = opts.Data+opts.Parity, opts.Data, opts.Parity, kindShard
+		enc, err := reedsolomon.New(opts.Data, opts.Parity)
+		if err != nil {
+			return nil, fmt.Errorf("redundant: erasure coding %d+%d: %w", opts.Data, opts.Parity, err)
+		}
+		s.enc = enc
+	}
+	return s, nil
+}
+
+// placement returns the holders of addr's pieces.
+func (s *Store) placement(addr blocks.Addr) ([]blocks.Holder, error) {
+	hs := s.holders(addr, s.n)
+	if len(hs) != s.n {
+		return nil, fmt.Errorf("redundant: %v: placement gave %d holders for %d pieces: %w", addr, len(hs), s.n, blocks.ErrUnavailable)
+	}
+	for i, h := range hs {
+		if h == nil {
+			return nil, fmt.Errorf("redundant: %v: no holder for piece %d: %w", addr, i, blocks.ErrUnavailable)
+		}
+	}
+	return hs, nil
+}
+
+// each calls fn(0..n-1) with at most s.par calls at a time and returns their
+// errors by index.
+func (s *Store) each(n int, fn func(i int) error) []error {
+	errs := make([]error, n)
+	if n == 1 {
+		errs[0] = fn(0)
+		return errs
+	}
+	sem := make(chan struct{}, s.par)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = fn(i)
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// encode returns the n pieces (header and payload) of data, whose address
+// is addr. All pieces share one freshly allocated buffer.
+func (s *Store) encode(addr blocks.Addr, data []byte) ([][]byte, error) {
+	pieces := make([][]byte, s.n)
+	h := header{kind: s.kind, k: uint8(s.k), m: uint8(s.m), length: uint32(len(data)), addr: addr}
+	if s.kind == kindReplica {
+		size := HeaderSize + len(data)
+		buf := make([]byte, s.n*size)
+		h.crc = crc32.Checksum(data, castagnoli)
+		for i := range pieces {
+			p := buf[i*size : (i+1)*size : (i+1)*size]
+			h.index = uint8(i)
+			h.put(p)
+			copy(p[HeaderSize:], data)
+			pieces[i] = p
+		}
+		return pieces, nil
+	}
+	ss := shardSize(len(data), s.k)
+	size := HeaderSize + ss
+	buf := make([]byte, s.n*size)
+	shards := make([][]byte, s.n)
+	for i := range pieces {
+		pieces[i] = buf[i*size : (i+1)*size : (i+1)*size]
+		shards[i] = pieces[i][HeaderSize:]
+		if i < s.k && i*ss < len(data) {
+			copy(shards[i], data[i*ss:])
+		}
+	}
+	if err := s.enc.Encode(shards); err != nil {
+		return nil, fmt.Errorf("redundant: encode %v: %w", addr, err)
+	}
+	for i, p := range pieces {
+		h.index = uint8(i)
+		h.crc = crc32.Checksum(shards[i], castagnoli)
+		h.put(p)
+	}
+	return pieces, nil
+}
+
+// Put implements blocks.Putter: it stores every piece of data and returns
+// blocks.Sum(data). It fails (with the first holder's error, wrapped) unless
+// every piece was put; pieces already put stay, and a retry is cheap since
+// holders ignore a second put of a key. Errors: blocks.ErrTooLarge above
+// MaxData, blocks.ErrUnavailable, the holders' errors, ctx's error.
+func (s *Store) Put(ctx context.Context, data []byte) (blocks.Addr, error) {
+	if len(data) > MaxData {
+		return blocks.Addr{}, fmt.Errorf("redundant: put of %d bytes, more than %d: %w", len(data), MaxData, blocks.ErrTooLarge)
+	}
+	if err := ctx.Err(); err != nil {
+		return blocks.Addr{}, fmt.Errorf("redundant: put: %w", err)
+	}
+	addr := blocks.Sum(data)
+	hs, err := s.placement(addr)
+	if err != nil {
+		return blocks.Addr{}, err
+	}
+	pieces, err := s.encode(addr, data)
+	if err != nil {
+		return blocks.Addr{}, err
+	}
+	errs := s.each(s.n, func(i int) error {
+		return hs[i].PutPiece(ctx, blocks.PieceKey(addr, i), pieces[i])
+	})
+	for i, err := range errs {
+		if err != nil {
+			return blocks.Addr{}, fmt.Errorf("redundant: put %v piece %d: %w", addr, i, err)
+		}
+	}
+	return addr, nil
+}
+
+// piece states, as a read found them.
+const (
+	unread  = iota
+	good    // intact and belongs to the block
+	missing // the holder has no such piece
+	corrupt // present but fails a checksum, or is not a piece of this block
+	failed  // the holder failed otherwise (unreachable, ...)
+)
+
+type piece struct {
+	state   int
+	h       header
+	payload []byte // when good
+	err     error  // why not good
+}
+
+// fetch reads and checks piece i of addr from holder h.
+func (s *Store) fetch(ctx context.Context, h blocks.Holder, addr blocks.Addr, i int) piece {
+	p, err := h.GetPiece(ctx, blocks.PieceKey(addr, i))
+	switch {
+	case err == nil:
+	case errors.Is(err, blocks.ErrNotFound):
+		return piece{state: missing, err: err}
+	case errors.Is(err, blocks.ErrCorrupt):
+		return piece{state: corrupt, err: err}
+	default:
+		return piece{state: failed, err: err}
+	}
+	hd, err := parseHeader(p)
+	if err == nil {
+		err = checkPayload(hd, p)
+	}
+	if err == nil {
+		switch {
+		case hd.addr != addr:
+			err = fmt.Errorf("redundant: piece belongs to block %v", hd.addr)
+		case int(hd.index) != i:
+			err = fmt.Errorf("redundant: piece says index %d", hd.index)
+		case hd.kind != s.kind:
+			err = fmt.Errorf("redundant: piece of kind %d, want %d", hd.kind, s.kind)
+		case s.kind == kindShard && (int(hd.k) != s.k || int(hd.m) != s.m):
+			err = fmt.Errorf("redundant: shard of %d+%d, want %d+%d", hd.k, hd.m, s.k, s.m)
+		case s.kind == kindReplica && blocks.Sum(p[HeaderSize:]) != addr:
+			err = errors.New("redundant: replica does not hash to its address")
+		}
+	}
+	if err != nil {
+		return piece{state: corrupt, err: fmt.Errorf("%w: %w", blocks.ErrCorrupt, err)}
+	}
+	return piece{state: good, h: hd, payload: p[HeaderSize:]}
+}
+
+// fetchAll reads the pieces listed in idx in parallel into pcs.
+func (s *Store) fetchAll(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pcs []piece, idx []int) {
+	s.each(len(idx), func(j int) error {
+		i := idx[j]
+		pcs[i] = s.fetch(ctx, hs[i], addr, i)
+		return nil
+	})
+}
+
+// Get implements blocks.Getter. It reads as few pieces as it can (piece 0
+// of a replicated block; the k data pieces of an erasure-coded one), more
+// when those fail, verifies blocks.Sum of the result and repairs the bad
+// pieces it met (see the package comment). Errors: blocks.ErrNotFound when
+// no piece was found anywhere; blocks.ErrCorrupt when pieces exist but no
+// intact block can be built from them; blocks.ErrUnavailable when holders
+// failed and a retry might succeed; ctx's error.
+func (s *Store) Get(ctx context.Context, addr blocks.Addr) ([]byte, error) {
+	data, _, err := s.read(ctx, addr, false)
+	return data, err
+}
+
+// read gets the block at addr, reading every piece when full, and repairs
+// what it found bad. It returns the number of pieces repaired.
+func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool) ([]byte, int, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, fmt.Errorf("redundant: get %v: %w", addr, err)
+	}
+	hs, err := s.placement(addr)
+	if err != nil {
+		return nil, 0, err
+	}
+	pcs := make([]piece, s.n)
+	var data []byte
+	suspect := full // compare every good piece with the rebuilt block
+	if s.kind == kindReplica {
+		data = s.readReplicas(ctx, hs, addr, pcs, full)
+	} else {
+		var slow bool
+		data, slow = s.readShards(ctx, hs, addr, pcs, full)
+		suspect = suspect || slow
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, 0, fmt.Errorf("redundant: get %v: %w", addr, err)
+	}
+	if data == nil {
+		return nil, 0, s.noBlock(addr, pcs)
+	}
+	return data, s.repair(ctx, hs, addr, data, pcs, suspect), nil
+}
+
+// readReplicas returns the first intact replica, reading one at a time
+// (all at once when full).
+func (s *Store) readReplicas(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pcs []piece, full bool) []byte {
+	if full {
+		s.fetchAll(ctx, hs, addr, pcs, seq(0, s.n))
+	}
+	for i := range pcs {
+		if !full {
+			pcs[i] = s.fetch(ctx, hs[i], addr, i)
+			if ctx.Err() != nil {
+				return nil
+			}
+		}
+		if pcs[i].state == good {
+			return pcs[i].payload
+		}
+	}
+	return nil
+}
+
+// readShards rebuilds an erasure-coded block: from the data pieces when they
+// are intact, else from any k intact pieces. slow reports that the data
+// pieces alone did not do.
+func (s *Store) readShards(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pcs []piece, full bool) (data []byte, slow bool) {
+	if full {
+		s.fetchAll(ctx, hs, addr, pcs, seq(0, s.n))
+	} else {
+		s.fetchAll(ctx, hs, addr, pcs, seq(0, s.k))
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		if data := s.join(pcs); data != nil && blocks.Sum(data) == addr {
+			return data, false
+		}
+		s.fetchAll(ctx, hs, addr, pcs, seq(s.k, s.n))
+	}
+	if ctx.Err() != nil {
+		return nil, true
+	}
+	// All good pieces must agree on the block's length; trust the first.
+	var goods []int
+	for i := range pcs {
+		if pcs[i].state != good {
+			continue
+		}
+		if len(goods) > 0 && pcs[i].h.length != pcs[goods[0]].h.length {
+			pcs[i] = piece{state: corrupt, err: fmt.Errorf("%w: redundant: shard length disagrees", blocks.ErrCorrupt)}
+			continue
+		}
+		goods = append(goods, i)
+	}
+	if len(goods) < s.k {
+		return nil, true
+	}
+	// Try combinations of k good pieces, the data pieces first, until one
+	// rebuilds a block with the right address. Each piece passed its own
+	// checksum, so the first combination nearly always does.
+	const maxTries = 256
+	comb := seq(0, s.k) // indexes into goods
+	for try := 0; try < maxTries; try++ {
+		shards := make([][]byte, s.n)
+		for _, j := range comb {
+			shards[goods[j]] = pcs[goods[j]].payload
+		}
+		if s.enc.ReconstructData(shards) == nil {
+			if data := joinShards(shards[:s.k], int(pcs[goods[0]].h.length)); data != nil && blocks.Sum(data) == addr {
+				return data, true
+			}
+		}
+		if !nextComb(comb, len(goods)) {
+			break
+		}
+	}
+	return nil, true
+}
+
+// join concatenates the k data pieces, if they are all good and the padding
+// of the last one is zero (as encode leaves it).
+func (s *Store) join(pcs []piece) []byte {
+	shards := make([][]byte, s.k)
+	for i := range shards {
+		if pcs[i].state != good || pcs[i].h.length != pcs[0].h.length {
+			return nil
+		}
+		shards[i] = pcs[i].payload
+	}
+	n := int(pcs[0].h.length)
+	last := shards[s.k-1]
+	if pad := s.k*len(last) - n; pad > 0 && pad <= len(last) {
+		for _, b := range last[len(last)-pad:] {
+			if b != 0 {
+				return nil
+			}
+		}
+	}
+	return joinShards(shards, n)
+}
+
+// joinShards concatenates data shards into a new n-byte block.
+func joinShards(shards [][]byte, n int) []byte {
+	data := make([]byte, 0, n)
+	for _, sh := range shards {
+		if len(data)+len(sh) > n {
+			sh = sh[:n-len(data)]
+		}
+		data = append(data, sh...)
+	}
+	if len(data) != n {
+		return nil
+	}
+	return data
+}
+
+// nextComb advances comb, a strictly increasing k-subset of 0..n-1, to the
+// next one in lexicographic order; false after the last.
+func nextComb(comb []int, n int) bool {
+	k := len(comb)
+	i := k - 1
+	for i >= 0 && comb[i] == n-k+i {
+		i--
+	}
+	if i < 0 {
+		return false
+	}
+	comb[i]++
+	for j := i + 1; j < k; j++ {
+		comb[j] = comb[j-1] + 1
+	}
+	return true
+}
+
+func seq(from, to int) []int {
+	s := make([]int, 0, to-from)
+	for i := from; i < to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+// noBlock explains why no intact block could be read from pcs.
+func (s *Store) noBlock(addr blocks.Addr, pcs []piece) error {
+	var found, bad, fail int
+	var errs []error
+	for i, p := range pcs {
+		switch p.state {
+		case good:
+			found++
+		case corrupt:
+			bad++
+			errs = append(errs, fmt.Errorf("piece %d: %w", i, p.err))
+		case failed:
+			fail++
+			errs = append(errs, fmt.Errorf("piece %d: %w", i, p.err))
+		}
+	}
+	cause := errors.Join(errs...)
+	switch {
+	case fail > 0 && found+fail >= s.k:
+		return fmt.Errorf("redundant: get %v: %w: %w", addr, blocks.ErrUnavailable, cause)
+	case found+bad > 0:
+		return fmt.Errorf("redundant: get %v: %d intact of %d pieces, %d needed: %w", addr, found, s.n, s.k, errors.Join(blocks.ErrCorrupt, cause))
+	default:
+		return fmt.Errorf("redundant: get %v: %w", addr, errors.Join(blocks.ErrNotFound, cause))
+	}
+}
+
+// repair rewrites, from data, every piece of pcs found missing or bad, and
+// (when suspect, or when some piece was bad) every good-looking piece that
+// differs from what encoding data gives. It returns how many it repaired.
+func (s *Store) repair(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, data []byte, pcs []piece, suspect bool) int {
+	var todo []int
+	var reasons []error
+	compare := suspect
+	for i := range pcs {
+		if pcs[i].state == missing || pcs[i].state == corrupt {
+			todo = append(todo, i)
+			reasons = append(reasons, pcs[i].err)
+			compare = true
+		}
+	}
+	if !compare {
+		return 0
+	}
+	pieces, err := s.encode(addr, data)
+	if err != nil {
+		s.log.Error("redundant: cannot re-encode for repair", "addr", addr, "err", err)
+		return 0
+	}
+	for i := range pcs {
+		if pcs[i].state == good && !bytes.Equal(pcs[i].payload, pieces[i][HeaderSize:]) {
+			todo = append(todo, i)
+			reasons = append(reasons, errors.New("redundant: shard disagrees with the rebuilt block"))
+		}
+	}
+	if len(todo) == 0 {
+		return 0
+	}
+	errs := s.each(len(todo), func(j int) error {
+		i := todo[j]
+		h, key := hs[i], blocks.PieceKey(addr, i)
+		if err := h.DeletePiece(ctx, key); err != nil {
+			return err
+		}
+		if err := h.PutPiece(ctx, key, pieces[i]); err != nil {
+			return err
+		}
+		return h.Sync(ctx)
+	})
+	n := 0
+	for j, err := range errs {
+		if err != nil {
+			s.log.Warn("redundant: repair failed", "addr", addr, "piece", todo[j], "reason", reasons[j], "err", err)
+			continue
+		}
+		n++
+		s.log.Info("redundant: repaired piece", "addr", addr, "piece", todo[j], "reason", reasons[j])
+	}
+	return n
+}
+
+// Has implements blocks.Store: true when piece 0 is held, or else when
+// enough pieces are held to rebuild the block (k, or 1 replica). It reads
+// no piece and verifies nothing.
+func (s *Store) Has(ctx context.Context, addr blocks.Addr) (bool, error) {
+	hs, err := s.placement(addr)
+	if err != nil {
+		return false, err
+	}
+	ok, err := hs[0].HasPiece(ctx, blocks.PieceKey(addr, 0))
+	if err == nil && ok {
+		return true, nil
+	}
+	var mu sync.Mutex
+	held := 0
+	errs := s.each(s.n-1, func(j int) error {
+		ok, err := hs[j+1].HasPiece(ctx, blocks.PieceKey(addr, j+1))
+		if ok {
+			mu.Lock()
+			held++
+			mu.Unlock()
+		}
+		return err
+	})
+	if held >= s.k {
+		return true, nil
+	}
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return false, fmt.Errorf("redundant: has %v: %w", addr, err)
+	}
+	return false, nil
+}
+
+// Delete implements blocks.Store: it deletes every piece of the block.
+// Deleting an absent block is not an error. Errors are the holders'.
+func (s *Store) Delete(ctx context.Context, addr blocks.Addr) error {
+	hs, err := s.placement(addr)
+	if err != nil {
+		return err
+	}
+	errs := s.each(s.n, func(i int) error {
+		return hs[i].DeletePiece(ctx, blocks.PieceKey(addr, i))
+	})
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("redundant: delete %v: %w", addr, err)
+	}
+	return nil
+}
+
+// Sync implements blocks.Store: it syncs every holder of Options.All in
+// parallel, and fails if any of them fails.
+func (s *Store) Sync(ctx context.Context) error {
+	all := s.all()
+	errs := s.each(len(all), func(i int) error { return all[i].Sync(ctx) })
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("redundant: sync: %w", err)
+	}
+	return nil
+}
+
+// Walk implements blocks.Walker: it calls fn once for the address of each
+// block with at least one piece on a holder of Options.All that implements
+// blocks.Walker. It reads every piece (holders have no cheaper way to show a
+// header), so it costs a full read of the holders; it keeps the set of
+// addresses seen in memory (32 bytes per block). Pieces whose header does
+// not decode, or that sit under a key their header does not give, are
+// skipped and logged. Holders that do not implement blocks.Walker are
+// skipped. An error from fn ends the walk and is returned.
+func (s *Store) Walk(ctx context.Context, fn func(addr blocks.Addr) error) error {
+	seen := make(map[blocks.Addr]struct{})
+	for _, h := range s.all() {
+		w, ok := h.(blocks.Walker)
+		if !ok {
+			continue
+		}
+		err := w.Walk(ctx, func(key blocks.Addr) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			p, err := h.GetPiece(ctx, key)
+			if err != nil {
+				if errors.Is(err, blocks.ErrNotFound) { // deleted during the walk
+					return nil
+				}
+				s.log.Warn("redundant: walk: unreadable piece", "key", key, "err", err)
+				return nil
+			}
+			hd, err := parseHeader(p)
+			if err == nil && blocks.PieceKey(hd.addr, int(hd.index)) != key {
+				err = fmt.Errorf("redundant: piece %d of %v stored under key %v", hd.index, hd.addr, key)
+			}
+			if err != nil {
+				s.log.Warn("redundant: walk: not a piece", "key", key, "err", err)
+				return nil
+			}
+			if _, dup := seen[hd.addr]; dup {
+				return nil
+			}
+			seen[hd.addr] = struct{}{}
+			return fn(hd.addr)
+		})
+		if err != nil {
+			return fmt.Errorf("redundant: walk: %w", err)
+		}
+	}
+	return nil
+}
+
+// Scrub walks every block (see Walk), reads all of its pieces, verifies
+// them and repairs those that are missing or bad. It calls fn for each block
+// with the number of pieces repaired and nil, or the error that left the
+// block unreadable (blocks.ErrCorrupt, ...). An error from fn ends the
+// scrub and is returned.
+func (s *Store) Scrub(ctx context.Context, fn func(addr blocks.Addr, repaired int, err error) error) error {
+	return s.Walk(ctx, func(addr blocks.Addr) error {
+		_, n, err := s.read(ctx, addr, true)
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if err != nil {
+			s.log.Error("redundant: scrub: block unreadable", "addr", addr, "err", err)
+		}
+		return fn(addr, n, err)
+	})
+}

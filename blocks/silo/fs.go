@@ -1,0 +1,155 @@
+package silo
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// FS is the file system the silo works through. The default is the
+// operating system's; tests substitute one that injects errors and crashes.
+// Names are full paths. Implementations must be safe for concurrent use.
+type FS interface {
+	// MkdirAll creates dir and its parents.
+	MkdirAll(dir string) error
+	// Lock takes an exclusive lock on dir (a lock file inside it), failing
+	// at once if another holder has it. Closing the result releases it.
+	Lock(dir string) (io.Closer, error)
+	// List returns the names (not paths) of the entries of dir.
+	List(dir string) ([]string, error)
+	// Open opens an existing file for reading and writing.
+	Open(name string) (File, error)
+	// Create creates a new, empty file; it fails if name exists.
+	Create(name string) (File, error)
+	// Remove removes a file. It is durable once SyncDir returns.
+	Remove(name string) error
+	// SyncDir makes creations and removals in dir durable.
+	SyncDir(dir string) error
+}
+
+// File is an open file of an FS. ReadAt and WriteAt may be called
+// concurrently with each other; the other methods are not called
+// concurrently with WriteAt on the same file.
+type File interface {
+	io.ReaderAt
+	io.WriterAt
+	// Sync makes the written data durable (fdatasync).
+	Sync() error
+	// Truncate sets the file's size.
+	Truncate(size int64) error
+	// Size returns the file's size.
+	Size() (int64, error)
+	Close() error
+}
+
+// osFS is the real file system.
+type osFS struct{}
+
+func (osFS) MkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }
+
+type flockFile struct{ f *os.File }
+
+func (l flockFile) Close() error {
+	_ = syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	return l.f.Close()
+}
+
+func (osFS) Lock(dir string) (io.Closer, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("silo: %s is in use by another silo (locked)", dir)
+		}
+		return nil, err
+	}
+	return flockFile{f}, nil
+}
+
+func (osFS) List(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	return names, nil
+}
+
+func (osFS) Open(name string) (File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	return newOSFile(f), nil
+}
+
+func (osFS) Create(name string) (File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return newOSFile(f), nil
+}
+
+func (osFS) Remove(name string) error { return os.Remove(name) }
+
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// osFile is an os.File whose Sync is fdatasync.
+type osFile struct {
+	*os.File
+	fd int
+}
+
+func newOSFile(f *os.File) *osFile { return &osFile{File: f, fd: int(f.Fd())} }
+
+func (f *osFile) Sync() error {
+	for {
+		err := syscall.Fdatasync(f.fd)
+		if err != syscall.EINTR {
+			if err != nil {
+				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+			}
+			return nil
+		}
+	}
+}
+
+func (f *osFile) Size() (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// mapErr wraps file-system errors in the blocks sentinels callers test:
+// ENOSPC (and EDQUOT) become blocks.ErrNoSpace.
+func mapErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("silo: %s: %w (%v)", op, errNoSpace, err)
+	}
+	return fmt.Errorf("silo: %s: %w", op, err)
+}

@@ -1,0 +1,297 @@
+package silo
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"cairn/blocks"
+)
+
+// scanSegment walks the records of a segment file of the given size and
+// calls visit for each record whose header is intact, in file order, with
+// ok reporting whether its record checksum holds. Header-only scans (full
+// false: sealed segments) read the headers and skip the payloads, so ok is
+// always true for them and a rotten payload is found when it is read.
+// Full scans (the active segment) read every byte; they return the end of
+// the last intact record, and visit is called only for records before it:
+// what follows is a torn tail for the caller to cut.
+//
+// Bytes that do not hold an intact header are passed to bad; the scan
+// resumes at the next offset that holds an intact header whose record
+// fits in the file. scanSegment never panics on any file content; it fails
+// only on I/O errors.
+func scanSegment(f File, size int64, full bool, visit func(off int64, h *header, ok bool), bad func(off, n int64, why error)) (int64, error) {
+	type seen struct {
+		off int64
+		h   header
+		ok  bool
+	}
+	var (
+		pending []seen // full scans: records waiting for the valid end
+		hbuf    [hdrSize]byte
+		pbuf    []byte
+		end     int64 // end of the last intact record
+		off     int64
+	)
+	for off < size {
+		var h header
+		err := readHeaderAt(f, off, size, hbuf[:], &h)
+		if err != nil {
+			if !errors.Is(err, errBadHeader) {
+				return 0, err
+			}
+			next, rerr := resync(f, off+1, size)
+			if rerr != nil {
+				return 0, rerr
+			}
+			if !full || next < size {
+				// In a full scan, bytes followed by no intact header are
+				// the torn tail: not reported as corruption.
+				bad(off, next-off, err)
+			}
+			off = next
+			continue
+		}
+		recEnd := off + hdrSize + int64(h.n)
+		ok := true
+		if full && h.n > 0 {
+			if cap(pbuf) < int(hdrSize+h.n) {
+				pbuf = make([]byte, hdrSize+h.n)
+			}
+			rec := pbuf[:hdrSize+h.n]
+			if _, err := f.ReadAt(rec, off); err != nil {
+				return 0, err
+			}
+			ok = checkRecord(rec, &h)
+		}
+		if full {
+			pending = append(pending, seen{off, h, ok})
+			if ok {
+				for _, p := range pending {
+					if !p.ok {
+						bad(p.off, hdrSize+int64(p.h.n), fmt.Errorf("record checksum mismatch"))
+					}
+					visit(p.off, &p.h, p.ok)
+				}
+				pending = pending[:0]
+				end = recEnd
+			}
+		} else {
+			visit(off, &h, ok)
+			end = recEnd
+		}
+		off = recEnd
+	}
+	if !full {
+		return size, nil
+	}
+	return end, nil
+}
+
+// readHeaderAt reads and decodes the header at off, checking that its
+// record fits in the file.
+func readHeaderAt(f File, off, size int64, buf []byte, h *header) error {
+	if size-off < hdrSize {
+		return fmt.Errorf("%w: %d trailing bytes", errBadHeader, size-off)
+	}
+	if _, err := f.ReadAt(buf[:hdrSize], off); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: short read", errBadHeader)
+		}
+		return err
+	}
+	if err := decodeHeader(buf, h); err != nil {
+		return err
+	}
+	if off+hdrSize+int64(h.n) > size {
+		return fmt.Errorf("%w: record of %d bytes runs past the end", errBadHeader, h.n)
+	}
+	return nil
+}
+
+// resync finds the first offset at or after from that holds an intact
+// header (see readHeaderAt), or returns size.
+func resync(f File, from, size int64) (int64, error) {
+	var magic [4]byte
+	binary.LittleEndian.PutUint32(magic[:], hdrMagic)
+	buf := make([]byte, 64<<10)
+	var hbuf [hdrSize]byte
+	for pos := from; pos < size; {
+		n := min(int64(len(buf)), size-pos)
+		if _, err := f.ReadAt(buf[:n], pos); err != nil && !errors.Is(err, io.EOF) {
+			return 0, err
+		}
+		chunk := buf[:n]
+		for i := 0; i < len(chunk); {
+			j := bytes.Index(chunk[i:], magic[:])
+			if j < 0 {
+				break
+			}
+			cand := pos + int64(i+j)
+			var h header
+			if err := readHeaderAt(f, cand, size, hbuf[:], &h); err == nil {
+				return cand, nil
+			} else if !errors.Is(err, errBadHeader) {
+				return 0, err
+			}
+			i += j + 1
+		}
+		if n <= 3 {
+			break
+		}
+		pos += n - 3 // a magic may straddle chunks
+	}
+	return size, nil
+}
+
+// scanState rebuilds the in-memory state from the records of all segments,
+// visited in segment order. Every record carries a stamp (a silo-wide
+// write counter that compaction preserves), so the outcome does not depend
+// on where compaction moved a record: the higher stamp wins.
+type scanState struct {
+	s     *Silo
+	seals map[blocks.ID][]marker2
+	trims map[blocks.ID][]marker2
+}
+
+type marker2 struct {
+	marker
+	v uint64 // epoch (seal) or before (trim)
+}
+
+func newScanState(s *Silo) *scanState {
+	return &scanState{s: s, seals: map[blocks.ID][]marker2{}, trims: map[blocks.ID][]marker2{}}
+}
+
+func (st *scanState) logState(id blocks.ID) *logState {
+	lg := st.s.logs[id]
+	if lg == nil {
+		lg = &logState{recs: map[uint64]jrec{}}
+		st.s.logs[id] = lg
+	}
+	return lg
+}
+
+func (st *scanState) apply(seg, off uint32, h *header, ok bool) {
+	s := st.s
+	if h.stamp > s.stamp {
+		s.stamp = h.stamp
+	}
+	l := loc{seg: seg, off: off, n: h.n}
+	switch h.typ {
+	case recPiece:
+		key := blocks.Addr(h.key)
+		if t, has := s.tombs[key]; has && t.tombStamp != 0 {
+			if t.tombStamp > h.stamp {
+				s.noteHistoryLocked(key, seg) // deleted later
+				return
+			}
+			t.tombSeg, t.tombOff, t.tombStamp = 0, 0, 0 // put again later
+			s.tombs[key] = t
+		}
+		if e, has := s.index[key]; has {
+			if h.stamp < e.stamp {
+				s.noteHistoryLocked(key, seg)
+				return
+			}
+			if e.seg != seg {
+				s.noteHistoryLocked(key, e.seg)
+			}
+		}
+		s.index[key] = entry{loc: l, stamp: h.stamp, bad: !ok}
+	case recTomb:
+		key := blocks.Addr(h.key)
+		t, has := s.tombs[key]
+		if e, live := s.index[key]; live {
+			if e.stamp > h.stamp {
+				return // a stale tombstone: the key was put again later
+			}
+			delete(s.index, key)
+			s.noteHistoryLocked(key, e.seg)
+			t = s.tombs[key]
+			has = true
+		}
+		if h.stamp >= t.tombStamp { // >=: the newest copy of one tombstone
+			if !has {
+				t.minSeg = seg // no older put known: an empty range
+			}
+			t.tombSeg, t.tombOff, t.tombStamp = seg, off, h.stamp
+			s.tombs[key] = t
+		}
+	case recJournal:
+		lg := st.logState(blocks.ID(h.key))
+		old, has := lg.recs[h.b]
+		ep := blocks.Epoch(h.a)
+		if has && (ep < old.epoch || ep == old.epoch && h.stamp < old.stamp) {
+			return
+		}
+		lg.recs[h.b] = jrec{loc: l, epoch: ep, stamp: h.stamp, bad: !ok}
+	case recSeal:
+		id := blocks.ID(h.key)
+		st.logState(id)
+		st.seals[id] = append(st.seals[id], marker2{marker{l, h.stamp}, h.a})
+	case recTrim:
+		id := blocks.ID(h.key)
+		if h.isDrop() {
+			if d := s.drops[id]; h.stamp >= d.stamp {
+				s.drops[id] = marker{l, h.stamp}
+			}
+			return
+		}
+		st.logState(id)
+		st.trims[id] = append(st.trims[id], marker2{marker{l, h.stamp}, h.b})
+	}
+}
+
+// resolve applies drops, trims and seals to the journal state (they may
+// have been scanned before or after the records they cover) and computes
+// the live bytes of every segment.
+func (st *scanState) resolve() {
+	s := st.s
+	for id, lg := range s.logs {
+		drop := s.drops[id].stamp
+		for _, m := range st.seals[id] {
+			if m.stamp > drop && (blocks.Epoch(m.v) > lg.sealed || blocks.Epoch(m.v) == lg.sealed && m.stamp >= lg.seal.stamp) {
+				lg.sealed, lg.seal = blocks.Epoch(m.v), m.marker
+			}
+		}
+		for _, m := range st.trims[id] {
+			if m.stamp > drop && m.stamp >= lg.trim.stamp {
+				lg.trimBefore, lg.trim = m.v, m.marker
+			}
+		}
+		for seq, r := range lg.recs {
+			if r.stamp < drop || r.stamp < lg.trim.stamp && seq < lg.trimBefore {
+				delete(lg.recs, seq)
+			}
+		}
+		if len(lg.recs) == 0 && lg.seal.stamp == 0 && lg.trim.stamp == 0 {
+			delete(s.logs, id)
+		}
+	}
+	for _, e := range s.index {
+		s.liveLocked(e.loc)
+	}
+	for _, t := range s.tombs {
+		if t.tombStamp != 0 {
+			s.markerLocked(loc{seg: t.tombSeg, off: t.tombOff}, +1)
+		}
+	}
+	for _, d := range s.drops {
+		s.markerLocked(d.loc, +1)
+	}
+	for _, lg := range s.logs {
+		for _, r := range lg.recs {
+			s.liveLocked(r.loc)
+		}
+		if lg.seal.stamp != 0 {
+			s.markerLocked(lg.seal.loc, +1)
+		}
+		if lg.trim.stamp != 0 {
+			s.markerLocked(lg.trim.loc, +1)
+		}
+	}
+}

@@ -1,0 +1,768 @@
+package silo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"cairn/blocks"
+)
+
+var (
+	_ blocks.Holder  = (*Silo)(nil)
+	_ blocks.Walker  = (*Silo)(nil)
+	_ blocks.Journal = (*Silo)(nil)
+)
+
+var errNoSpace = blocks.ErrNoSpace
+
+// Defaults and bounds of Options.
+const (
+	DefaultSegmentSize  = 64 << 20
+	DefaultCompactRatio = 0.5
+	MinSegmentSize      = 4 << 10
+	MaxSegmentSize      = 1 << 30
+)
+
+// Options configures a Silo. The zero value selects the defaults.
+type Options struct {
+	// SegmentSize is the size at which the active segment is sealed and a
+	// new one started (a record is never split, so a segment may exceed it
+	// by one record). Default 64 MiB; it must lie in
+	// [MinSegmentSize, MaxSegmentSize]. It may change between opens.
+	SegmentSize int64
+	// CompactRatio is the fraction of a sealed segment's bytes that must be
+	// dead (deleted, superseded or trimmed) before background compaction
+	// rewrites it. Default 0.5; it must lie in (0, 1].
+	CompactRatio float64
+	// Logger receives corruption reports and compaction events. Default:
+	// discard.
+	Logger *slog.Logger
+	// FS is the file system to use (a test hook). Default: the operating
+	// system's.
+	FS FS
+}
+
+func (o *Options) setDefaults() error {
+	if o.SegmentSize == 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	if o.SegmentSize < MinSegmentSize || o.SegmentSize > MaxSegmentSize {
+		return fmt.Errorf("silo: segment size %d outside [%d, %d]", o.SegmentSize, MinSegmentSize, MaxSegmentSize)
+	}
+	if o.CompactRatio == 0 {
+		o.CompactRatio = DefaultCompactRatio
+	}
+	if !(o.CompactRatio > 0 && o.CompactRatio <= 1) {
+		return fmt.Errorf("silo: compact ratio %v outside (0, 1]", o.CompactRatio)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.FS == nil {
+		o.FS = osFS{}
+	}
+	return nil
+}
+
+// Stats describes a silo's contents and footprint.
+type Stats struct {
+	Pieces    int64 // live pieces
+	LiveBytes int64 // payload bytes of live pieces and journal records
+	DiskBytes int64 // bytes of all segment files
+	Segments  int   // segment files
+}
+
+// loc is where a record lives: segment id, offset, payload length.
+type loc struct {
+	seg, off, n uint32
+}
+
+func (l loc) size() int64 { return hdrSize + int64(l.n) }
+
+// entry is the index entry of a live piece.
+type entry struct {
+	loc
+	stamp uint64
+	bad   bool // the record failed its checksum; a PutPiece may replace it
+}
+
+// tombInfo remembers, for a key whose older put records may still sit in
+// some segment, the oldest such segment and the key's latest tombstone.
+type tombInfo struct {
+	minSeg    uint32 // oldest segment that may hold a put of the key
+	tombSeg   uint32 // segment of the latest tombstone (0: none)
+	tombOff   uint32
+	tombStamp uint64
+}
+
+// marker locates a seal or trim record.
+type marker struct {
+	loc
+	stamp uint64
+}
+
+type jrec struct {
+	loc
+	epoch blocks.Epoch
+	stamp uint64
+	bad   bool
+}
+
+type logState struct {
+	sealed     blocks.Epoch
+	seal       marker // zero if never sealed
+	trimBefore uint64
+	trim       marker // zero if never trimmed
+	recs       map[uint64]jrec
+}
+
+type segment struct {
+	id   uint32
+	name string
+	f    File
+	mu   sync.RWMutex // held shared by readers of f, exclusively to close it
+	size int64        // bytes written (guarded by Silo.mu)
+	live int64        // bytes of live piece and journal records (guarded by Silo.mu)
+}
+
+type batch struct {
+	done chan struct{}
+	err  error
+}
+
+// Silo is a node's local block storage: a blocks.Holder, blocks.Walker and
+// blocks.Journal on append-only segment files in one directory. It is safe
+// for concurrent use. See the package documentation for the model.
+type Silo struct {
+	dir  string
+	fs   FS
+	log  *slog.Logger
+	opts Options
+	lock io.Closer
+
+	mu     sync.RWMutex // guards the fields below and segment size/live
+	closed bool
+	failed error // sticky: a sync failed, so writes are refused until reopen
+	segs   map[uint32]*segment
+	order  []uint32 // ids of segs, ascending
+	active *segment
+	stamp  uint64 // last stamp handed out
+	index  map[blocks.Addr]entry
+	tombs  map[blocks.Addr]tombInfo
+	logs   map[blocks.ID]*logState
+	drops  map[blocks.ID]marker // the latest drop (Trim to MaxUint64) per log
+	live   int64                // LiveBytes
+	ghosts []uint32             // removed segments whose removal may not be durable yet
+
+	writeGen atomic.Uint64 // incremented under mu by every write
+
+	smu        sync.Mutex // guards the group-commit fields below
+	scond      *sync.Cond
+	syncing    bool
+	next       *batch
+	durableGen uint64
+	stopped    bool
+
+	compactMu sync.Mutex // one compaction at a time
+	kick      chan struct{}
+	cancel    context.CancelFunc
+	bgDone    chan struct{}
+	closing   atomic.Bool // Close has begun: compaction stops
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func segName(id uint32) string { return fmt.Sprintf("%016x.seg", id) }
+
+func parseSegName(name string) (uint32, bool) {
+	if len(name) != 20 || !strings.HasSuffix(name, ".seg") {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(name[:16], 16, 32)
+	if err != nil || v == 0 {
+		return 0, false
+	}
+	return uint32(v), true
+}
+
+// Open opens (creating if needed) the silo in dir, rebuilding its index
+// from the segment files: sealed segments by their record headers, the
+// active (last) segment by reading and verifying it whole and cutting off a
+// torn tail. Only one Silo may have dir open at a time, across processes;
+// a second Open fails. The Silo owns a background compaction goroutine
+// until Close.
+func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	fsys := opts.FS
+	if err := fsys.MkdirAll(dir); err != nil {
+		return nil, fmt.Errorf("silo: open %s: %w", dir, err)
+	}
+	lock, err := fsys.Lock(dir)
+	if err != nil {
+		return nil, fmt.Errorf("silo: open %s: %w", dir, err)
+	}
+	s := &Silo{
+		dir:   dir,
+		fs:    fsys,
+		log:   opts.Logger.With("silo", dir),
+		opts:  opts,
+		lock:  lock,
+		segs:  map[uint32]*segment{},
+		index: map[blocks.Addr]entry{},
+		tombs: map[blocks.Addr]tombInfo{},
+		logs:  map[blocks.ID]*logState{},
+		drops: map[blocks.ID]marker{},
+		kick:  make(chan struct{}, 1),
+	}
+	s.scond = sync.NewCond(&s.smu)
+	if err := s.load(ctx); err != nil {
+		s.closeFiles()
+		lock.Close()
+		return nil, err
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.bgDone = make(chan struct{})
+	go s.compactLoop(bg)
+	s.kickCompactor()
+	return s, nil
+}
+
+func (s *Silo) load(ctx context.Context) error {
+	names, err := s.fs.List(s.dir)
+	if err != nil {
+		return fmt.Errorf("silo: open %s: %w", s.dir, err)
+	}
+	var ids []uint32
+	for _, n := range names {
+		if id, ok := parseSegName(n); ok {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	st := newScanState(s)
+	for i, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		name := filepath.Join(s.dir, segName(id))
+		f, err := s.fs.Open(name)
+		if err != nil {
+			return fmt.Errorf("silo: open segment: %w", err)
+		}
+		seg := &segment{id: id, name: name, f: f}
+		s.segs[id] = seg
+		s.order = append(s.order, id)
+		size, err := f.Size()
+		if err != nil {
+			return fmt.Errorf("silo: open segment %s: %w", name, err)
+		}
+		last := i == len(ids)-1
+		end, err := scanSegment(f, size, last, func(off int64, h *header, ok bool) {
+			st.apply(id, uint32(off), h, ok)
+		}, func(off, n int64, why error) {
+			s.log.Warn("silo: corrupt bytes in segment", "segment", name, "offset", off, "length", n, "err", why)
+		})
+		if err != nil {
+			return fmt.Errorf("silo: scan segment %s: %w", name, err)
+		}
+		if last && end < size {
+			s.log.Warn("silo: cutting torn tail of active segment", "segment", name, "offset", end, "length", size-end)
+			if err := f.Truncate(end); err != nil {
+				return mapErr("truncate torn tail", err)
+			}
+			if err := f.Sync(); err != nil {
+				return mapErr("sync", err)
+			}
+			size = end
+		}
+		seg.size = size
+	}
+	st.resolve()
+	s.cleanupLocked()
+	if len(ids) == 0 {
+		if err := s.newSegment(1); err != nil {
+			return err
+		}
+	}
+	s.active = s.segs[s.order[len(s.order)-1]]
+	return nil
+}
+
+// newSegment creates segment id, makes its creation durable and appends it
+// to order. Called with mu held (or before the Silo is shared).
+func (s *Silo) newSegment(id uint32) error {
+	name := filepath.Join(s.dir, segName(id))
+	f, err := s.fs.Create(name)
+	if err != nil {
+		return mapErr("create segment", err)
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		f.Close()
+		_ = s.fs.Remove(name)
+		return mapErr("sync directory", err)
+	}
+	s.segs[id] = &segment{id: id, name: name, f: f}
+	s.order = append(s.order, id)
+	return nil
+}
+
+// rollLocked seals the active segment (durably) and starts the next one.
+func (s *Silo) rollLocked() error {
+	if err := s.active.f.Sync(); err != nil {
+		s.failed = mapErr("sync sealed segment", err)
+		return s.failed
+	}
+	id := s.active.id + 1
+	if err := s.newSegment(id); err != nil {
+		return err
+	}
+	s.active = s.segs[id]
+	s.kickCompactor()
+	return nil
+}
+
+// appendLocked writes a whole record at the end of the active segment,
+// rolling to a new segment first when the active one is full.
+func (s *Silo) appendLocked(rec []byte) (*segment, uint32, error) {
+	if s.failed != nil {
+		return nil, 0, s.failed
+	}
+	if s.active.size >= s.opts.SegmentSize {
+		if err := s.rollLocked(); err != nil {
+			return nil, 0, err
+		}
+	}
+	seg := s.active
+	off := seg.size
+	if _, err := seg.f.WriteAt(rec, off); err != nil {
+		// Cut whatever part was written, so no half record stays behind a
+		// later one. (Truncating frees space; it succeeds on a full disk.)
+		_ = seg.f.Truncate(off)
+		return nil, 0, mapErr("write", err)
+	}
+	seg.size += int64(len(rec))
+	s.writeGen.Add(1)
+	return seg, uint32(off), nil
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, hdrSize+8<<10); return &b }}
+
+func getBuf(n int) *[]byte {
+	bp := bufPool.Get().(*[]byte)
+	if cap(*bp) < n {
+		b := make([]byte, n)
+		*bp = b
+	}
+	*bp = (*bp)[:n]
+	return bp
+}
+
+func putBuf(bp *[]byte) {
+	if cap(*bp) > 1<<20+hdrSize {
+		return // let big buffers go
+	}
+	bufPool.Put(bp)
+}
+
+// killLocked accounts a live piece or journal record at l as dead.
+func (s *Silo) killLocked(l loc) {
+	if seg := s.segs[l.seg]; seg != nil {
+		seg.live -= l.size()
+		if seg != s.active && float64(seg.size-seg.live) >= s.opts.CompactRatio*float64(seg.size) {
+			s.kickCompactor()
+		}
+	}
+	s.live -= int64(l.n)
+}
+
+func (s *Silo) liveLocked(l loc) {
+	if seg := s.segs[l.seg]; seg != nil {
+		seg.live += l.size()
+	}
+	s.live += int64(l.n)
+}
+
+// noteHistoryLocked records that segment seg may hold a (dead) put of key.
+func (s *Silo) noteHistoryLocked(key blocks.Addr, seg uint32) {
+	t := s.tombs[key]
+	if t.minSeg == 0 || seg < t.minSeg {
+		t.minSeg = seg
+	}
+	s.tombs[key] = t
+}
+
+// anySegIn reports whether a segment with id in [lo, hi) exists.
+func (s *Silo) anySegIn(lo, hi uint32) bool {
+	if lo >= hi {
+		return false
+	}
+	i := sort.Search(len(s.order), func(i int) bool { return s.order[i] >= lo })
+	return i < len(s.order) && s.order[i] < hi
+}
+
+func (s *Silo) checkOpen() error {
+	if s.closed {
+		return fmt.Errorf("silo: %w", blocks.ErrClosed)
+	}
+	return nil
+}
+
+// PutPiece implements blocks.Holder. It writes the piece to the active
+// segment (the page cache) and returns; Sync makes it durable. A key
+// already present is left as it is, unless its record was found corrupt,
+// in which case it is replaced. data is not retained. Errors:
+// blocks.ErrTooLarge (over blocks.MaxPiece), blocks.ErrNoSpace,
+// blocks.ErrClosed, or the error of an earlier failed sync.
+func (s *Silo) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(data) > blocks.MaxPiece {
+		return fmt.Errorf("silo: piece of %d bytes: %w", len(data), blocks.ErrTooLarge)
+	}
+	s.mu.RLock()
+	e, ok := s.index[key]
+	s.mu.RUnlock()
+	if ok && !e.bad {
+		return nil
+	}
+	bp := getBuf(hdrSize + len(data))
+	defer putBuf(bp)
+	buf := *bp
+	copy(buf[hdrSize:], data)
+	pcrc := crc32.Checksum(data, castagnoli)
+	h := header{typ: recPiece, n: uint32(len(data)), key: key}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	old, ok := s.index[key]
+	if ok && !old.bad {
+		return nil
+	}
+	s.stamp++
+	h.stamp = s.stamp
+	putHeader(buf, &h, pcrc)
+	seg, off, err := s.appendLocked(buf)
+	if err != nil {
+		return err
+	}
+	if ok {
+		s.killLocked(old.loc)
+		s.noteHistoryLocked(key, old.seg)
+	}
+	if t, has := s.tombs[key]; has && t.tombStamp != 0 {
+		// The key's tombstone is superseded: compaction may drop it.
+		s.markerLocked(loc{seg: t.tombSeg, off: t.tombOff}, -1)
+		t.tombSeg, t.tombOff, t.tombStamp = 0, 0, 0
+		s.tombs[key] = t
+	}
+	l := loc{seg: seg.id, off: off, n: h.n}
+	s.index[key] = entry{loc: l, stamp: h.stamp}
+	s.liveLocked(l)
+	return nil
+}
+
+// readRecord reads the record at l into buf (grown as needed) and checks
+// its header and checksum. It returns the record (header and payload).
+func (s *Silo) readRecord(seg *segment, l loc, buf []byte) ([]byte, *header, error) {
+	n := int(l.size())
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := seg.f.ReadAt(buf, int64(l.off)); err != nil {
+		if errors.Is(err, io.EOF) {
+			return buf, nil, fmt.Errorf("silo: segment %s offset %d: short record: %w", seg.name, l.off, blocks.ErrCorrupt)
+		}
+		return buf, nil, mapErr("read", err)
+	}
+	var h header
+	if err := decodeHeader(buf, &h); err != nil {
+		return buf, nil, fmt.Errorf("silo: segment %s offset %d: %v: %w", seg.name, l.off, err, blocks.ErrCorrupt)
+	}
+	if h.n != l.n || !checkRecord(buf, &h) {
+		return buf, nil, fmt.Errorf("silo: segment %s offset %d: checksum mismatch: %w", seg.name, l.off, blocks.ErrCorrupt)
+	}
+	return buf, &h, nil
+}
+
+// GetPiece implements blocks.Holder. The piece's record checksum is
+// verified on every read; the caller owns the returned slice. Errors:
+// blocks.ErrNotFound, blocks.ErrCorrupt (wrapped; the bytes are never
+// returned), blocks.ErrClosed, or an I/O error.
+func (s *Silo) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	if err := s.checkOpen(); err != nil {
+		s.mu.RUnlock()
+		return nil, err
+	}
+	e, ok := s.index[key]
+	if !ok {
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("silo: piece %s: %w", key, blocks.ErrNotFound)
+	}
+	seg := s.segs[e.seg]
+	seg.mu.RLock()
+	s.mu.RUnlock()
+	buf, h, err := s.readRecord(seg, e.loc, nil)
+	seg.mu.RUnlock()
+	if err == nil && (h.typ != recPiece || h.key != key) {
+		err = fmt.Errorf("silo: segment %s offset %d: record is not piece %s: %w", seg.name, e.off, key, blocks.ErrCorrupt)
+	}
+	if err != nil {
+		if errors.Is(err, blocks.ErrCorrupt) {
+			s.markBad(key, e.loc)
+		}
+		return nil, err
+	}
+	return buf[hdrSize:], nil
+}
+
+func (s *Silo) markBad(key blocks.Addr, l loc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.index[key]; ok && e.loc == l && !e.bad {
+		e.bad = true
+		s.index[key] = e
+		s.log.Warn("silo: corrupt piece", "key", key.String(), "segment", l.seg, "offset", l.off)
+	}
+}
+
+// HasPiece implements blocks.Holder (from the index: the bytes are not
+// read or verified).
+func (s *Silo) HasPiece(ctx context.Context, key blocks.Addr) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.checkOpen(); err != nil {
+		return false, err
+	}
+	_, ok := s.index[key]
+	return ok, nil
+}
+
+// DeletePiece implements blocks.Holder: it writes a tombstone and forgets
+// the key (durable at the next Sync). Deleting an absent key writes nothing.
+func (s *Silo) DeletePiece(ctx context.Context, key blocks.Addr) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	bp := getBuf(hdrSize)
+	defer putBuf(bp)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	e, ok := s.index[key]
+	if !ok {
+		return nil
+	}
+	s.stamp++
+	h := header{typ: recTomb, key: key, stamp: s.stamp}
+	putHeader(*bp, &h, 0)
+	seg, off, err := s.appendLocked(*bp)
+	if err != nil {
+		return err
+	}
+	delete(s.index, key)
+	s.killLocked(e.loc)
+	s.noteHistoryLocked(key, e.seg)
+	t := s.tombs[key]
+	t.tombSeg, t.tombOff, t.tombStamp = seg.id, off, h.stamp
+	s.tombs[key] = t
+	s.markerLocked(loc{seg: seg.id, off: off}, +1)
+	return nil
+}
+
+// Walk implements blocks.Walker: it calls fn for every piece key held when
+// Walk began (from a snapshot of the index), stopping at fn's first error.
+func (s *Silo) Walk(ctx context.Context, fn func(key blocks.Addr) error) error {
+	s.mu.RLock()
+	if err := s.checkOpen(); err != nil {
+		s.mu.RUnlock()
+		return err
+	}
+	keys := make([]blocks.Addr, 0, len(s.index))
+	for k := range s.index {
+		keys = append(keys, k)
+	}
+	s.mu.RUnlock()
+	for i, k := range keys {
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if err := fn(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stats returns the silo's current counts.
+func (s *Silo) Stats() Stats {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := Stats{Pieces: int64(len(s.index)), LiveBytes: s.live, Segments: len(s.order)}
+	for _, id := range s.order {
+		st.DiskBytes += s.segs[id].size
+	}
+	return st
+}
+
+// Sync implements blocks.Holder and is the silo's group commit: it returns
+// once every piece, tombstone and journal record written before the call
+// is durable (fdatasync of the active segment; sealed segments were synced
+// when sealed). Concurrent callers share one fdatasync: a caller arriving
+// while one is in flight waits for the next, which one caller runs for all
+// that queued. A failed fdatasync is sticky (the kernel may have dropped
+// the dirty pages): every later write and Sync fails until the silo is
+// reopened, which rescans the active segment.
+func (s *Silo) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.smu.Lock()
+	if s.stopped {
+		s.smu.Unlock()
+		return fmt.Errorf("silo: %w", blocks.ErrClosed)
+	}
+	if s.writeGen.Load() <= s.durableGen {
+		s.smu.Unlock()
+		s.mu.RLock()
+		err := s.failed
+		s.mu.RUnlock()
+		return err
+	}
+	if s.syncing {
+		if s.next == nil {
+			s.next = &batch{done: make(chan struct{})}
+		}
+		b := s.next
+		s.smu.Unlock()
+		select {
+		case <-b.done:
+			return b.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.syncing = true
+	s.smu.Unlock()
+	return s.lead(nil)
+}
+
+// lead runs one fdatasync for batch b (nil: the caller alone), then hands
+// the next queued batch to a new goroutine.
+func (s *Silo) lead(b *batch) error {
+	gen, err := s.syncActive()
+	s.smu.Lock()
+	if err == nil && gen > s.durableGen {
+		s.durableGen = gen
+	}
+	nb := s.next
+	s.next = nil
+	if nb == nil {
+		s.syncing = false
+		s.scond.Broadcast()
+	}
+	s.smu.Unlock()
+	if b != nil {
+		b.err = err
+		close(b.done)
+	}
+	if nb != nil {
+		go s.lead(nb)
+	}
+	return err
+}
+
+func (s *Silo) syncActive() (uint64, error) {
+	s.mu.RLock()
+	if s.failed != nil {
+		s.mu.RUnlock()
+		return 0, s.failed
+	}
+	if s.closed {
+		s.mu.RUnlock()
+		return 0, fmt.Errorf("silo: %w", blocks.ErrClosed)
+	}
+	seg := s.active
+	gen := s.writeGen.Load()
+	seg.mu.RLock()
+	s.mu.RUnlock()
+	err := seg.f.Sync()
+	seg.mu.RUnlock()
+	if err != nil {
+		s.mu.Lock()
+		if s.failed == nil {
+			s.failed = mapErr("sync", err)
+			s.log.Error("silo: sync failed; writes refused until reopen", "err", err)
+		}
+		err = s.failed
+		s.mu.Unlock()
+		return 0, err
+	}
+	return gen, nil
+}
+
+// Close stops compaction, syncs, closes the segment files and releases the
+// directory lock. Operations after Close fail with blocks.ErrClosed. A
+// second Close returns nil.
+func (s *Silo) Close() error {
+	s.closeOnce.Do(func() {
+		s.closing.Store(true)
+		s.cancel()
+		<-s.bgDone
+		s.compactMu.Lock() // wait for an explicit Compact to stop
+		s.compactMu.Unlock()
+		err := s.Sync(context.Background())
+		s.smu.Lock()
+		s.stopped = true
+		for s.syncing {
+			s.scond.Wait()
+		}
+		s.smu.Unlock()
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.closeFiles()
+		if lerr := s.lock.Close(); err == nil {
+			err = lerr
+		}
+		s.closeErr = err
+	})
+	return s.closeErr
+}
+
+func (s *Silo) closeFiles() {
+	for _, seg := range s.segs {
+		seg.mu.Lock()
+		seg.f.Close()
+		seg.mu.Unlock()
+	}
+}

@@ -1,0 +1,116 @@
+// Package admin is the local administration API of a running Cairn node:
+// HTTP with JSON bodies over a Unix socket in the node's data directory
+// (only local users who can reach the socket file can use it). The `cairn
+// volume`, `cairn status` and `cairn gc` commands are its clients.
+//
+// # Wire format
+//
+//	GET    /v1/status                     -> Status
+//	GET    /v1/volumes                    -> []VolumeInfo
+//	POST   /v1/volumes         CreateRequest -> VolumeInfo
+//	GET    /v1/volumes/{name}             -> VolumeInfo
+//	DELETE /v1/volumes/{name}             -> {}
+//	POST   /v1/volumes/{name}/resize   ResizeRequest -> VolumeInfo
+//	POST   /v1/volumes/{name}/snapshot NameRequest   -> VolumeInfo (the snapshot)
+//	POST   /v1/volumes/{name}/clone    NameRequest   -> VolumeInfo (the clone)
+//	PUT    /v1/volumes/{name}/data     raw image body (import; Content-Length required) -> VolumeInfo
+//	GET    /v1/volumes/{name}/data     -> raw image body (export)
+//	POST   /v1/gc                         -> GCResult
+//
+// Errors are an HTTP status with an Error body; Code is one of the Code*
+// constants, so clients map them back to sentinel errors.
+package admin
+
+import (
+	"time"
+)
+
+// SocketName is the admin socket's file name inside a node's data directory.
+const SocketName = "admin.sock"
+
+// Error codes carried in Error.Code.
+const (
+	CodeNotFound = "not_found"
+	CodeExists   = "exists"
+	CodeInvalid  = "invalid"
+	CodeAttached = "attached"
+	CodeReadOnly = "read_only"
+	CodeNoSpace  = "no_space"
+	CodeInternal = "internal"
+)
+
+// Error is the body of every non-2xx reply.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// VolumeInfo describes a volume.
+type VolumeInfo struct {
+	Name       string    `json:"name"`
+	Size       int64     `json:"size"`
+	BlockSize  int64     `json:"block_size"`
+	Policy     string    `json:"policy"`      // one-line summary
+	PolicyTOML string    `json:"policy_toml"` // canonical TOML
+	ReadOnly   bool      `json:"read_only"`
+	Parent     string    `json:"parent,omitempty"`
+	Created    time.Time `json:"created"`
+	Epoch      uint64    `json:"epoch"`
+	Attached   bool      `json:"attached"`
+	Written    int64     `json:"written"` // bytes of allocated chunks
+	Stored     int64     `json:"stored"`  // bytes after compression and dedup
+}
+
+// CreateRequest creates a volume. Policy is TOML text; empty means the
+// node's default policy.
+type CreateRequest struct {
+	Name       string `json:"name"`
+	Size       int64  `json:"size"`
+	Policy     string `json:"policy,omitempty"`
+	PolicyFile string `json:"policy_file,omitempty"` // for error messages
+}
+
+// ResizeRequest resizes a volume.
+type ResizeRequest struct {
+	Size int64 `json:"size"`
+}
+
+// NameRequest names the snapshot or clone to make.
+type NameRequest struct {
+	Name string `json:"name"`
+}
+
+// GCResult reports a garbage collection.
+type GCResult struct {
+	Marked        int64 `json:"marked"`
+	Swept         int64 `json:"swept"`
+	DiskBytesFrom int64 `json:"disk_bytes_before"`
+	DiskBytesTo   int64 `json:"disk_bytes_after"`
+}
+
+// Status describes a node.
+type Status struct {
+	Node    string        `json:"node"`
+	Version string        `json:"version"`
+	DataDir string        `json:"data_dir"`
+	Uptime  time.Duration `json:"uptime"`
+	NBD     string        `json:"nbd,omitempty"` // NBD listen address
+	Storage StorageStatus `json:"storage"`
+	Shards  []ShardStatus `json:"shards"`
+	Volumes int           `json:"volumes"`
+	Clients int           `json:"clients"` // open NBD connections
+}
+
+// StorageStatus is the node's silo.
+type StorageStatus struct {
+	Pieces    int64 `json:"pieces"`
+	LiveBytes int64 `json:"live_bytes"`
+	DiskBytes int64 `json:"disk_bytes"`
+}
+
+// ShardStatus is one raft group as seen from this node.
+type ShardStatus struct {
+	ID       uint64 `json:"id"`
+	Leader   uint64 `json:"leader"`
+	Replicas int    `json:"replicas"`
+}

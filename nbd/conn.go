@@ -1,0 +1,528 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cairn/nbd/proto"
+)
+
+// Buffer sizes of a connection's reader and writer.
+const (
+	readBufferSize  = 128 << 10
+	writeBufferSize = 128 << 10
+)
+
+// maxExtents bounds the descriptors of one BLOCK_STATUS reply (the spec
+// asks for no more than 2^20).
+const maxExtents = 1 << 16
+
+// conn is one client connection.
+//
+// The reader goroutine (serve) runs the handshake, then reads requests and
+// either handles one inline (when nothing else is in flight and no further
+// request is already buffered, the common case at queue depth 1) or hands
+// it to one of at most Server.Workers worker goroutines, started on demand
+// and kept for the connection's life. Replies from all of them go through
+// send, which serializes them on one bufio.Writer and flushes when no other
+// reply is waiting.
+type conn struct {
+	s   *Server
+	nc  net.Conn
+	log *slog.Logger
+	br  *bufio.Reader
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// Handshake state, owned by the reader goroutine.
+	scratch      [64]byte
+	noZeroes     bool
+	structured   bool
+	metaSelected bool
+	metaExport   string
+	pending      Device // opened by NBD_OPT_INFO, reused by a following GO
+	pendingName  string
+
+	// Transmission state, fixed once the export is chosen.
+	dev         Device
+	devName     string
+	size        uint64
+	flags       proto.TransmissionFlags
+	blockStatus bool // base:allocation was selected for this export
+
+	// Requests.
+	inflight sync.WaitGroup // every request being handled
+	busy     atomic.Int32   // requests handed to workers, not yet done
+	work     chan *request  // unbuffered: a send succeeds only if a worker is idle
+	nworkers int            // owned by the reader goroutine
+
+	// Replies. wmu guards bw and werr; waiting counts senders waiting for
+	// wmu, so the last one flushes.
+	wmu     sync.Mutex
+	bw      *bufio.Writer
+	werr    error
+	waiting atomic.Int32
+
+	// mu guards transmitting and stopping.
+	mu           sync.Mutex
+	transmitting bool
+	stopping     bool
+}
+
+// request is a request read from the wire, with its write payload.
+type request struct {
+	proto.Request
+	buf *[]byte // WRITE data, from getBuf
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{
+		s:    s,
+		nc:   nc,
+		log:  s.logger().With("remote", nc.RemoteAddr().String()),
+		br:   bufio.NewReaderSize(nc, readBufferSize),
+		bw:   bufio.NewWriterSize(nc, writeBufferSize),
+		work: make(chan *request),
+	}
+}
+
+// stop asks the connection to wind down for a server shutdown: a
+// connection still haggling is closed; one in transmission stops reading
+// requests, finishes the ones in flight and closes its device.
+func (c *conn) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopping = true
+	if c.transmitting {
+		c.nc.SetReadDeadline(time.Now())
+	} else {
+		c.nc.Close()
+	}
+}
+
+// abort cancels in-flight requests and closes the socket.
+func (c *conn) abort() {
+	c.mu.Lock()
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	c.nc.Close()
+}
+
+// serve runs the connection to its end.
+func (c *conn) serve(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	c.mu.Lock()
+	c.ctx, c.cancel = ctx, cancel
+	stopping := c.stopping
+	c.mu.Unlock()
+	defer cancel()
+	defer c.nc.Close()
+	if stopping {
+		return
+	}
+
+	timeout := c.s.HandshakeTimeout
+	if timeout <= 0 {
+		timeout = DefaultHandshakeTimeout
+	}
+	c.nc.SetDeadline(time.Now().Add(timeout))
+	err := c.handshake()
+	c.closePending()
+	if err != nil {
+		if errors.Is(err, errHangUp) {
+			c.log.Debug("nbd: handshake ended", "err", err)
+		} else {
+			c.log.Warn("nbd: handshake failed", "err", err)
+		}
+		return
+	}
+	if err := c.bw.Flush(); err != nil {
+		c.closeDevice()
+		return
+	}
+	c.nc.SetDeadline(time.Time{})
+	c.mu.Lock()
+	c.transmitting = true
+	stopping = c.stopping
+	c.mu.Unlock()
+	c.log.Info("nbd: export attached", "export", c.devName, "size", c.size, "structured", c.structured)
+	if !stopping {
+		c.transmit()
+	}
+	c.inflight.Wait()
+	close(c.work)
+	c.wmu.Lock()
+	if c.werr == nil {
+		c.bw.Flush()
+	}
+	c.wmu.Unlock()
+	c.closeDevice()
+}
+
+// closeDevice closes the device, which flushes it. It uses a context that
+// survives the connection's cancellation so that a shutdown still flushes.
+func (c *conn) closeDevice() {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), DefaultCloseTimeout)
+	defer cancel()
+	if err := c.dev.Close(ctx); err != nil {
+		c.log.Error("nbd: closing export failed", "export", c.devName, "err", err)
+		return
+	}
+	c.log.Info("nbd: export detached", "export", c.devName)
+}
+
+// transmit reads requests until the client disconnects, sends garbage or
+// the server stops.
+func (c *conn) transmit() {
+	var hb [proto.RequestSize]byte
+	maxPayload := c.s.maxPayload()
+	for {
+		if _, err := io.ReadFull(c.br, hb[:]); err != nil {
+			c.readEnded(err)
+			return
+		}
+		r, err := proto.ParseRequest(hb[:])
+		if err != nil {
+			c.log.Warn("nbd: bad request; disconnecting", "err", err)
+			return
+		}
+		req := &request{Request: r}
+		switch r.Type {
+		case proto.CmdDisc:
+			// Spec "NBD_CMD_DISC": handle all outstanding requests, then
+			// close; there is no reply.
+			c.log.Debug("nbd: client disconnected")
+			return
+		case proto.CmdWrite:
+			if int64(r.Length) > int64(maxPayload) {
+				// Spec "Size constraints": a payload too large to be
+				// anything but a denial of service MAY be answered with a
+				// hard disconnect; the data cannot be skipped cheaply.
+				c.log.Warn("nbd: write payload too large; disconnecting", "length", r.Length, "max", maxPayload)
+				return
+			}
+			req.buf = getBuf(int(r.Length))
+			if _, err := io.ReadFull(c.br, *req.buf); err != nil {
+				putBuf(req.buf)
+				c.readEnded(err)
+				return
+			}
+		}
+		c.dispatch(req)
+	}
+}
+
+// readEnded logs why the request stream ended.
+func (c *conn) readEnded(err error) {
+	c.mu.Lock()
+	stopping := c.stopping
+	c.mu.Unlock()
+	switch {
+	case stopping:
+		c.log.Info("nbd: server shutting down; closing connection")
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Info("nbd: client went away", "err", err)
+	default:
+		c.log.Warn("nbd: read", "err", err)
+	}
+}
+
+// dispatch handles r inline or hands it to a worker.
+func (c *conn) dispatch(r *request) {
+	c.inflight.Add(1)
+	if c.busy.Load() == 0 && c.br.Buffered() == 0 && r.Type != proto.CmdFlush && r.Flags&proto.CmdFlagFUA == 0 {
+		c.handle(r)
+		return
+	}
+	c.busy.Add(1)
+	select {
+	case c.work <- r:
+		return
+	default:
+	}
+	if c.nworkers < c.s.workers() {
+		c.nworkers++
+		go c.worker()
+	}
+	c.work <- r // blocks while every worker is busy: back-pressure on the client
+}
+
+func (c *conn) worker() {
+	for r := range c.work {
+		c.handle(r)
+		c.busy.Add(-1)
+	}
+}
+
+// handle runs one request and sends its reply.
+func (c *conn) handle(r *request) {
+	defer c.inflight.Done()
+	defer putBuf(r.buf)
+	if errno, msg := c.check(r); errno != 0 {
+		c.replyError(r, errno, msg)
+		return
+	}
+	ctx := c.ctx
+	dev := c.dev
+	off, n := int64(r.Offset), int64(r.Length)
+	var err error
+	switch r.Type {
+	case proto.CmdRead:
+		c.read(r)
+		return
+	case proto.CmdBlockStatus:
+		c.extents(r)
+		return
+	case proto.CmdWrite:
+		err = dev.WriteAt(ctx, *r.buf, off)
+	case proto.CmdFlush:
+		err = dev.Flush(ctx)
+	case proto.CmdTrim:
+		if n > 0 {
+			err = dev.Trim(ctx, off, n)
+		}
+	case proto.CmdWriteZeroes:
+		if n > 0 {
+			err = dev.WriteZeroes(ctx, off, n, r.Flags&proto.CmdFlagNoHole == 0)
+		}
+	case proto.CmdCache:
+		// A hint; the device has no cache to warm.
+	}
+	if err == nil && r.Flags&proto.CmdFlagFUA != 0 && r.Type != proto.CmdFlush && r.Type != proto.CmdCache {
+		// Spec "Ordering of messages and writes": no reply to a FUA
+		// command until its data is persisted.
+		err = dev.Flush(ctx)
+	}
+	if err != nil {
+		c.deviceError(r, err)
+		return
+	}
+	c.send(func(w *bufio.Writer) error {
+		var b [proto.SimpleReplySize]byte
+		_, err := w.Write(proto.AppendSimpleReply(b[:0], r.Cookie, 0))
+		return err
+	})
+}
+
+// allowedFlags lists the command flags each command accepts (spec "Command
+// flags"); FUA is valid on every command.
+var allowedFlags = map[proto.Cmd]proto.CmdFlags{
+	proto.CmdRead:        proto.CmdFlagFUA | proto.CmdFlagDF,
+	proto.CmdWrite:       proto.CmdFlagFUA,
+	proto.CmdFlush:       proto.CmdFlagFUA,
+	proto.CmdTrim:        proto.CmdFlagFUA,
+	proto.CmdCache:       proto.CmdFlagFUA,
+	proto.CmdWriteZeroes: proto.CmdFlagFUA | proto.CmdFlagNoHole | proto.CmdFlagFastZero,
+	proto.CmdBlockStatus: proto.CmdFlagFUA | proto.CmdFlagReqOne,
+}
+
+// check validates a request before it reaches the device (spec "Error
+// values"): unknown commands and flags are NBD_EINVAL; writes to a
+// read-only export NBD_EPERM; a write past the end NBD_ENOSPC, any other
+// command past the end NBD_EINVAL.
+func (c *conn) check(r *request) (proto.Errno, string) {
+	allowed, known := allowedFlags[r.Type]
+	if !known {
+		return proto.EINVAL, "unknown command " + r.Type.String()
+	}
+	if r.Flags&^allowed != 0 || (r.Flags&proto.CmdFlagDF != 0 && !c.structured) {
+		return proto.EINVAL, "flag not valid for " + r.Type.String()
+	}
+	write := r.Type == proto.CmdWrite || r.Type == proto.CmdTrim || r.Type == proto.CmdWriteZeroes
+	if write && c.flags&proto.FlagReadOnly != 0 {
+		return proto.EPERM, "export is read-only"
+	}
+	if r.Type == proto.CmdFlush {
+		return 0, ""
+	}
+	if end, ok := r.End(); !ok || end > c.size {
+		if r.Type == proto.CmdWrite || r.Type == proto.CmdWriteZeroes {
+			return proto.ENOSPC, "request beyond the end of the export"
+		}
+		return proto.EINVAL, "request beyond the end of the export"
+	}
+	switch r.Type {
+	case proto.CmdRead:
+		if int64(r.Length) > int64(c.s.maxPayload()) {
+			return proto.EINVAL, "read larger than the maximum payload"
+		}
+	case proto.CmdBlockStatus:
+		if !c.blockStatus {
+			return proto.EINVAL, "no metadata context selected"
+		}
+		if r.Length == 0 {
+			return proto.EINVAL, "zero-length block status"
+		}
+	case proto.CmdWriteZeroes:
+		if r.Flags&proto.CmdFlagFastZero != 0 && r.Flags&proto.CmdFlagNoHole != 0 {
+			// Zeroes that must stay allocated are written like data: not
+			// faster than a WRITE, so fail fast (spec "NBD_CMD_WRITE_ZEROES").
+			return proto.ENOTSUP, "fast zero without holes is not faster than a write"
+		}
+	}
+	return 0, ""
+}
+
+// read serves NBD_CMD_READ. The whole range is read before any reply byte
+// goes out, so a device error always gets a clean error reply.
+func (c *conn) read(r *request) {
+	if r.Length == 0 {
+		// Spec: the behaviour is unspecified but the server SHOULD NOT
+		// disconnect; answer success with no data.
+		c.send(func(w *bufio.Writer) error {
+			var b [proto.ChunkHeaderSize]byte
+			if c.structured {
+				_, err := w.Write(proto.AppendNone(b[:0], r.Cookie))
+				return err
+			}
+			_, err := w.Write(proto.AppendSimpleReply(b[:0], r.Cookie, 0))
+			return err
+		})
+		return
+	}
+	buf := getBuf(int(r.Length))
+	defer putBuf(buf)
+	if err := c.dev.ReadAt(c.ctx, *buf, int64(r.Offset)); err != nil {
+		c.deviceError(r, err)
+		return
+	}
+	c.send(func(w *bufio.Writer) error {
+		var b [proto.OffsetDataHeaderSize]byte
+		var hdr []byte
+		if c.structured {
+			// One content chunk, final: nothing can fail after it starts.
+			hdr = proto.AppendOffsetDataHeader(b[:0], proto.ReplyFlagDone, r.Cookie, r.Offset, len(*buf))
+		} else {
+			hdr = proto.AppendSimpleReply(b[:0], r.Cookie, 0)
+		}
+		if _, err := w.Write(hdr); err != nil {
+			return err
+		}
+		_, err := w.Write(*buf)
+		return err
+	})
+}
+
+// errStopExtents stops Device.Extents once the reply is full.
+var errStopExtents = errors.New("nbd: enough extents")
+
+// extents serves NBD_CMD_BLOCK_STATUS for base:allocation: holes are
+// NBD_STATE_HOLE|NBD_STATE_ZERO, data is 0. Gaps the device leaves are
+// reported as data (status 0 is always safe).
+func (c *conn) extents(r *request) {
+	limit := maxExtents
+	if r.Flags&proto.CmdFlagReqOne != 0 {
+		limit = 1
+	}
+	start, end := int64(r.Offset), int64(r.Offset)+int64(r.Length)
+	next := start
+	var ext []proto.Extent
+	add := func(length int64, status uint32) bool {
+		if n := len(ext); n > 0 && ext[n-1].Status == status {
+			ext[n-1].Length += uint32(length) // the sum stays within the request length
+			return true
+		}
+		if len(ext) == limit {
+			return false
+		}
+		ext = append(ext, proto.Extent{Length: uint32(length), Status: status})
+		return true
+	}
+	err := c.dev.Extents(c.ctx, start, end-start, func(off, length int64, hole bool) error {
+		e := min(off+length, end)
+		if e <= next {
+			return nil // overlaps what was already reported
+		}
+		if off > next {
+			if !add(off-next, 0) {
+				return errStopExtents
+			}
+			next = off
+		}
+		status := uint32(0)
+		if hole {
+			status = proto.StateHole | proto.StateZero
+		}
+		if !add(e-next, status) {
+			return errStopExtents
+		}
+		next = e
+		if next >= end {
+			return errStopExtents
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopExtents) {
+		c.deviceError(r, err)
+		return
+	}
+	if next < end && len(ext) < limit || len(ext) == 0 {
+		add(end-next, 0)
+	}
+	c.send(func(w *bufio.Writer) error {
+		_, err := w.Write(proto.AppendBlockStatus(nil, proto.ReplyFlagDone, r.Cookie, metaContextID, ext))
+		return err
+	})
+}
+
+// deviceError reports a device error for r.
+func (c *conn) deviceError(r *request, err error) {
+	_, errno := protocolError(err, c.s.Classify)
+	if c.ctx.Err() == nil {
+		c.log.Warn("nbd: device error", "export", c.devName, "cmd", r.Type, "offset", r.Offset, "length", r.Length, "err", err, "errno", errno)
+	}
+	c.replyError(r, errno, err.Error())
+}
+
+// replyError sends an error reply: a structured NBD_REPLY_TYPE_ERROR chunk
+// with a message when structured replies were negotiated (the spec
+// prefers it, and READ requires it), a simple reply otherwise.
+func (c *conn) replyError(r *request, errno proto.Errno, msg string) {
+	c.send(func(w *bufio.Writer) error {
+		var b [proto.ChunkHeaderSize + 6 + 128]byte
+		if c.structured {
+			if len(msg) > 128 {
+				msg = msg[:128]
+			}
+			if !proto.ValidString(msg) {
+				msg = ""
+			}
+			_, err := w.Write(proto.AppendError(b[:0], proto.ReplyFlagDone, r.Cookie, errno, msg))
+			return err
+		}
+		_, err := w.Write(proto.AppendSimpleReply(b[:0], r.Cookie, errno))
+		return err
+	})
+}
+
+// send writes one reply. Senders queue on wmu; the last in the queue
+// flushes, so replies that complete together share a write system call. A
+// write error is sticky and closes the socket (the reader then ends).
+func (c *conn) send(fn func(*bufio.Writer) error) {
+	c.waiting.Add(1)
+	c.wmu.Lock()
+	last := c.waiting.Add(-1) == 0
+	if c.werr == nil {
+		err := fn(c.bw)
+		if err == nil && last {
+			err = c.bw.Flush()
+		}
+		if err != nil {
+			c.werr = err
+			c.nc.Close()
+		}
+	}
+	c.wmu.Unlock()
+}

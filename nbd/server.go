@@ -1,0 +1,290 @@
+// Package nbd serves Cairn's virtual disks over the Network Block Device
+// protocol (fixed newstyle handshake; see package nbd/proto for the wire
+// formats and the spec sections they follow).
+//
+// A [Server] accepts TCP connections, negotiates an export with each client
+// (NBD_OPT_GO / INFO / LIST / EXPORT_NAME / STRUCTURED_REPLY /
+// SET_META_CONTEXT "base:allocation"), then serves READ, WRITE (with FUA),
+// FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, CACHE and DISC against the
+// [Device] that [Exports] opened for it. Many requests are in flight per
+// connection and replies go out in completion order through one buffered
+// writer that flushes when no other reply is waiting.
+//
+// The package declares what it needs ([Device], [Exports]) so that a
+// volume.Volume is a Device as it stands; it imports no consensus or volume
+// code.
+package nbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Device is an opened export: a range of bytes that can be read and
+// written. A volume.Volume satisfies it. Methods are called concurrently.
+// The server checks every request against Size() before calling, so the
+// device sees only in-range offsets. Errors are mapped to NBD error values
+// by the server (see the Err* kinds, blocks' sentinels and
+// Server.Classify).
+type Device interface {
+	// Size is the device size in bytes. It must not change while the
+	// device is open.
+	Size() int64
+	// BlockSize is the preferred I/O size, advertised to clients.
+	BlockSize() int
+	// ReadOnly reports whether writes are refused.
+	ReadOnly() bool
+	// ReadAt fills p from off.
+	ReadAt(ctx context.Context, p []byte, off int64) error
+	// WriteAt writes p at off; it may be volatile until Flush. The device
+	// must not keep p after returning.
+	WriteAt(ctx context.Context, p []byte, off int64) error
+	// Trim discards a range; it reads as zeros afterwards.
+	Trim(ctx context.Context, off, length int64) error
+	// WriteZeroes zeroes a range; with mayTrim it may become a hole.
+	WriteZeroes(ctx context.Context, off, length int64, mayTrim bool) error
+	// Flush makes every completed write durable.
+	Flush(ctx context.Context) error
+	// Extents reports consecutive extents covering [off, off+length), each
+	// allocated data or a hole that reads as zeros. fn may return an error
+	// to stop early; Extents then returns that error.
+	Extents(ctx context.Context, off, length int64, fn func(off, length int64, hole bool) error) error
+	// Close flushes and releases the device. The server calls it exactly
+	// once, after the last request on the connection has completed.
+	Close(ctx context.Context) error
+}
+
+// ExportInfo describes an export for NBD_OPT_LIST.
+type ExportInfo struct {
+	Name        string
+	Description string // shown to humans; may be empty
+}
+
+// Exports lists and opens exports. Safe for concurrent use.
+type Exports interface {
+	// List returns every export a client may open.
+	List(ctx context.Context) ([]ExportInfo, error)
+	// Open opens an export for one connection. Errors: wrap ErrNotFound,
+	// ErrDenied or ErrShutdown (or let Server.Classify map them).
+	Open(ctx context.Context, name string) (Device, error)
+}
+
+// Defaults of the Server's tunables.
+const (
+	DefaultMaxPayload       = 32 << 20
+	DefaultMaxConns         = 1024
+	DefaultHandshakeTimeout = time.Minute
+	DefaultWorkers          = 16
+	DefaultCloseTimeout     = time.Minute
+)
+
+// Server serves exports over NBD. Set the fields before calling Serve and
+// do not change them afterwards. The zero value with Exports set is usable.
+type Server struct {
+	// Exports lists and opens the exports. Required.
+	Exports Exports
+	// DefaultExport is the export name a client gets when it asks for the
+	// empty name. If empty, the empty name is passed to Exports.Open as is.
+	DefaultExport string
+	// Logger receives connection events. Nil discards them.
+	Logger *slog.Logger
+	// MaxConns bounds concurrent connections; further ones are closed at
+	// once. 0 means DefaultMaxConns.
+	MaxConns int
+	// MaxPayload bounds the length of one READ or WRITE (advertised as the
+	// maximum block size). A larger WRITE closes the connection; a larger
+	// READ gets NBD_EINVAL. Other commands (TRIM, WRITE_ZEROES,
+	// BLOCK_STATUS) may cover any range. 0 means DefaultMaxPayload.
+	MaxPayload int
+	// Workers bounds the requests one connection handles concurrently
+	// besides the one its reader may handle inline. 0 means DefaultWorkers.
+	Workers int
+	// MultiConn advertises NBD_FLAG_CAN_MULTI_CONN: set it only if every
+	// connection to one export sees the same data and a FLUSH on one
+	// covers writes completed on all.
+	MultiConn bool
+	// HandshakeTimeout bounds option haggling. 0 means
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// Classify, if set, maps errors from Exports and devices that this
+	// package does not know (say volume.ErrAttached or
+	// volume.ErrOutOfRange) to one of the Err* kinds, or returns nil to
+	// fall back to the default mapping (unknown errors are NBD_EIO).
+	Classify func(error) error
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	shutdown  bool
+	done      chan struct{} // closed by Shutdown
+	wg        sync.WaitGroup
+	active    atomic.Int64
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (s *Server) maxPayload() int {
+	if s.MaxPayload > 0 {
+		return s.MaxPayload
+	}
+	return DefaultMaxPayload
+}
+
+func (s *Server) workers() int {
+	if s.Workers > 0 {
+		return s.Workers
+	}
+	return DefaultWorkers
+}
+
+func (s *Server) init() {
+	if s.done == nil {
+		s.done = make(chan struct{})
+		s.listeners = make(map[net.Listener]struct{})
+		s.conns = make(map[*conn]struct{})
+	}
+}
+
+// ActiveConns returns the number of connections being served.
+func (s *Server) ActiveConns() int { return int(s.active.Load()) }
+
+// Serve accepts connections on l and serves each in its own goroutine until
+// Shutdown is called or ctx is cancelled (which shuts the server down as
+// Shutdown with an expired context would: in-flight requests are
+// abandoned, devices are still closed). It closes l before returning and
+// returns ErrServerClosed after a shutdown, or the error that stopped
+// accepting. Serve may be called on several listeners at once.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	if s.Exports == nil {
+		return errors.New("nbd: Server.Exports is nil")
+	}
+	s.mu.Lock()
+	s.init()
+	if s.shutdown {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	stop := context.AfterFunc(ctx, func() {
+		expired, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = s.Shutdown(expired)
+	})
+	defer stop()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+
+	log := s.logger()
+	maxConns := s.MaxConns
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			select {
+			case <-s.done:
+				return ErrServerClosed
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				log.Warn("nbd: accept", "err", err, "retry", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("nbd: accept: %w", err)
+		}
+		backoff = 0
+		if int(s.active.Load()) >= maxConns {
+			log.Warn("nbd: too many connections; refusing", "remote", nc.RemoteAddr(), "max", maxConns)
+			nc.Close()
+			continue
+		}
+		c := newConn(s, nc)
+		s.mu.Lock()
+		if s.shutdown {
+			s.mu.Unlock()
+			nc.Close()
+			return ErrServerClosed
+		}
+		s.conns[c] = struct{}{}
+		s.active.Add(1)
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+				s.active.Add(-1)
+			}()
+			c.serve(ctx)
+		}()
+	}
+}
+
+// Shutdown stops accepting connections, ends option haggling on
+// connections that have not chosen an export, lets in-flight requests
+// finish (requests that arrive meanwhile are not read), then flushes and
+// closes every device and connection. If ctx ends first, in-flight
+// requests are cancelled and connections closed at once; devices are still
+// closed (each with its own DefaultCloseTimeout). Shutdown returns when
+// every connection goroutine has exited, or ctx's error if it had to cut
+// things short.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.init()
+	if !s.shutdown {
+		s.shutdown = true
+		close(s.done)
+	}
+	for l := range s.listeners {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.stop()
+	}
+	s.mu.Unlock()
+
+	finished := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.abort()
+	}
+	s.mu.Unlock()
+	<-finished
+	return ctx.Err()
+}

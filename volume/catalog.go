@@ -1,0 +1,695 @@
+package volume
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"cairn/blocks"
+	"cairn/policies"
+	"cairn/volume/chunkmap"
+)
+
+var _ Catalog = (*Catalogue)(nil)
+
+// JournalHolder is a holder of a volume's journal: a blocks.Journal that
+// can also make its appended records durable. In production on one node it
+// is the silo, which also holds the data, so one Sync covers both.
+type JournalHolder interface {
+	blocks.Journal
+	Sync(ctx context.Context) error
+}
+
+// Options configure a catalogue and the volumes it opens.
+type Options struct {
+	// Mutable holds the catalogue, the volume roots and the leases (raft in
+	// production). Required.
+	Mutable blocks.MutableStore
+	// StoreFor returns the block pipeline of a policy keyed with a volume's
+	// 32-byte key. Snapshots and clones share their source's key, so their
+	// blocks dedup with it. Required.
+	StoreFor func(p policies.Policy, key []byte) (blocks.Store, error)
+	// Journals returns the holders of a volume's journal; appends go to all
+	// of them and a Flush syncs all of them. Required.
+	Journals func(volumeID blocks.ID, p policies.Policy) ([]JournalHolder, error)
+	// Blocks is the store CollectGarbage deletes unreferenced blocks
+	// through: its Delete must remove a block whatever policy stored it
+	// (the redundancy layer over all holders). Only CollectGarbage needs it.
+	Blocks blocks.Store
+	// MasterKey wraps each volume's random 32-byte key (AES-256-GCM under
+	// SHA-256 of MasterKey). Required, non-empty.
+	MasterKey []byte
+	// Owner names this node in leases. Required.
+	Owner string
+	// LeaseTTL is the attach lease's lifetime; default 15s. The lease is
+	// renewed every LeaseTTL/3.
+	LeaseTTL time.Duration
+	// CheckpointEvery is the period of background checkpoints; default 30s.
+	CheckpointEvery time.Duration
+	// CheckpointRecords triggers a checkpoint once that many journal
+	// records were appended since the last one; default 4096.
+	CheckpointRecords int
+	// DirtyLimit bounds the bytes of written-but-not-pushed chunk data held
+	// in memory per volume; default 64 MiB.
+	DirtyLimit int64
+	// CacheBytes and PageEntries configure each volume's chunk map
+	// (chunkmap.Options); zero means the chunkmap defaults.
+	CacheBytes  int64
+	PageEntries int
+	// PutParallel bounds concurrent Puts while pushing dirty chunks; default 16.
+	PutParallel int
+	// Now is the clock of leases; default time.Now.
+	Now func() time.Time
+	// Logger receives diagnostics; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Catalogue is the volume catalogue: it implements Catalog over
+// Options.Mutable and opens Volumes. Safe for concurrent use.
+type Catalogue struct {
+	opts Options
+	log  *slog.Logger
+	kek  cipher.AEAD
+
+	mu     sync.Mutex                // guards open and closed
+	open   map[blocks.ID]*volumeImpl // read-write volumes open in this process
+	closed bool
+
+	gc gcTracker
+}
+
+// NewCatalog checks opts and returns the catalogue. It does no I/O.
+func NewCatalog(ctx context.Context, opts Options) (*Catalogue, error) {
+	switch {
+	case opts.Mutable == nil:
+		return nil, fmt.Errorf("volume: Options.Mutable is required: %w", ErrInvalid)
+	case opts.StoreFor == nil:
+		return nil, fmt.Errorf("volume: Options.StoreFor is required: %w", ErrInvalid)
+	case opts.Journals == nil:
+		return nil, fmt.Errorf("volume: Options.Journals is required: %w", ErrInvalid)
+	case len(opts.MasterKey) == 0:
+		return nil, fmt.Errorf("volume: Options.MasterKey is required (it wraps every volume's key): %w", ErrInvalid)
+	case opts.Owner == "":
+		return nil, fmt.Errorf("volume: Options.Owner is required (it names this node in leases): %w", ErrInvalid)
+	}
+	if opts.LeaseTTL <= 0 {
+		opts.LeaseTTL = 15 * time.Second
+	}
+	if opts.CheckpointEvery <= 0 {
+		opts.CheckpointEvery = 30 * time.Second
+	}
+	if opts.CheckpointRecords <= 0 {
+		opts.CheckpointRecords = 4096
+	}
+	if opts.DirtyLimit <= 0 {
+		opts.DirtyLimit = 64 << 20
+	}
+	if opts.PutParallel <= 0 {
+		opts.PutParallel = 16
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	k := sha256.Sum256(append([]byte("cairn/volume-kek\x00"), opts.MasterKey...))
+	blk, err := aes.NewCipher(k[:])
+	if err != nil {
+		return nil, fmt.Errorf("volume: master key: %w", err)
+	}
+	aead, err := cipher.NewGCM(blk)
+	if err != nil {
+		return nil, fmt.Errorf("volume: master key: %w", err)
+	}
+	return &Catalogue{
+		opts: opts,
+		log:  opts.Logger.With("component", "volume"),
+		kek:  aead,
+		open: map[blocks.ID]*volumeImpl{},
+	}, nil
+}
+
+// wrapKey seals a volume key for the volume id.
+func (c *Catalogue) wrapKey(id blocks.ID, key []byte) []byte {
+	nonce := make([]byte, c.kek.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		panic("volume: crypto/rand failed: " + err.Error()) // crypto/rand never fails on supported platforms
+	}
+	return c.kek.Seal(nonce, nonce, key, id[:])
+}
+
+// unwrapKey opens a wrapped volume key.
+func (c *Catalogue) unwrapKey(id blocks.ID, wrapped []byte) ([]byte, error) {
+	ns := c.kek.NonceSize()
+	if len(wrapped) < ns {
+		return nil, fmt.Errorf("volume: wrapped key too short: %w", blocks.ErrCorrupt)
+	}
+	key, err := c.kek.Open(nil, wrapped[:ns], wrapped[ns:], id[:])
+	if err != nil {
+		return nil, fmt.Errorf("volume: cannot unwrap the volume key (wrong master key?): %w", blocks.ErrCorrupt)
+	}
+	return key, nil
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("volume: crypto/rand failed: " + err.Error())
+	}
+	return b
+}
+
+// loadCatalog returns the catalogue entries and the catalogue version.
+func (c *Catalogue) loadCatalog(ctx context.Context) ([]catalogEntry, blocks.Version, error) {
+	ver, b, err := c.opts.Mutable.Load(ctx, catalogID)
+	if err != nil {
+		return nil, 0, fmt.Errorf("volume: load catalogue: %w", err)
+	}
+	es, err := decodeCatalog(b)
+	return es, ver, err
+}
+
+// updateCatalog applies fn to the catalogue with compare-and-set, retrying
+// on conflict.
+func (c *Catalogue) updateCatalog(ctx context.Context, fn func([]catalogEntry) ([]catalogEntry, error)) error {
+	for {
+		es, ver, err := c.loadCatalog(ctx)
+		if err != nil {
+			return err
+		}
+		es, err = fn(es)
+		if err != nil {
+			return err
+		}
+		_, err = c.opts.Mutable.CompareAndSet(ctx, catalogID, ver, encodeCatalog(es))
+		if errors.Is(err, blocks.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("volume: update catalogue: %w", err)
+		}
+		return nil
+	}
+}
+
+// lookup returns the ID of the named volume.
+func (c *Catalogue) lookup(ctx context.Context, name string) (blocks.ID, error) {
+	if err := checkName(name); err != nil {
+		return blocks.ID{}, fmt.Errorf("volume: %w: %w", ErrInvalid, err)
+	}
+	es, _, err := c.loadCatalog(ctx)
+	if err != nil {
+		return blocks.ID{}, err
+	}
+	for _, e := range es {
+		if e.Name == name {
+			return e.ID, nil
+		}
+	}
+	return blocks.ID{}, fmt.Errorf("volume %q: %w", name, ErrNotFound)
+}
+
+// loadRoot returns a volume's root and its version.
+func (c *Catalogue) loadRoot(ctx context.Context, id blocks.ID) (*rootRecord, blocks.Version, error) {
+	ver, b, err := c.opts.Mutable.Load(ctx, id)
+	if err != nil {
+		return nil, 0, fmt.Errorf("volume: load root %s: %w", id, err)
+	}
+	if ver == 0 {
+		return nil, 0, fmt.Errorf("volume: root %s: %w", id, ErrNotFound)
+	}
+	r, err := decodeRoot(b)
+	if err != nil {
+		return nil, 0, err
+	}
+	return r, ver, nil
+}
+
+// updateRoot applies fn to a volume root with compare-and-set, retrying on
+// conflict. fn may be called several times.
+func (c *Catalogue) updateRoot(ctx context.Context, id blocks.ID, fn func(r *rootRecord) error) (*rootRecord, error) {
+	for {
+		r, ver, err := c.loadRoot(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(r); err != nil {
+			return nil, err
+		}
+		_, err = c.opts.Mutable.CompareAndSet(ctx, id, ver, encodeRoot(r))
+		if errors.Is(err, blocks.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("volume: update root %s: %w", id, err)
+		}
+		return r, nil
+	}
+}
+
+// leaseHeld reports whether r carries an unexpired lease.
+func (c *Catalogue) leaseHeld(r *rootRecord) bool {
+	return r.LeaseOwner != "" && c.opts.Now().Before(r.LeaseExpiry)
+}
+
+func (c *Catalogue) attachedErr(name string, r *rootRecord) error {
+	return fmt.Errorf("volume %q: %w: %q holds the lease until %s (epoch %d); detach it there, or wait for the lease to expire",
+		name, ErrAttached, r.LeaseOwner, r.LeaseExpiry.Format(time.RFC3339), r.Epoch)
+}
+
+// volumeStore returns the store of a volume root, tracked for GC.
+func (c *Catalogue) volumeStore(id blocks.ID, r *rootRecord) (blocks.Store, error) {
+	key, err := c.unwrapKey(id, r.WrappedKey)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.opts.StoreFor(r.Policy, key)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: block store: %w", r.Name, err)
+	}
+	return &trackedStore{Store: s, gc: &c.gc}, nil
+}
+
+// mapOptions returns the chunk map options of a root: the page size is
+// the one the map was created with, whatever Options.PageEntries says now.
+func (c *Catalogue) mapOptions(r *rootRecord) chunkmap.Options {
+	return chunkmap.Options{CacheBytes: c.opts.CacheBytes, PageEntries: r.PageEntries, Logger: c.log}
+}
+
+// pageEntries is the page size of new volumes' maps.
+func (c *Catalogue) pageEntries() int {
+	e := c.opts.PageEntries
+	if e <= 0 {
+		e = chunkmap.DefaultPageEntries
+	}
+	return min(max(e, 2), chunkmap.MaxPageEntries)
+}
+
+func chunksFor(size int64, bs int64) uint64 { return uint64((size + bs - 1) / bs) }
+
+// checkSize validates a volume size for a block size.
+func checkSize(size int64) error {
+	if size <= 0 {
+		return fmt.Errorf("volume: %w: size %d is not positive; give a size such as 10GiB", ErrInvalid, size)
+	}
+	if size%SectorSize != 0 {
+		return fmt.Errorf("volume: %w: size %d is not a multiple of %d bytes; round it to %d", ErrInvalid, size, SectorSize, (size+SectorSize-1)/SectorSize*SectorSize)
+	}
+	if size > math.MaxInt64/2 {
+		return fmt.Errorf("volume: %w: size %d is too large", ErrInvalid, size)
+	}
+	return nil
+}
+
+func checkPolicy(p policies.Policy) error {
+	bs := int64(p.BlockSize)
+	if bs < int64(policies.MinBlockSize) || bs > int64(policies.MaxBlockSize) || bs&(bs-1) != 0 {
+		return fmt.Errorf("volume: %w: policy block size %s is not a power of two between 512B and 4MiB; write e.g. block_size = \"4KiB\"", ErrInvalid, p.BlockSize)
+	}
+	if p.Keep < 0 || p.Keep > maxKept {
+		return fmt.Errorf("volume: %w: policy keep = %d; write a number between 0 and %d", ErrInvalid, p.Keep, maxKept)
+	}
+	return nil
+}
+
+// Create makes a new, empty volume. Errors: ErrInvalid (bad name, size or
+// policy; the message says what to write), ErrExists.
+func (c *Catalogue) Create(ctx context.Context, name string, size int64, p policies.Policy) (Info, error) {
+	if err := checkName(name); err != nil {
+		return Info{}, fmt.Errorf("volume: %w: %w", ErrInvalid, err)
+	}
+	if err := checkSize(size); err != nil {
+		return Info{}, err
+	}
+	if err := checkPolicy(p); err != nil {
+		return Info{}, err
+	}
+	id := blocks.ID(randomBytes(32))
+	r := &rootRecord{
+		Name:          name,
+		Size:          size,
+		Policy:        p,
+		Created:       c.opts.Now().UTC(),
+		Chunks:        chunksFor(size, int64(p.BlockSize)),
+		PageEntries:   c.pageEntries(),
+		CheckpointSeq: 1,
+		WrappedKey:    c.wrapKey(id, randomBytes(32)),
+	}
+	return c.createRoot(ctx, id, r)
+}
+
+// createRoot writes a new root at id, then adds it to the catalogue under
+// r.Name (dropping the root again if the name is taken).
+func (c *Catalogue) createRoot(ctx context.Context, id blocks.ID, r *rootRecord) (Info, error) {
+	if _, err := c.opts.Mutable.CompareAndSet(ctx, id, 0, encodeRoot(r)); err != nil {
+		return Info{}, fmt.Errorf("volume %q: write root: %w", r.Name, err)
+	}
+	err := c.updateCatalog(ctx, func(es []catalogEntry) ([]catalogEntry, error) {
+		for _, e := range es {
+			if e.Name == r.Name {
+				return nil, fmt.Errorf("volume %q: %w; pick another name or delete it first", r.Name, ErrExists)
+			}
+		}
+		return append(es, catalogEntry{Name: r.Name, ID: id}), nil
+	})
+	if err != nil {
+		if _, derr := c.opts.Mutable.CompareAndSet(ctx, id, 1, nil); derr != nil {
+			c.log.Warn("dropping the root of a volume that was not created", "volume", r.Name, "err", derr)
+		}
+		return Info{}, err
+	}
+	return c.info(r, nil), nil
+}
+
+// info builds an Info from a root, and from the live volume when open here.
+func (c *Catalogue) info(r *rootRecord, v *volumeImpl) Info {
+	in := Info{
+		Name:     r.Name,
+		Size:     r.Size,
+		Policy:   r.Policy,
+		ReadOnly: r.ReadOnly,
+		Parent:   r.Parent,
+		Created:  r.Created,
+		Epoch:    uint64(r.Epoch),
+		Attached: c.leaseHeld(r),
+		Written:  int64(r.Allocated) * int64(r.Policy.BlockSize),
+	}
+	putL, putS := r.PutLogical, r.PutStored
+	if v != nil {
+		alloc, pl, ps := v.stats()
+		in.Written = alloc * int64(r.Policy.BlockSize)
+		putL, putS = pl, ps
+	}
+	in.Stored = in.Written
+	if putL > 0 {
+		in.Stored = int64(float64(in.Written) * float64(putS) / float64(putL))
+	}
+	if !r.StoredAt.IsZero() {
+		in.Stored = r.Stored // measured by the last CollectGarbage
+	}
+	return in
+}
+
+// Open attaches a volume. Read-write (the default) takes the attach lease
+// (ErrAttached while another owner's lease is unexpired, or while it is
+// already open read-write in this process), seals the journal against older
+// epochs and replays it. Snapshots always open read-only. Errors:
+// ErrNotFound, ErrAttached, ErrInvalid, block-layer errors.
+func (c *Catalogue) Open(ctx context.Context, name string, opts OpenOptions) (Volume, error) {
+	v, err := c.openVolume(ctx, name, opts.ReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (c *Catalogue) openVolume(ctx context.Context, name string, readOnly bool) (*volumeImpl, error) {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("volume: catalogue: %w", ErrClosed)
+	}
+	id, err := c.lookup(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	r, _, err := c.loadRoot(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if readOnly || r.ReadOnly {
+		return c.openReadOnly(ctx, id, r)
+	}
+	c.mu.Lock()
+	if c.open[id] != nil {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("volume %q: %w: it is already open read-write in this process", name, ErrAttached)
+	}
+	c.open[id] = nil // reserve
+	c.mu.Unlock()
+	v, err := c.openWritable(ctx, id)
+	c.mu.Lock()
+	if err != nil {
+		delete(c.open, id)
+	} else {
+		c.open[id] = v
+	}
+	c.mu.Unlock()
+	return v, err
+}
+
+// reserved reports whether id is open (or being opened) read-write here.
+func (c *Catalogue) isOpen(id blocks.ID) (*volumeImpl, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.open[id]
+	return v, ok
+}
+
+func (c *Catalogue) forget(id blocks.ID, v *volumeImpl) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.open[id] == v {
+		delete(c.open, id)
+	}
+}
+
+// List returns every volume (snapshots included), sorted by name.
+func (c *Catalogue) List(ctx context.Context) ([]Info, error) {
+	es, _, err := c.loadCatalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Info, 0, len(es))
+	for _, e := range es {
+		r, _, err := c.loadRoot(ctx, e.ID)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		v, _ := c.isOpen(e.ID)
+		out = append(out, c.info(r, v))
+	}
+	return out, nil
+}
+
+// Inspect describes one volume. Errors: ErrNotFound, ErrInvalid.
+func (c *Catalogue) Inspect(ctx context.Context, name string) (Info, error) {
+	id, err := c.lookup(ctx, name)
+	if err != nil {
+		return Info{}, err
+	}
+	r, _, err := c.loadRoot(ctx, id)
+	if err != nil {
+		return Info{}, err
+	}
+	v, _ := c.isOpen(id)
+	return c.info(r, v), nil
+}
+
+// Resize grows or shrinks a volume. Growing keeps the data; shrinking drops
+// everything past the new end (a later grow reads zeros there). A volume
+// open read-write in this process is resized in place; one attached by
+// another owner is refused with ErrAttached; otherwise the volume is
+// attached briefly (journal replayed), resized and checkpointed.
+func (c *Catalogue) Resize(ctx context.Context, name string, size int64) error {
+	if err := checkSize(size); err != nil {
+		return err
+	}
+	id, err := c.lookup(ctx, name)
+	if err != nil {
+		return err
+	}
+	if v, ok := c.isOpen(id); ok && v != nil {
+		return v.resize(ctx, size)
+	}
+	r, _, err := c.loadRoot(ctx, id)
+	if err != nil {
+		return err
+	}
+	if r.ReadOnly {
+		return fmt.Errorf("volume %q: %w: a snapshot cannot be resized; clone it first", name, ErrReadOnly)
+	}
+	v, err := c.openVolume(ctx, name, false)
+	if err != nil {
+		return err
+	}
+	err = v.resize(ctx, size)
+	if cerr := v.Close(ctx); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Snapshot makes a read-only volume named snapshot holding the current
+// data of name: everything flushed (and, for a volume open here, written)
+// before the call. It costs one map checkpoint and two roots: the blocks
+// are shared.
+func (c *Catalogue) Snapshot(ctx context.Context, name, snapshot string) error {
+	if err := checkName(snapshot); err != nil {
+		return fmt.Errorf("volume: %w: %w", ErrInvalid, err)
+	}
+	id, err := c.lookup(ctx, name)
+	if err != nil {
+		return err
+	}
+	var mapRoot blocks.Addr
+	var r *rootRecord
+	if v, ok := c.isOpen(id); ok && v != nil {
+		if err := v.checkpoint(ctx, false); err != nil {
+			return err
+		}
+		if r, _, err = c.loadRoot(ctx, id); err != nil {
+			return err
+		}
+		mapRoot = r.MapRoot
+	} else {
+		// Not open here: replay the journal past the checkpoint into a
+		// private copy of the map, so the snapshot holds every flushed write.
+		if r, _, err = c.loadRoot(ctx, id); err != nil {
+			return err
+		}
+		ro, err := c.openReadOnly(ctx, id, r)
+		if err != nil {
+			return err
+		}
+		mapRoot, err = ro.m.Flush(ctx)
+		if err == nil {
+			err = ro.store.Sync(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("volume %q: snapshot: %w", name, err)
+		}
+		r.Allocated = uint64(ro.allocated)
+	}
+	return c.derive(ctx, id, r, mapRoot, snapshot, true)
+}
+
+// derive creates a new volume named newName sharing r's key and blocks,
+// with map root mapRoot.
+func (c *Catalogue) derive(ctx context.Context, srcID blocks.ID, r *rootRecord, mapRoot blocks.Addr, newName string, readOnly bool) error {
+	key, err := c.unwrapKey(srcID, r.WrappedKey)
+	if err != nil {
+		return err
+	}
+	id := blocks.ID(randomBytes(32))
+	nr := &rootRecord{
+		Name:          newName,
+		Size:          r.Size,
+		Policy:        r.Policy,
+		Created:       c.opts.Now().UTC(),
+		Parent:        r.Name,
+		ReadOnly:      readOnly,
+		MapRoot:       mapRoot,
+		Chunks:        r.Chunks,
+		PageEntries:   r.PageEntries,
+		CheckpointSeq: 1,
+		WrappedKey:    c.wrapKey(id, key),
+		Allocated:     r.Allocated,
+		PutLogical:    r.PutLogical,
+		PutStored:     r.PutStored,
+	}
+	_, err = c.createRoot(ctx, id, nr)
+	return err
+}
+
+// Clone makes a writable volume named name from the snapshot snapshot
+// (O(1): the blocks are shared). Cloning a writable volume is refused
+// with ErrInvalid: snapshot it first.
+func (c *Catalogue) Clone(ctx context.Context, snapshot, name string) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("volume: %w: %w", ErrInvalid, err)
+	}
+	id, err := c.lookup(ctx, snapshot)
+	if err != nil {
+		return err
+	}
+	r, _, err := c.loadRoot(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !r.ReadOnly {
+		return fmt.Errorf("volume %q: %w: clone takes a snapshot, and this volume is writable; take a snapshot of it first", snapshot, ErrInvalid)
+	}
+	return c.derive(ctx, id, r, r.MapRoot, name, false)
+}
+
+// Delete removes a volume: its catalogue entry, its root and its journal.
+// Its blocks are freed by the next CollectGarbage (snapshots keep theirs).
+// Refused with ErrAttached while another owner holds the lease or while it
+// is open read-write in this process.
+func (c *Catalogue) Delete(ctx context.Context, name string) error {
+	id, err := c.lookup(ctx, name)
+	if err != nil {
+		return err
+	}
+	if _, ok := c.isOpen(id); ok {
+		return fmt.Errorf("volume %q: %w: it is open read-write in this process; close it first", name, ErrAttached)
+	}
+	r, ver, err := c.loadRoot(ctx, id)
+	if err != nil {
+		return err
+	}
+	if c.leaseHeld(r) && r.LeaseOwner != c.opts.Owner {
+		return c.attachedErr(name, r)
+	}
+	err = c.updateCatalog(ctx, func(es []catalogEntry) ([]catalogEntry, error) {
+		out := es[:0]
+		for _, e := range es {
+			if e.Name != name {
+				out = append(out, e)
+			}
+		}
+		return out, nil
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := c.opts.Mutable.CompareAndSet(ctx, id, ver, nil); err != nil {
+		c.log.Warn("volume deleted from the catalogue, but its root stays", "volume", name, "err", err)
+	}
+	js, err := c.opts.Journals(id, r.Policy)
+	if err != nil {
+		c.log.Warn("volume deleted, but its journal holders are unknown", "volume", name, "err", err)
+		return nil
+	}
+	for _, j := range js {
+		if err := j.Trim(ctx, id, math.MaxUint64); err != nil {
+			c.log.Warn("volume deleted, but a journal holder kept its log", "volume", name, "err", err)
+		}
+	}
+	return nil
+}
+
+// Close closes every volume opened read-write through c (flush,
+// checkpoint, lease release). Later Opens return ErrClosed.
+func (c *Catalogue) Close(ctx context.Context) error {
+	c.mu.Lock()
+	c.closed = true
+	var vs []*volumeImpl
+	for _, v := range c.open {
+		if v != nil {
+			vs = append(vs, v)
+		}
+	}
+	c.mu.Unlock()
+	var errs []error
+	for _, v := range vs {
+		if err := v.Close(ctx); err != nil && !errors.Is(err, ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,747 @@
+package chunkmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+
+	"cairn/blocks"
+)
+
+// ErrRange is returned (wrapped) by Get and Set for a chunk index at or
+// beyond Len.
+var ErrRange = errors.New("chunkmap: chunk out of range")
+
+// errRestart tells a descent that the tree changed while the lock was
+// released for I/O: it starts again from the root.
+var errRestart = errors.New("chunkmap: restart")
+
+// Defaults of Options.
+const (
+	DefaultCacheBytes  = 64 << 20
+	DefaultPageEntries = 1024
+	// pageOverhead approximates the memory of a cached page beyond its
+	// entries (the page struct and its map slot).
+	pageOverhead = 128
+)
+
+// Options configures a Map. The zero value is usable.
+type Options struct {
+	// CacheBytes bounds the memory held by clean cached pages (see
+	// PageBytes); 0 means DefaultCacheBytes (64 MiB). Dirty pages are not
+	// counted: they stay until Flush. For example, with the default 1024
+	// entries a page costs about 32 KiB, so 4 MiB caches 127 pages: the
+	// root and inner pages of a 1 TiB map plus about 120 leaves.
+	CacheBytes int64
+	// PageEntries is the number of entries per page; 0 means
+	// DefaultPageEntries (1024, 32 KiB pages). Values below 2 are raised to
+	// 2 and values above MaxPageEntries lowered to it. A map must be loaded
+	// with the PageEntries it was written with (Load reports ErrCorrupt
+	// otherwise).
+	PageEntries int
+	// Logger receives debug logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// CacheStats describes the cache of clean pages.
+type CacheStats struct {
+	Bytes     int64  // memory of the clean cached pages (PageBytes each)
+	Pages     int    // clean cached pages
+	Hits      uint64 // page lookups served from memory (cached or dirty)
+	Misses    uint64 // pages read from the store
+	Evictions uint64 // clean pages dropped to respect CacheBytes
+}
+
+// PageBytes returns the memory a cached page of the given entries counts
+// for in CacheStats.Bytes.
+func PageBytes(entries int) int64 { return int64(entries)*32 + pageOverhead }
+
+type pkey struct {
+	level uint8
+	idx   uint64
+}
+
+// page is a map page in memory: dirty (changed since the last Flush, held
+// until Flush) or clean (equal to the stored page at addr, in the LRU).
+type page struct {
+	key   pkey
+	addr  blocks.Addr   // the stored address, when clean
+	ent   []blocks.Addr // PageEntries entries; for a dirty child the entry is stale
+	dirty bool
+	inLRU bool
+	// prev and next link the LRU of clean pages (front = most recent).
+	prev, next *page
+}
+
+// Map is the chunk map of one volume. It is safe for concurrent use. Reads
+// of pages from the store happen without the lock held, so a Get that
+// misses does not delay Gets of cached pages; Flush holds the lock while it
+// writes.
+type Map struct {
+	store blocks.Store
+	e     uint64 // entries per page
+	cost  int64  // PageBytes(e)
+	limit int64  // CacheBytes
+	log   *slog.Logger
+	width [maxLevel + 2]uint64 // width[l] = E^l chunks per entry of a level-l page, saturated
+
+	mu     sync.Mutex // guards the fields below
+	n      uint64
+	height int            // level of the root page
+	top    blocks.Addr    // stored address of the root page when it is not dirty
+	root   blocks.Addr    // root as of the last Flush or Load
+	pages  map[pkey]*page // every dirty page and every cached clean page
+	dirty  int            // dirty pages
+	gen    uint64         // bumped when stored pointers change (Flush, Resize)
+	lru    page           // sentinel of the LRU ring
+	bytes  int64          // memory of the clean pages in the LRU
+	nclean int            // clean pages in the LRU
+	stats  CacheStats     // Hits, Misses, Evictions
+	buf    []byte         // encoding buffer for Flush
+}
+
+// New returns an empty map of n chunks (all holes) whose pages are stored
+// in store. It does no I/O.
+func New(store blocks.Store, n uint64, opts Options) *Map {
+	e := opts.PageEntries
+	switch {
+	case e == 0:
+		e = DefaultPageEntries
+	case e < 2:
+		e = 2
+	case e > MaxPageEntries:
+		e = MaxPageEntries
+	}
+	limit := opts.CacheBytes
+	if limit <= 0 {
+		limit = DefaultCacheBytes
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	m := &Map{
+		store: store,
+		e:     uint64(e),
+		cost:  PageBytes(e),
+		limit: limit,
+		log:   log,
+		n:     n,
+		pages: map[pkey]*page{},
+	}
+	w := uint64(1)
+	for l := range m.width {
+		m.width[l] = w
+		if w > math.MaxUint64/m.e {
+			w = math.MaxUint64
+		} else {
+			w *= m.e
+		}
+	}
+	m.lru.prev, m.lru.next = &m.lru, &m.lru
+	m.height = m.heightFor(n)
+	return m
+}
+
+// Load opens the map whose root page is root (the zero Addr is an empty
+// map) with n chunks. It reads the root page (and nothing else) and checks
+// that its level and entry count fit n and opts. Errors wrap the store's
+// (blocks.ErrNotFound, blocks.ErrCorrupt, blocks.ErrUnavailable), and
+// blocks.ErrCorrupt for a malformed or mismatched root page.
+func Load(ctx context.Context, store blocks.Store, root blocks.Addr, n uint64, opts Options) (*Map, error) {
+	m := New(store, n, opts)
+	if root.IsZero() {
+		return m, nil
+	}
+	data, err := store.Get(ctx, root)
+	if err != nil {
+		return nil, fmt.Errorf("chunkmap: read root page %s: %w", root, err)
+	}
+	p, err := m.decode(data, pkey{level: uint8(m.height)})
+	if err != nil {
+		return nil, fmt.Errorf("chunkmap: root page %s: %w", root, err)
+	}
+	m.top, m.root = root, root
+	p.addr = root
+	m.stats.Misses++
+	m.insert(p)
+	m.evict()
+	return m, nil
+}
+
+// heightFor returns the root level of a map of n chunks.
+func (m *Map) heightFor(n uint64) int {
+	h := 0
+	for m.width[h+1] < n {
+		h++
+	}
+	return h
+}
+
+// decode decodes a page read from the store for position key.
+func (m *Map) decode(data []byte, key pkey) (*page, error) {
+	level, ent, err := decodePage(data)
+	if err != nil {
+		return nil, err
+	}
+	if level != int(key.level) || uint64(len(ent)) != m.e {
+		return nil, fmt.Errorf("chunkmap: page of level %d with %d entries where the map wants level %d with %d: %w",
+			level, len(ent), key.level, m.e, blocks.ErrCorrupt)
+	}
+	return &page{key: key, ent: ent}, nil
+}
+
+// Len returns the number of chunks.
+func (m *Map) Len() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.n
+}
+
+// Root returns the root page address as of the last Flush or Load (zero
+// for an all-hole map).
+func (m *Map) Root() blocks.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.root
+}
+
+// DirtyPages returns the number of pages changed since the last Flush (the
+// pages the next Flush writes, at most; all-hole pages are dropped instead).
+func (m *Map) DirtyPages() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.dirty
+}
+
+// CacheStats returns the statistics of the clean page cache.
+func (m *Map) CacheStats() CacheStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.stats
+	s.Bytes, s.Pages = m.bytes, m.nclean
+	return s
+}
+
+// Get returns the address of chunk's block, the zero address for a hole.
+// Errors: ErrRange when chunk >= Len; the store's errors (wrapped) when a
+// page cannot be read. A Get whose leaf page is in memory does not
+// allocate.
+func (m *Map) Get(ctx context.Context, chunk uint64) (blocks.Addr, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if chunk >= m.n {
+		return blocks.Addr{}, fmt.Errorf("chunkmap: get chunk %d of %d: %w", chunk, m.n, ErrRange)
+	}
+	if p := m.pages[pkey{0, chunk / m.e}]; p != nil {
+		m.touch(p)
+		return p.ent[chunk%m.e], nil
+	}
+	var path [maxLevel + 1]*page
+	ok, err := m.descend(ctx, chunk, false, &path)
+	if err != nil || !ok {
+		return blocks.Addr{}, err
+	}
+	return path[0].ent[chunk%m.e], nil
+}
+
+// Set makes chunk's address a; the zero address makes it a hole. The
+// change is in memory until Flush. Errors: ErrRange when chunk >= Len; the
+// store's errors (wrapped) when a page on the chunk's path cannot be read.
+func (m *Map) Set(ctx context.Context, chunk uint64, a blocks.Addr) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if chunk >= m.n {
+		return fmt.Errorf("chunkmap: set chunk %d of %d: %w", chunk, m.n, ErrRange)
+	}
+	if p := m.pages[pkey{0, chunk / m.e}]; p != nil && (p.dirty || p.ent[chunk%m.e] == a) {
+		// A dirty leaf's ancestors are dirty already.
+		m.stats.Hits++
+		p.ent[chunk%m.e] = a
+		return nil
+	}
+	var path [maxLevel + 1]*page
+	ok, err := m.descend(ctx, chunk, !a.IsZero(), &path)
+	if err != nil {
+		return err
+	}
+	if !ok || path[0].ent[chunk%m.e] == a {
+		return nil // a hole in an all-hole subtree, or no change
+	}
+	path[0].ent[chunk%m.e] = a
+	for l := 0; l <= m.height; l++ {
+		m.markDirty(path[l])
+	}
+	return nil
+}
+
+// descend finds the pages on chunk's path, root first, into path[height..0]
+// and reports whether the leaf exists. Without create it stops at an
+// all-hole subtree (returning false); with create it makes new dirty pages
+// for them (the caller marks the path dirty). It is called and returns with
+// m.mu held but releases it while reading from the store; the path it
+// returns is consistent with the tree at its return.
+func (m *Map) descend(ctx context.Context, chunk uint64, create bool, path *[maxLevel + 1]*page) (bool, error) {
+restart:
+	g := m.gen
+	p, err := m.page(ctx, pkey{uint8(m.height), 0}, m.top, g)
+	if err == errRestart {
+		goto restart
+	}
+	if err != nil {
+		return false, err
+	}
+	for l := m.height; ; l-- {
+		if p == nil {
+			if !create {
+				return false, nil
+			}
+			p = &page{key: pkey{uint8(l), chunk / m.width[l+1]}, ent: make([]blocks.Addr, m.e)}
+			m.pages[p.key] = p
+			// markDirty by the caller counts it.
+		}
+		path[l] = p
+		if l == 0 {
+			return true, nil
+		}
+		slot := chunk / m.width[l] % m.e
+		p, err = m.page(ctx, pkey{uint8(l - 1), chunk / m.width[l]}, path[l].ent[slot], g)
+		if err == errRestart {
+			goto restart
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+}
+
+// page returns the page at key whose stored address (per its parent) is a:
+// from memory, nil for a zero a, or read from the store. It returns
+// errRestart when the tree changed while m.mu was released (g is the
+// generation the caller read a under).
+func (m *Map) page(ctx context.Context, key pkey, a blocks.Addr, g uint64) (*page, error) {
+	if p := m.pages[key]; p != nil {
+		m.touch(p)
+		return p, nil
+	}
+	if a.IsZero() {
+		return nil, nil
+	}
+	m.mu.Unlock()
+	data, err := m.store.Get(ctx, a)
+	var p *page
+	if err == nil {
+		p, err = m.decode(data, key)
+	}
+	m.mu.Lock()
+	if err != nil {
+		return nil, fmt.Errorf("chunkmap: read page %s (level %d, index %d): %w", a, key.level, key.idx, err)
+	}
+	m.stats.Misses++
+	if m.gen != g {
+		return nil, errRestart
+	}
+	if q := m.pages[key]; q != nil {
+		return q, nil // read by someone else meanwhile
+	}
+	p.addr = a
+	m.insert(p)
+	m.evict()
+	return p, nil
+}
+
+// touch records a hit on p and moves it to the front of the LRU.
+func (m *Map) touch(p *page) {
+	m.stats.Hits++
+	if p.inLRU && m.lru.next != p {
+		p.prev.next, p.next.prev = p.next, p.prev
+		p.prev, p.next = &m.lru, m.lru.next
+		m.lru.next.prev = p
+		m.lru.next = p
+	}
+}
+
+// insert adds the clean page p to the map and the front of the LRU.
+func (m *Map) insert(p *page) {
+	m.pages[p.key] = p
+	p.inLRU = true
+	p.prev, p.next = &m.lru, m.lru.next
+	m.lru.next.prev = p
+	m.lru.next = p
+	m.bytes += m.cost
+	m.nclean++
+}
+
+// unlink removes p from the LRU.
+func (m *Map) unlink(p *page) {
+	if !p.inLRU {
+		return
+	}
+	p.prev.next, p.next.prev = p.next, p.prev
+	p.prev, p.next, p.inLRU = nil, nil, false
+	m.bytes -= m.cost
+	m.nclean--
+}
+
+// drop forgets p (clean or dirty).
+func (m *Map) drop(p *page) {
+	m.unlink(p)
+	if m.pages[p.key] == p {
+		delete(m.pages, p.key)
+	}
+	if p.dirty {
+		p.dirty = false
+		m.dirty--
+	}
+}
+
+// evict drops least recently used clean pages until the cache fits.
+func (m *Map) evict() {
+	for m.bytes > m.limit && m.lru.prev != &m.lru {
+		m.drop(m.lru.prev)
+		m.stats.Evictions++
+	}
+}
+
+// markDirty makes p dirty and resident (it may have been evicted, or
+// re-read by another goroutine, since the caller found it).
+func (m *Map) markDirty(p *page) {
+	if q := m.pages[p.key]; q != p {
+		if q != nil {
+			m.drop(q)
+		}
+		m.pages[p.key] = p
+	}
+	if !p.dirty {
+		m.unlink(p)
+		p.dirty = true
+		m.dirty++
+	}
+}
+
+// Range calls fn for every non-hole chunk in [from, to) (clipped to Len) in
+// ascending order. It skips all-hole subtrees without reading them. fn is
+// called without the map's lock held, so it may call the Map; a Set made
+// during Range may or may not be seen. An error from fn stops Range and is
+// returned as is; store errors are wrapped.
+func (m *Map) Range(ctx context.Context, from, to uint64, fn func(chunk uint64, a blocks.Addr) error) error {
+	var buf []blocks.Addr
+	cur := from
+	for {
+		m.mu.Lock()
+		to := min(to, m.n)
+		if cur >= to {
+			m.mu.Unlock()
+			return nil
+		}
+		leaf, err := m.seek(ctx, &cur, to)
+		if err != nil || leaf == nil {
+			m.mu.Unlock()
+			return err
+		}
+		buf = append(buf[:0], leaf.ent...)
+		m.mu.Unlock()
+		base := leaf.key.idx * m.e
+		for i := cur - base; i < m.e && base+i < to; i++ {
+			if !buf[i].IsZero() {
+				if err := fn(base+i, buf[i]); err != nil {
+					return err
+				}
+			}
+		}
+		cur = base + m.e
+		if cur < base { // wrapped around the top of the uint64 range
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// seek returns the first leaf at or after *cur (and before to) that is not
+// in an all-hole subtree, moving *cur forward to the first chunk of a
+// skipped subtree; nil when there is none. Locking as for descend.
+func (m *Map) seek(ctx context.Context, cur *uint64, to uint64) (*page, error) {
+restart:
+	g := m.gen
+	p, err := m.page(ctx, pkey{uint8(m.height), 0}, m.top, g)
+	if err == errRestart {
+		goto restart
+	}
+	if err != nil || p == nil {
+		return nil, err
+	}
+	for l := m.height; l > 0; l-- {
+		var c *page
+		slot := *cur / m.width[l] % m.e
+		for ; slot < m.e; slot++ {
+			start := p.key.idx*m.width[l+1] + slot*m.width[l]
+			if start >= to {
+				return nil, nil
+			}
+			if start > *cur {
+				*cur = start
+			}
+			c, err = m.page(ctx, pkey{uint8(l - 1), start / m.width[l]}, p.ent[slot], g)
+			if err == errRestart {
+				goto restart
+			}
+			if err != nil {
+				return nil, err
+			}
+			if c != nil {
+				break
+			}
+		}
+		if c == nil {
+			// Nothing left under p: continue after it.
+			end := (p.key.idx + 1) * m.width[l+1]
+			if l == m.height || end <= *cur || end >= to {
+				return nil, nil
+			}
+			*cur = end
+			goto restart
+		}
+		p = c
+	}
+	return p, nil
+}
+
+// Resize makes the map n chunks long: new chunks are holes, and chunks at
+// or beyond n are dropped (growing again later gives holes). The depth of
+// the tree follows n. Errors: the store's (wrapped) when a page on the
+// boundary path cannot be read; the map is then unchanged.
+func (m *Map) Resize(ctx context.Context, n uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.gen++
+	if n == 0 {
+		for _, p := range m.pages {
+			m.drop(p)
+		}
+		m.n, m.height, m.top = 0, 0, blocks.Addr{}
+		return nil
+	}
+	// Read the pages on the paths to chunk n (whose entries at or beyond n
+	// are cleared) and to chunk 0 (whose page at the new root level becomes
+	// the root), consistently: again if the tree changed meanwhile.
+	var oldH, newH int
+	var atN, at0 [maxLevel + 1]*page
+	haveN := false
+	for {
+		clear(atN[:])
+		clear(at0[:])
+		oldN := m.n
+		oldH, newH = m.height, m.heightFor(n)
+		haveN = n < oldN
+		if haveN {
+			if _, err := m.descend(ctx, n, false, &atN); err != nil {
+				return err
+			}
+		}
+		g := m.gen
+		if newH < oldH {
+			if _, err := m.descend(ctx, 0, false, &at0); err != nil {
+				return err
+			}
+		}
+		if m.gen == g && m.n == oldN {
+			break
+		}
+	}
+	m.gen++
+	if n < m.n {
+		// Clear the entries at or beyond n in the pages that straddle n.
+		for l := oldH; haveN && l >= 0; l-- {
+			p := atN[l]
+			if p == nil {
+				break
+			}
+			start := p.key.idx * m.width[l+1]
+			w := m.width[l]
+			s0 := (n - start) / w
+			if (n-start)%w != 0 {
+				s0++
+			}
+			changed := false
+			for s := s0; s < m.e; s++ {
+				if !p.ent[s].IsZero() {
+					p.ent[s] = blocks.Addr{}
+					changed = true
+				}
+			}
+			if changed {
+				for k := l; k <= oldH; k++ {
+					m.markDirty(atN[k])
+				}
+			}
+		}
+		// Forget every page wholly at or beyond n.
+		for k, p := range m.pages {
+			if int(k.level) < oldH && k.idx*m.width[k.level+1] >= n {
+				m.drop(p)
+			}
+		}
+	}
+	if newH < oldH {
+		for k, p := range m.pages {
+			if int(k.level) > newH {
+				m.drop(p)
+			}
+		}
+		p := m.pages[pkey{uint8(newH), 0}]
+		if p == nil {
+			p = at0[newH]
+		}
+		switch {
+		case p == nil:
+			m.top = blocks.Addr{}
+		case !p.dirty:
+			m.top = p.addr
+		}
+	}
+	if newH > oldH {
+		child := m.pages[pkey{uint8(oldH), 0}]
+		if child != nil && child.dirty || !m.top.IsZero() {
+			for l := oldH + 1; l <= newH; l++ {
+				p := &page{key: pkey{uint8(l), 0}, ent: make([]blocks.Addr, m.e)}
+				if l == oldH+1 && (child == nil || !child.dirty) {
+					p.ent[0] = m.top
+				}
+				m.markDirty(p)
+			}
+		}
+	}
+	m.n, m.height = n, newH
+	m.evict()
+	return nil
+}
+
+// Flush writes every dirty page, children before parents, with store.Put
+// and returns the new root address (zero for an all-hole map). The pages
+// are not durable until the caller's store.Sync, which must come before the
+// root is published. Pages whose entries are all zero are not written.
+// Flush holds the map's lock while it writes. On error the map stays
+// consistent: what was written is clean, the rest still dirty, and a later
+// Flush carries on.
+func (m *Map) Flush(ctx context.Context) (blocks.Addr, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.gen++
+	dirty := make([]*page, 0, m.dirty)
+	for _, p := range m.pages {
+		if p.dirty {
+			dirty = append(dirty, p)
+		}
+	}
+	slices.SortFunc(dirty, func(a, b *page) int {
+		if a.key.level != b.key.level {
+			return int(a.key.level) - int(b.key.level)
+		}
+		switch {
+		case a.key.idx < b.key.idx:
+			return -1
+		case a.key.idx > b.key.idx:
+			return 1
+		}
+		return 0
+	})
+	written := 0
+	for _, p := range dirty {
+		var addr blocks.Addr
+		var ok bool
+		m.buf, ok = encodePage(m.buf[:0], int(p.key.level), p.ent)
+		if ok {
+			var err error
+			addr, err = m.store.Put(ctx, m.buf)
+			if err != nil {
+				m.evict()
+				return blocks.Addr{}, fmt.Errorf("chunkmap: write page (level %d, index %d): %w", p.key.level, p.key.idx, err)
+			}
+			written++
+			m.dirty--
+			p.dirty, p.addr = false, addr
+			m.insert(p)
+		} else {
+			m.drop(p)
+		}
+		if int(p.key.level) == m.height {
+			m.top = addr
+		} else {
+			parent := m.pages[pkey{p.key.level + 1, p.key.idx / m.e}]
+			if parent == nil || !parent.dirty {
+				// Unreachable: a dirty page's ancestors are dirty.
+				return blocks.Addr{}, fmt.Errorf("chunkmap: internal error: dirty page (level %d, index %d) without a dirty parent", p.key.level, p.key.idx)
+			}
+			parent.ent[p.key.idx%m.e] = addr
+		}
+	}
+	m.evict()
+	m.root = m.top
+	m.log.Debug("chunkmap: flushed", "pages", written, "root", m.root)
+	return m.root, nil
+}
+
+// Walk calls page for every map page address and chunk for every chunk
+// address reachable from root, for the garbage collector's mark phase. Each
+// distinct page is read and reported once per Walk (equal subtrees are
+// shared); chunk may be called more than once for one address. Walk reads
+// through store and neither uses nor fills any Map's cache. An error from
+// page or chunk stops the walk and is returned as is; store errors and
+// malformed pages (blocks.ErrCorrupt) are wrapped.
+func Walk(ctx context.Context, store blocks.Getter, root blocks.Addr, page func(blocks.Addr) error, chunk func(blocks.Addr) error) error {
+	if root.IsZero() {
+		return nil
+	}
+	w := walker{store: store, page: page, chunk: chunk, seen: map[blocks.Addr]bool{}}
+	return w.walk(ctx, root, -1, 0)
+}
+
+type walker struct {
+	store       blocks.Getter
+	page, chunk func(blocks.Addr) error
+	seen        map[blocks.Addr]bool
+}
+
+// walk visits the page at a, which must be at level want (-1: any) with e
+// entries (0: any).
+func (w *walker) walk(ctx context.Context, a blocks.Addr, want, e int) error {
+	if w.seen[a] {
+		return nil
+	}
+	w.seen[a] = true
+	if err := w.page(a); err != nil {
+		return err
+	}
+	data, err := w.store.Get(ctx, a)
+	if err != nil {
+		return fmt.Errorf("chunkmap: walk: read page %s: %w", a, err)
+	}
+	level, ent, err := decodePage(data)
+	if err != nil {
+		return fmt.Errorf("chunkmap: walk: page %s: %w", a, err)
+	}
+	if want >= 0 && level != want || e > 0 && len(ent) != e {
+		return fmt.Errorf("chunkmap: walk: page %s has level %d and %d entries, want level %d and %d: %w",
+			a, level, len(ent), want, e, blocks.ErrCorrupt)
+	}
+	for _, c := range ent {
+		if c.IsZero() {
+			continue
+		}
+		if level == 0 {
+			err = w.chunk(c)
+		} else {
+			err = w.walk(ctx, c, level-1, len(ent))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,247 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"cairn/policies"
+)
+
+// model is the plain-[]byte reference of a volume, with what a crash may
+// leave: every byte is its durable value (as of the last completed Flush)
+// or one of the values written since.
+type model struct {
+	cur     []byte
+	durable []byte
+	alts    [][]byte // per byte: values written since the last Flush
+}
+
+func newModel(size int) *model {
+	return &model{cur: make([]byte, size), durable: make([]byte, size), alts: make([][]byte, size)}
+}
+
+func (m *model) write(off int, p []byte) {
+	copy(m.cur[off:], p)
+	for i, b := range p {
+		m.alts[off+i] = append(m.alts[off+i], b)
+	}
+}
+
+func (m *model) flushed() {
+	m.durable = append(m.durable[:0], m.cur...)
+	for i := range m.alts {
+		m.alts[i] = m.alts[i][:0]
+	}
+}
+
+func (m *model) resize(size int) {
+	if size < len(m.cur) {
+		m.cur = m.cur[:size]
+	} else {
+		m.cur = append(m.cur, make([]byte, size-len(m.cur))...)
+	}
+	m.alts = make([][]byte, size)
+	m.flushed() // a resize checkpoints
+}
+
+// crashed checks got against what a crash may leave and adopts it.
+func (m *model) crashed(t *testing.T, got []byte) {
+	t.Helper()
+	bad := 0
+	for i := range got {
+		if got[i] == m.durable[i] || bytes.IndexByte(m.alts[i], got[i]) >= 0 {
+			continue
+		}
+		if bad++; bad < 5 {
+			t.Errorf("after crash byte %d = %#x: neither durable %#x nor one written since (%d values)", i, got[i], m.durable[i], len(m.alts[i]))
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d bytes lost or invented by the crash", bad)
+	}
+	m.cur = append(m.cur[:0], got...)
+	m.flushed()
+}
+
+func readAll(t *testing.T, v *volumeImpl) []byte {
+	t.Helper()
+	b := make([]byte, v.Size())
+	if err := v.ReadAt(context.Background(), b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestModel(t *testing.T) {
+	cases := []struct {
+		bs    policies.Size
+		size  int
+		ops   int
+		seeds int
+	}{
+		{512, 24 << 10, 300, 4},
+		{4 << 10, 64 << 10, 300, 6},
+		{64 << 10, 320 << 10, 150, 3},
+	}
+	if testing.Short() {
+		for i := range cases {
+			cases[i].seeds = 1
+		}
+	}
+	for _, tc := range cases {
+		for seed := 0; seed < tc.seeds; seed++ {
+			t.Run(fmt.Sprintf("bs=%s/seed=%d", tc.bs, seed), func(t *testing.T) {
+				runModel(t, tc.bs, tc.size, tc.ops, uint64(seed))
+			})
+		}
+	}
+}
+
+func runModel(t *testing.T, bs policies.Size, size, ops int, seed uint64) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(seed, uint64(bs)))
+	e := newEnv(t)
+	opts := e.options("node-a")
+	opts.DirtyLimit = int64(bs) * 6 // exercise pressure pushes
+	opts.CheckpointRecords = 20
+	opts.PageEntries = 4 // deep trees on small volumes
+	c := e.catalog(opts)
+	if _, err := c.Create(ctx, "vol", int64(size), testPolicy(bs)); err != nil {
+		t.Fatal(err)
+	}
+	v := mustOpen(t, c, "vol", false)
+	m := newModel(size)
+	snaps := map[string][]byte{}
+	randRange := func() (int, int) {
+		sz := len(m.cur)
+		off := rng.IntN(sz)
+		var n int
+		switch rng.IntN(4) {
+		case 0:
+			n = 1 + rng.IntN(16)
+		case 1:
+			n = 1 + rng.IntN(int(bs)*3)
+		case 2:
+			off = off / int(bs) * int(bs)
+			n = int(bs) * (1 + rng.IntN(3))
+		default:
+			n = 1 + rng.IntN(sz/4)
+		}
+		return off, min(n, sz-off)
+	}
+	for i := 0; i < ops; i++ {
+		switch k := rng.IntN(100); {
+		case k < 40: // write
+			off, n := randRange()
+			p := make([]byte, n)
+			for j := range p {
+				p[j] = byte(rng.IntN(255) + 1)
+			}
+			if err := v.WriteAt(ctx, p, int64(off)); err != nil {
+				t.Fatalf("op %d write [%d,+%d): %v", i, off, n, err)
+			}
+			m.write(off, p)
+		case k < 50: // trim or zero
+			off, n := randRange()
+			var err error
+			switch rng.IntN(3) {
+			case 0:
+				err = v.Trim(ctx, int64(off), int64(n))
+			default:
+				err = v.WriteZeroes(ctx, int64(off), int64(n), rng.IntN(2) == 0)
+			}
+			if err != nil {
+				t.Fatalf("op %d zero [%d,+%d): %v", i, off, n, err)
+			}
+			m.write(off, make([]byte, n))
+		case k < 70: // read
+			off, n := randRange()
+			p := make([]byte, n)
+			if err := v.ReadAt(ctx, p, int64(off)); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(p, m.cur[off:off+n]) {
+				t.Fatalf("op %d read [%d,+%d) differs from the model", i, off, n)
+			}
+		case k < 80:
+			if err := v.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			m.flushed()
+		case k < 84:
+			if err := v.checkpoint(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			m.flushed()
+		case k < 91: // crash and reopen in a new process
+			abandon(v)
+			e.hold.Crash()
+			c = e.catalog(opts)
+			v = mustOpen(t, c, "vol", false)
+			if int(v.Size()) != len(m.cur) {
+				t.Fatalf("after crash size %d, want %d", v.Size(), len(m.cur))
+			}
+			m.crashed(t, readAll(t, v))
+		case k < 95: // snapshot
+			name := fmt.Sprintf("snap-%d", i)
+			if err := c.Snapshot(ctx, "vol", name); err != nil {
+				t.Fatal(err)
+			}
+			snaps[name] = bytes.Clone(m.cur)
+			m.flushed()
+		default: // resize
+			ns := (1 + rng.IntN(size*2/SectorSize)) * SectorSize
+			if err := c.Resize(ctx, "vol", int64(ns)); err != nil {
+				t.Fatal(err)
+			}
+			m.resize(ns)
+			if v.Size() != int64(ns) {
+				t.Fatalf("size %d after resize to %d", v.Size(), ns)
+			}
+		}
+		if i%50 == 49 {
+			if got := readAll(t, v); !bytes.Equal(got, m.cur) {
+				t.Fatalf("op %d: full read differs from the model", i)
+			}
+		}
+	}
+	if got := readAll(t, v); !bytes.Equal(got, m.cur) {
+		t.Fatal("final read differs from the model")
+	}
+	// Extents agree with the model where it holds data.
+	err := v.Extents(ctx, 0, v.Size(), func(off, n int64, hole bool) error {
+		if hole && bytes.ContainsFunc(m.cur[off:off+n], func(r rune) bool { return r != 0 }) {
+			return fmt.Errorf("extent [%d,+%d) reported a hole over data", off, n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range snaps {
+		s := mustOpen(t, c, name, false)
+		if !s.ReadOnly() {
+			t.Fatalf("snapshot %s opened writable", name)
+		}
+		if got := readAll(t, s); !bytes.Equal(got, want) {
+			t.Fatalf("snapshot %s differs from the model at the time", name)
+		}
+		if err := s.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Reopen after a clean close: everything is there, the journal trimmed.
+	v = mustOpen(t, c, "vol", false)
+	if got := readAll(t, v); !bytes.Equal(got, m.cur) {
+		t.Fatal("read after close and reopen differs from the model")
+	}
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

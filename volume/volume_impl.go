@@ -1,0 +1,1113 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cairn/blocks"
+	"cairn/policies"
+	"cairn/volume/chunkmap"
+)
+
+var _ Volume = (*volumeImpl)(nil)
+
+const stripes = 256
+
+// dirtyChunk is a chunk written but not yet pushed to the store.
+type dirtyChunk struct {
+	data   []byte // nil: a hole (trimmed); else exactly one chunk
+	gen    uint64 // bumped on every change
+	shared bool   // data is referenced by a push in flight: copy before changing it
+}
+
+// batch is an encoded journal record waiting to be appended.
+type batch struct {
+	seq uint64
+	rec []byte
+}
+
+// volumeImpl is an open volume. Lock order: life -> flushMu -> mu.
+type volumeImpl struct {
+	c        *Catalogue
+	name     string
+	id       blocks.ID
+	pol      policies.Policy
+	bs       int64
+	store    blocks.Store
+	journals []JournalHolder
+	readOnly bool
+	epoch    blocks.Epoch
+	log      *slog.Logger
+	m        *chunkmap.Map
+	pool     sync.Pool // chunk-sized buffers
+
+	life    sync.RWMutex // I/O holds it shared; Close and resize exclusively
+	stripes [stripes]sync.Mutex
+
+	flushMu     sync.Mutex // serialises pushes, appends, checkpoints; guards the fields below
+	pending     []change   // map changes applied but not yet encoded into a batch
+	unappended  []batch    // encoded records not yet appended to every holder
+	nextSeq     uint64     // the seq of the next record
+	ckptSeq     uint64     // records below it are covered by the checkpointed map
+	sinceCkpt   int        // records appended since the last checkpoint
+	kept        []keptVersion
+	pageEntries int
+
+	mu         sync.Mutex // guards the fields below
+	size       int64
+	dirty      map[uint64]*dirtyChunk
+	dirtyBytes int64
+	opSeq      uint64 // counts chunk changes
+	durableSeq uint64 // every change <= it is durable
+	allocated  int64  // mapped chunks (pushed state)
+	putLogical uint64
+	putStored  uint64
+
+	fenced atomic.Bool
+	closed atomic.Bool
+	stop   chan struct{}
+	kick   chan struct{}
+	done   chan struct{}
+}
+
+func (c *Catalogue) newVolume(id blocks.ID, r *rootRecord, store blocks.Store, m *chunkmap.Map, readOnly bool) *volumeImpl {
+	bs := int64(r.Policy.BlockSize)
+	v := &volumeImpl{
+		c:           c,
+		name:        r.Name,
+		id:          id,
+		pol:         r.Policy,
+		bs:          bs,
+		store:       store,
+		readOnly:    readOnly,
+		epoch:       r.Epoch,
+		log:         c.log.With("volume", r.Name),
+		m:           m,
+		size:        r.Size,
+		dirty:       map[uint64]*dirtyChunk{},
+		ckptSeq:     r.CheckpointSeq,
+		nextSeq:     r.CheckpointSeq,
+		kept:        r.Kept,
+		pageEntries: r.PageEntries,
+		allocated:   int64(r.Allocated),
+		putLogical:  r.PutLogical,
+		putStored:   r.PutStored,
+	}
+	v.pool.New = func() any { return make([]byte, bs) }
+	return v
+}
+
+// openReadOnly opens a view of the volume: the checkpointed map plus the
+// journal replayed, no lease, no seal.
+func (c *Catalogue) openReadOnly(ctx context.Context, id blocks.ID, r *rootRecord) (*volumeImpl, error) {
+	store, err := c.volumeStore(id, r)
+	if err != nil {
+		return nil, err
+	}
+	m, err := chunkmap.Load(ctx, store, r.MapRoot, r.Chunks, c.mapOptions(r))
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: load map: %w", r.Name, err)
+	}
+	v := c.newVolume(id, r, store, m, true)
+	if !r.ReadOnly {
+		js, err := c.opts.Journals(id, r.Policy)
+		if err != nil {
+			return nil, fmt.Errorf("volume %q: journal holders: %w", r.Name, err)
+		}
+		v.journals = js
+		if err := v.replay(ctx); err != nil {
+			return nil, err
+		}
+	}
+	v.closed.Store(false)
+	return v, nil
+}
+
+// openWritable takes the lease, seals the journal and replays it.
+func (c *Catalogue) openWritable(ctx context.Context, id blocks.ID) (*volumeImpl, error) {
+	r, err := c.updateRoot(ctx, id, func(r *rootRecord) error {
+		if c.leaseHeld(r) && r.LeaseOwner != c.opts.Owner {
+			return c.attachedErr(r.Name, r)
+		}
+		r.Epoch++
+		r.LeaseOwner = c.opts.Owner
+		r.LeaseExpiry = c.opts.Now().Add(c.opts.LeaseTTL).UTC()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	store, err := c.volumeStore(id, r)
+	if err != nil {
+		return nil, err
+	}
+	js, err := c.opts.Journals(id, r.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: journal holders: %w", r.Name, err)
+	}
+	if len(js) == 0 {
+		return nil, fmt.Errorf("volume %q: no journal holders: %w", r.Name, blocks.ErrUnavailable)
+	}
+	if err := parallel(ctx, len(js), len(js), func(i int) error { return js[i].Seal(ctx, id, r.Epoch) }); err != nil {
+		return nil, fmt.Errorf("volume %q: seal journal at epoch %d: %w", r.Name, r.Epoch, err)
+	}
+	m, err := chunkmap.Load(ctx, store, r.MapRoot, r.Chunks, c.mapOptions(r))
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: load map: %w", r.Name, err)
+	}
+	v := c.newVolume(id, r, store, m, false)
+	v.journals = js
+	if err := v.replay(ctx); err != nil {
+		return nil, err
+	}
+	v.stop = make(chan struct{})
+	v.kick = make(chan struct{}, 1)
+	v.done = make(chan struct{})
+	go v.background()
+	v.log.Info("volume attached", "epoch", r.Epoch, "checkpoint_seq", r.CheckpointSeq, "next_seq", v.nextSeq)
+	return v, nil
+}
+
+// replay applies the journal records at or past the checkpoint: the union
+// of what the holders have, the higher epoch winning a seq. A change whose
+// block is missing was an unflushed write that was lost: it is skipped.
+func (v *volumeImpl) replay(ctx context.Context) error {
+	type rec struct {
+		epoch blocks.Epoch
+		data  []byte
+	}
+	recs := map[uint64]rec{}
+	var mu sync.Mutex
+	var okCount atomic.Int32
+	var firstErr error
+	_ = parallel(ctx, len(v.journals), len(v.journals), func(i int) error {
+		err := v.journals[i].Replay(ctx, v.id, v.ckptSeq, func(e blocks.Epoch, seq uint64, b []byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if old, ok := recs[seq]; !ok || e > old.epoch {
+				recs[seq] = rec{e, append([]byte(nil), b...)}
+			}
+			return nil
+		})
+		if err != nil {
+			mu.Lock()
+			if firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+			v.log.Warn("journal holder did not replay", "holder", i, "err", err)
+			return nil
+		}
+		okCount.Add(1)
+		return nil
+	})
+	if okCount.Load() == 0 && len(v.journals) > 0 {
+		return fmt.Errorf("volume %q: replay journal: %w", v.name, firstErr)
+	}
+	seqs := make([]uint64, 0, len(recs))
+	for s := range recs {
+		seqs = append(seqs, s)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	n := v.m.Len()
+	skipped := 0
+	for _, s := range seqs {
+		cs, err := decodeRecord(recs[s].data)
+		if err != nil {
+			return fmt.Errorf("volume %q: journal seq %d: %w", v.name, s, err)
+		}
+		for _, ch := range cs {
+			if ch.Chunk >= n {
+				continue
+			}
+			if !ch.Addr.IsZero() {
+				ok, err := v.store.Has(ctx, ch.Addr)
+				if err != nil {
+					return fmt.Errorf("volume %q: replay: %w", v.name, err)
+				}
+				if !ok {
+					skipped++
+					continue
+				}
+			}
+			if err := v.setMap(ctx, ch.Chunk, ch.Addr); err != nil {
+				return err
+			}
+		}
+		v.nextSeq = s + 1
+	}
+	if skipped > 0 {
+		v.log.Warn("journal named blocks that are missing: unflushed writes lost in a crash, skipped", "changes", skipped)
+	}
+	if len(seqs) > 0 {
+		v.log.Info("journal replayed", "records", len(seqs), "from", v.ckptSeq, "next_seq", v.nextSeq)
+		v.sinceCkpt = len(seqs)
+	}
+	return nil
+}
+
+// setMap sets a chunk's address and keeps the allocated count.
+func (v *volumeImpl) setMap(ctx context.Context, chunk uint64, a blocks.Addr) error {
+	old, err := v.m.Get(ctx, chunk)
+	if err != nil {
+		return fmt.Errorf("volume %q: map: %w", v.name, err)
+	}
+	if err := v.m.Set(ctx, chunk, a); err != nil {
+		return fmt.Errorf("volume %q: map: %w", v.name, err)
+	}
+	d := int64(0)
+	if old.IsZero() && !a.IsZero() {
+		d = 1
+	} else if !old.IsZero() && a.IsZero() {
+		d = -1
+	}
+	if d != 0 {
+		v.mu.Lock()
+		v.allocated += d
+		v.mu.Unlock()
+	}
+	return nil
+}
+
+func (v *volumeImpl) stats() (alloc int64, putL, putS uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	alloc = v.allocated
+	return alloc, v.putLogical, v.putStored
+}
+
+// Size implements Volume.
+func (v *volumeImpl) Size() int64 { v.mu.Lock(); defer v.mu.Unlock(); return v.size }
+
+// BlockSize implements Volume.
+func (v *volumeImpl) BlockSize() int { return int(v.bs) }
+
+// ReadOnly implements Volume.
+func (v *volumeImpl) ReadOnly() bool { return v.readOnly }
+
+// usable returns the error every call returns on a closed or fenced volume.
+func (v *volumeImpl) usable() error {
+	if v.closed.Load() {
+		return fmt.Errorf("volume %q: %w", v.name, ErrClosed)
+	}
+	if v.fenced.Load() {
+		return v.fencedErr(nil)
+	}
+	return nil
+}
+
+func (v *volumeImpl) fencedErr(cause error) error {
+	if cause != nil {
+		return fmt.Errorf("volume %q (epoch %d): %w: %w", v.name, v.epoch, ErrFenced, cause)
+	}
+	return fmt.Errorf("volume %q (epoch %d): %w", v.name, v.epoch, ErrFenced)
+}
+
+// fence marks the volume fenced: every later call returns ErrFenced.
+func (v *volumeImpl) fence(cause error) error {
+	if !v.fenced.Swap(true) {
+		v.log.Warn("volume fenced: a newer writer took it over; this handle stops", "epoch", v.epoch, "cause", cause)
+	}
+	return v.fencedErr(cause)
+}
+
+func (v *volumeImpl) checkRange(off, n int64) error {
+	size := v.Size()
+	if off < 0 || n < 0 || off > size || n > size-off {
+		return fmt.Errorf("volume %q: [%d, +%d) outside [0, %d): %w", v.name, off, n, size, ErrOutOfRange)
+	}
+	return nil
+}
+
+// ReadAt implements Volume.
+func (v *volumeImpl) ReadAt(ctx context.Context, p []byte, off int64) error {
+	v.life.RLock()
+	defer v.life.RUnlock()
+	if err := v.usable(); err != nil {
+		return err
+	}
+	if err := v.checkRange(off, int64(len(p))); err != nil {
+		return err
+	}
+	for len(p) > 0 {
+		chunk := uint64(off / v.bs)
+		in := off % v.bs
+		n := min(int64(len(p)), v.bs-in)
+		if err := v.readChunk(ctx, chunk, p[:n], in); err != nil {
+			return err
+		}
+		p = p[n:]
+		off += n
+	}
+	return nil
+}
+
+// readChunk fills p from chunk at offset in: dirty data first, then the map.
+func (v *volumeImpl) readChunk(ctx context.Context, chunk uint64, p []byte, in int64) error {
+	v.mu.Lock()
+	if d, ok := v.dirty[chunk]; ok {
+		if d.data == nil {
+			clear(p)
+		} else {
+			copy(p, d.data[in:])
+		}
+		v.mu.Unlock()
+		return nil
+	}
+	v.mu.Unlock()
+	a, err := v.m.Get(ctx, chunk)
+	if err != nil {
+		return fmt.Errorf("volume %q: read chunk %d: %w", v.name, chunk, err)
+	}
+	if a.IsZero() {
+		clear(p)
+		return nil
+	}
+	b, err := v.store.Get(ctx, a)
+	if err != nil {
+		return fmt.Errorf("volume %q: read chunk %d: %w", v.name, chunk, err)
+	}
+	if int64(len(b)) != v.bs {
+		return fmt.Errorf("volume %q: chunk %d is %d bytes, want %d: %w", v.name, chunk, len(b), v.bs, blocks.ErrCorrupt)
+	}
+	copy(p, b[in:])
+	return nil
+}
+
+// WriteAt implements Volume.
+func (v *volumeImpl) WriteAt(ctx context.Context, p []byte, off int64) error {
+	return v.mutate(ctx, off, int64(len(p)), func(chunk uint64, in, n int64, pos int64) op {
+		return op{data: p[pos : pos+n]}
+	})
+}
+
+// Trim implements Volume.
+func (v *volumeImpl) Trim(ctx context.Context, off, length int64) error {
+	return v.WriteZeroes(ctx, off, length, true)
+}
+
+// WriteZeroes implements Volume.
+func (v *volumeImpl) WriteZeroes(ctx context.Context, off, length int64, mayTrim bool) error {
+	return v.mutate(ctx, off, length, func(chunk uint64, in, n int64, pos int64) op {
+		return op{zero: true, hole: mayTrim}
+	})
+}
+
+// op is what a mutation does to one chunk's range.
+type op struct {
+	data []byte // bytes to write (nil with zero)
+	zero bool   // write zeroes
+	hole bool   // whole chunk: make it a hole
+}
+
+func (v *volumeImpl) mutate(ctx context.Context, off, length int64, f func(chunk uint64, in, n, pos int64) op) error {
+	v.life.RLock()
+	if err := v.usable(); err != nil {
+		v.life.RUnlock()
+		return err
+	}
+	if v.readOnly {
+		v.life.RUnlock()
+		return fmt.Errorf("volume %q: %w", v.name, ErrReadOnly)
+	}
+	err := v.mutateLocked(ctx, off, length, f)
+	v.life.RUnlock()
+	if err != nil {
+		return err
+	}
+	return v.pressure(ctx)
+}
+
+// mutateLocked applies a mutation; the caller holds life.
+func (v *volumeImpl) mutateLocked(ctx context.Context, off, length int64, f func(chunk uint64, in, n, pos int64) op) error {
+	if err := v.checkRange(off, length); err != nil {
+		return err
+	}
+	pos := int64(0)
+	for pos < length {
+		chunk := uint64(off / v.bs)
+		in := off % v.bs
+		n := min(length-pos, v.bs-in)
+		if err := v.mutateChunk(ctx, chunk, in, n, f(chunk, in, n, pos)); err != nil {
+			return err
+		}
+		pos += n
+		off += n
+	}
+	return nil
+}
+
+func (v *volumeImpl) mutateChunk(ctx context.Context, chunk uint64, in, n int64, o op) error {
+	sm := &v.stripes[chunk%stripes]
+	sm.Lock()
+	defer sm.Unlock()
+	whole := in == 0 && n == v.bs
+	if whole {
+		var data []byte
+		if !(o.zero && o.hole) {
+			data = v.pool.Get().([]byte)
+			if o.zero {
+				clear(data)
+			} else {
+				copy(data, o.data)
+			}
+		}
+		v.setDirty(chunk, data)
+		return nil
+	}
+	// Partial chunk: modify the dirty copy in place when we may.
+	v.mu.Lock()
+	if d, ok := v.dirty[chunk]; ok && d.data != nil && !d.shared {
+		apply(d.data[in:in+n], o)
+		d.gen++
+		v.opSeq++
+		v.mu.Unlock()
+		return nil
+	}
+	var base []byte
+	d, ok := v.dirty[chunk]
+	if ok {
+		base = v.pool.Get().([]byte)
+		if d.data == nil {
+			clear(base)
+		} else {
+			copy(base, d.data)
+		}
+	}
+	v.mu.Unlock()
+	if !ok {
+		// Clean: read the chunk (no one else changes it: we hold its stripe).
+		base = v.pool.Get().([]byte)
+		if err := v.readChunk(ctx, chunk, base, 0); err != nil {
+			v.pool.Put(base)
+			return err
+		}
+	}
+	apply(base[in:in+n], o)
+	v.setDirty(chunk, base)
+	return nil
+}
+
+func apply(dst []byte, o op) {
+	if o.zero {
+		clear(dst)
+	} else {
+		copy(dst, o.data)
+	}
+}
+
+// setDirty makes data (nil: a hole) the chunk's dirty content; it takes
+// ownership of data.
+func (v *volumeImpl) setDirty(chunk uint64, data []byte) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	d, ok := v.dirty[chunk]
+	if !ok {
+		d = &dirtyChunk{}
+		v.dirty[chunk] = d
+		v.dirtyBytes += v.entryCost(nil)
+	} else {
+		v.dirtyBytes -= v.entryCost(d.data)
+		if d.data != nil && !d.shared {
+			v.pool.Put(d.data)
+		}
+	}
+	d.data = data
+	d.shared = false
+	d.gen++
+	v.dirtyBytes += v.entryCost(data)
+	v.opSeq++
+}
+
+func (v *volumeImpl) entryCost(data []byte) int64 {
+	if data == nil {
+		return 64
+	}
+	return int64(len(data))
+}
+
+// pressure pushes dirty data when it exceeds the limit (and asks the
+// background for a push past half of it).
+func (v *volumeImpl) pressure(ctx context.Context) error {
+	v.mu.Lock()
+	db := v.dirtyBytes
+	v.mu.Unlock()
+	limit := v.c.opts.DirtyLimit
+	if db > limit/2 && v.kick != nil {
+		select {
+		case v.kick <- struct{}{}:
+		default:
+		}
+	}
+	if db <= limit {
+		return nil
+	}
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	v.mu.Lock()
+	db = v.dirtyBytes
+	v.mu.Unlock()
+	if db <= limit {
+		return nil
+	}
+	if _, err := v.pushLocked(ctx); err != nil {
+		return err
+	}
+	return v.appendLocked(ctx)
+}
+
+type pushItem struct {
+	chunk uint64
+	d     *dirtyChunk
+	gen   uint64
+	data  []byte
+	addr  blocks.Addr
+	err   error
+}
+
+// pushLocked Puts every dirty chunk, applies the results to the map and
+// queues their journal changes. It returns the opSeq it covers (every
+// change up to it is now in the map). The caller holds flushMu.
+func (v *volumeImpl) pushLocked(ctx context.Context) (uint64, error) {
+	v.mu.Lock()
+	items := make([]pushItem, 0, len(v.dirty))
+	for ch, d := range v.dirty {
+		d.shared = true
+		items = append(items, pushItem{chunk: ch, d: d, gen: d.gen, data: d.data})
+	}
+	cover := v.opSeq
+	v.mu.Unlock()
+	if len(items) == 0 {
+		return cover, nil
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].chunk < items[j].chunk })
+	sp, _ := v.store.(blocks.SizedPutter)
+	var putL, putS atomic.Uint64
+	_ = parallel(ctx, len(items), v.c.opts.PutParallel, func(i int) error {
+		it := &items[i]
+		if it.data == nil {
+			return nil
+		}
+		if sp != nil {
+			a, n, err := sp.PutSized(ctx, it.data)
+			it.addr, it.err = a, err
+			putS.Add(uint64(n))
+		} else {
+			it.addr, it.err = v.store.Put(ctx, it.data)
+			putS.Add(uint64(len(it.data)))
+		}
+		putL.Add(uint64(len(it.data)))
+		return nil
+	})
+	var firstErr error
+	for i := range items {
+		it := &items[i]
+		if it.err == nil {
+			it.err = v.setMap(ctx, it.chunk, it.addr)
+		}
+		if it.err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("volume %q: push chunk %d: %w", v.name, it.chunk, it.err)
+			}
+			continue
+		}
+		v.pending = append(v.pending, change{Chunk: it.chunk, Addr: it.addr})
+	}
+	v.mu.Lock()
+	v.putLogical += putL.Load()
+	v.putStored += putS.Load()
+	for i := range items {
+		it := &items[i]
+		cur, ok := v.dirty[it.chunk]
+		if ok && cur == it.d && cur.gen == it.gen && it.err == nil {
+			delete(v.dirty, it.chunk)
+			v.dirtyBytes -= v.entryCost(it.data)
+		} else if ok && cur == it.d && cur.gen == it.gen {
+			cur.shared = false // failed: stays dirty, still ours
+			continue
+		}
+		if it.data != nil {
+			v.pool.Put(it.data)
+		}
+	}
+	v.mu.Unlock()
+	if firstErr != nil {
+		return 0, firstErr
+	}
+	return cover, nil
+}
+
+// appendLocked encodes the pending changes into records and appends every
+// unappended record to every journal holder. The caller holds flushMu.
+func (v *volumeImpl) appendLocked(ctx context.Context) error {
+	for len(v.pending) > 0 {
+		n := min(len(v.pending), maxRecEntries)
+		v.unappended = append(v.unappended, batch{seq: v.nextSeq, rec: encodeRecord(v.pending[:n])})
+		v.nextSeq++
+		v.pending = v.pending[n:]
+	}
+	v.pending = nil
+	for len(v.unappended) > 0 {
+		b := v.unappended[0]
+		err := parallel(ctx, len(v.journals), len(v.journals), func(i int) error {
+			return v.journals[i].Append(ctx, v.id, v.epoch, b.seq, b.rec)
+		})
+		if errors.Is(err, blocks.ErrFenced) {
+			return v.fence(err)
+		}
+		if err != nil {
+			return fmt.Errorf("volume %q: journal append seq %d: %w", v.name, b.seq, err)
+		}
+		v.unappended = v.unappended[1:]
+		v.sinceCkpt++
+	}
+	v.unappended = nil
+	return nil
+}
+
+// syncAll syncs the store and every journal holder, in parallel.
+func (v *volumeImpl) syncAll(ctx context.Context) error {
+	err := parallel(ctx, len(v.journals)+1, len(v.journals)+1, func(i int) error {
+		if i == 0 {
+			return v.store.Sync(ctx)
+		}
+		return v.journals[i-1].Sync(ctx)
+	})
+	if err != nil {
+		return fmt.Errorf("volume %q: sync: %w", v.name, err)
+	}
+	return nil
+}
+
+// Flush implements Volume: push the dirty chunks, append their journal
+// records, sync the store and the journal holders. Concurrent Flushes
+// share the work: a Flush whose changes a running one covers waits for it.
+func (v *volumeImpl) Flush(ctx context.Context) error {
+	if err := v.usable(); err != nil {
+		return err
+	}
+	if v.readOnly {
+		return nil
+	}
+	v.mu.Lock()
+	want := v.opSeq
+	done := v.durableSeq >= want
+	v.mu.Unlock()
+	if done {
+		return nil
+	}
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	if err := v.usable(); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	done = v.durableSeq >= want
+	v.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := v.flushLocked(ctx); err != nil {
+		return err
+	}
+	if v.sinceCkpt >= v.c.opts.CheckpointRecords {
+		v.kickBackground()
+	}
+	return nil
+}
+
+// flushLocked makes everything changed so far durable; the caller holds flushMu.
+func (v *volumeImpl) flushLocked(ctx context.Context) error {
+	cover, err := v.pushLocked(ctx)
+	if err != nil {
+		return err
+	}
+	if err := v.appendLocked(ctx); err != nil {
+		return err
+	}
+	if err := v.syncAll(ctx); err != nil {
+		return err
+	}
+	if v.fenced.Load() {
+		return v.fencedErr(nil)
+	}
+	v.mu.Lock()
+	if cover > v.durableSeq {
+		v.durableSeq = cover
+	}
+	v.mu.Unlock()
+	return nil
+}
+
+func (v *volumeImpl) kickBackground() {
+	if v.kick == nil {
+		return
+	}
+	select {
+	case v.kick <- struct{}{}:
+	default:
+	}
+}
+
+// checkpoint flushes, writes the dirty map pages, syncs, and swaps the root
+// (map root, checkpoint seq) with one compare-and-set; then trims the
+// journal. With release it also gives the lease up.
+func (v *volumeImpl) checkpoint(ctx context.Context, release bool) error {
+	if err := v.usable(); err != nil && !release {
+		return err
+	}
+	if v.fenced.Load() {
+		return v.fencedErr(nil)
+	}
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	return v.checkpointLocked(ctx, release)
+}
+
+func (v *volumeImpl) checkpointLocked(ctx context.Context, release bool) error {
+	if err := v.flushLocked(ctx); err != nil {
+		return err
+	}
+	root, err := v.m.Flush(ctx)
+	if err != nil {
+		return fmt.Errorf("volume %q: checkpoint map: %w", v.name, err)
+	}
+	if err := v.store.Sync(ctx); err != nil {
+		return fmt.Errorf("volume %q: checkpoint sync: %w", v.name, err)
+	}
+	seq := v.nextSeq
+	v.mu.Lock()
+	size, alloc, putL, putS := v.size, v.allocated, v.putLogical, v.putStored
+	v.mu.Unlock()
+	now := v.c.opts.Now().UTC()
+	_, err = v.c.updateRoot(ctx, v.id, func(r *rootRecord) error {
+		if r.Epoch != v.epoch || r.LeaseOwner != v.c.opts.Owner {
+			return v.fence(fmt.Errorf("root is at epoch %d held by %q", r.Epoch, r.LeaseOwner))
+		}
+		if keep := r.Policy.Keep; keep > 0 && r.MapRoot != root && !r.MapRoot.IsZero() {
+			r.Kept = append(r.Kept, keptVersion{MapRoot: r.MapRoot, Size: r.Size, Seq: r.CheckpointSeq, At: now})
+			if len(r.Kept) > keep {
+				r.Kept = r.Kept[len(r.Kept)-keep:]
+			}
+		}
+		r.MapRoot = root
+		r.Size = size
+		r.Chunks = chunksFor(size, v.bs)
+		r.CheckpointSeq = seq
+		r.Allocated = uint64(max(alloc, 0))
+		r.PutLogical, r.PutStored = putL, putS
+		if release {
+			r.LeaseOwner = ""
+			r.LeaseExpiry = time.Time{}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	v.ckptSeq = seq
+	v.sinceCkpt = 0
+	for i, j := range v.journals {
+		if err := j.Trim(ctx, v.id, seq); err != nil {
+			v.log.Warn("journal trim failed; the records stay until the next checkpoint", "holder", i, "err", err)
+		}
+	}
+	return nil
+}
+
+// renew extends the lease; a root at a newer epoch fences the volume.
+func (v *volumeImpl) renew(ctx context.Context) error {
+	_, err := v.c.updateRoot(ctx, v.id, func(r *rootRecord) error {
+		if r.Epoch != v.epoch || r.LeaseOwner != v.c.opts.Owner {
+			return v.fence(fmt.Errorf("root is at epoch %d held by %q", r.Epoch, r.LeaseOwner))
+		}
+		r.LeaseExpiry = v.c.opts.Now().Add(v.c.opts.LeaseTTL).UTC()
+		return nil
+	})
+	return err
+}
+
+// background renews the lease, checkpoints and pushes under pressure.
+func (v *volumeImpl) background() {
+	defer close(v.done)
+	lease := time.NewTicker(v.c.opts.LeaseTTL / 3)
+	defer lease.Stop()
+	ckpt := time.NewTicker(v.c.opts.CheckpointEvery)
+	defer ckpt.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-v.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		if v.fenced.Load() {
+			return
+		}
+		select {
+		case <-v.stop:
+			return
+		case <-lease.C:
+			if err := v.renew(ctx); err != nil && ctx.Err() == nil {
+				v.log.Warn("lease renewal failed", "err", err)
+			}
+		case <-ckpt.C:
+			if v.needsCheckpoint(false) {
+				v.backgroundCheckpoint(ctx)
+			}
+		case <-v.kick:
+			v.mu.Lock()
+			db := v.dirtyBytes
+			v.mu.Unlock()
+			if db > v.c.opts.DirtyLimit/2 {
+				v.flushMu.Lock()
+				_, err := v.pushLocked(ctx)
+				if err == nil {
+					err = v.appendLocked(ctx)
+				}
+				v.flushMu.Unlock()
+				if err != nil && ctx.Err() == nil {
+					v.log.Warn("background push failed", "err", err)
+				}
+			}
+			if v.needsCheckpoint(true) {
+				v.backgroundCheckpoint(ctx)
+			}
+		}
+	}
+}
+
+func (v *volumeImpl) backgroundCheckpoint(ctx context.Context) {
+	if err := v.checkpoint(ctx, false); err != nil && ctx.Err() == nil && !errors.Is(err, ErrClosed) {
+		v.log.Warn("background checkpoint failed", "err", err)
+	}
+}
+
+// needsCheckpoint: with onlyThresholds, only when records or dirty map pages
+// exceed their limits; else whenever anything changed since the last one.
+func (v *volumeImpl) needsCheckpoint(onlyThresholds bool) bool {
+	v.flushMu.Lock()
+	recs := v.sinceCkpt
+	v.flushMu.Unlock()
+	if recs >= v.c.opts.CheckpointRecords {
+		return true
+	}
+	pageBytes := chunkmap.PageBytes(v.pageEntries)
+	cache := v.c.opts.CacheBytes
+	if cache <= 0 {
+		cache = 64 << 20
+	}
+	if int64(v.m.DirtyPages())*pageBytes > cache/2 {
+		return true
+	}
+	if onlyThresholds {
+		return false
+	}
+	v.mu.Lock()
+	dirty := len(v.dirty)
+	v.mu.Unlock()
+	return recs > 0 || dirty > 0 || v.m.DirtyPages() > 0
+}
+
+// Extents implements Volume: chunk-granular, dirty data counted as data.
+func (v *volumeImpl) Extents(ctx context.Context, off, length int64, fn func(off, length int64, hole bool) error) error {
+	v.life.RLock()
+	defer v.life.RUnlock()
+	if err := v.usable(); err != nil {
+		return err
+	}
+	if err := v.checkRange(off, length); err != nil {
+		return err
+	}
+	end := off + length
+	if length == 0 {
+		return nil
+	}
+	// Emit coalesced extents.
+	curOff, curHole, have := off, false, false
+	emit := func(o, e int64, hole bool) error {
+		o = max(o, off)
+		e = min(e, end)
+		if e <= o {
+			return nil
+		}
+		if have && hole == curHole {
+			return nil // extends the current extent
+		}
+		if have {
+			if err := fn(curOff, o-curOff, curHole); err != nil {
+				return err
+			}
+		}
+		curOff, curHole, have = o, hole, true
+		return nil
+	}
+	const window = 1 << 16
+	first := uint64(off / v.bs)
+	last := uint64((end-1)/v.bs) + 1
+	for from := first; from < last; from += window {
+		to := min(from+window, last)
+		state := map[uint64]bool{} // chunk -> data
+		if err := v.m.Range(ctx, from, to, func(ch uint64, _ blocks.Addr) error {
+			state[ch] = true
+			return nil
+		}); err != nil {
+			return fmt.Errorf("volume %q: extents: %w", v.name, err)
+		}
+		v.mu.Lock()
+		if uint64(len(v.dirty)) < to-from {
+			for ch, d := range v.dirty {
+				if ch >= from && ch < to {
+					state[ch] = d.data != nil
+				}
+			}
+		} else {
+			for ch := from; ch < to; ch++ {
+				if d, ok := v.dirty[ch]; ok {
+					state[ch] = d.data != nil
+				}
+			}
+		}
+		v.mu.Unlock()
+		data := make([]uint64, 0, len(state))
+		for ch, isData := range state {
+			if isData {
+				data = append(data, ch)
+			}
+		}
+		sort.Slice(data, func(i, j int) bool { return data[i] < data[j] })
+		next := from
+		for _, ch := range data {
+			if ch > next {
+				if err := emit(int64(next)*v.bs, int64(ch)*v.bs, true); err != nil {
+					return err
+				}
+			}
+			if err := emit(int64(ch)*v.bs, int64(ch+1)*v.bs, false); err != nil {
+				return err
+			}
+			next = ch + 1
+		}
+		if next < to {
+			if err := emit(int64(next)*v.bs, int64(to)*v.bs, true); err != nil {
+				return err
+			}
+		}
+	}
+	if have {
+		return fn(curOff, end-curOff, curHole)
+	}
+	return nil
+}
+
+// resize changes the size in place and checkpoints it.
+func (v *volumeImpl) resize(ctx context.Context, size int64) error {
+	if err := checkSize(size); err != nil {
+		return err
+	}
+	v.life.Lock()
+	defer v.life.Unlock()
+	if err := v.usable(); err != nil {
+		return err
+	}
+	if v.readOnly {
+		return fmt.Errorf("volume %q: %w", v.name, ErrReadOnly)
+	}
+	old := v.Size()
+	if size < old && size%v.bs != 0 {
+		// Zero the tail of the new last chunk, so a later grow reads zeros.
+		tail := min(v.bs-size%v.bs, old-size)
+		if err := v.mutateLocked(ctx, size, tail, func(uint64, int64, int64, int64) op { return op{zero: true} }); err != nil {
+			return err
+		}
+	}
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	if err := v.flushLocked(ctx); err != nil {
+		return err
+	}
+	n := chunksFor(size, v.bs)
+	if size < old {
+		var dropped int64
+		if err := v.m.Range(ctx, n, v.m.Len(), func(uint64, blocks.Addr) error { dropped++; return nil }); err != nil {
+			return fmt.Errorf("volume %q: resize: %w", v.name, err)
+		}
+		v.mu.Lock()
+		v.allocated -= dropped
+		v.mu.Unlock()
+	}
+	if err := v.m.Resize(ctx, n); err != nil {
+		return fmt.Errorf("volume %q: resize map: %w", v.name, err)
+	}
+	v.mu.Lock()
+	v.size = size
+	v.mu.Unlock()
+	return v.checkpointLocked(ctx, false)
+}
+
+// Close implements Volume: flush, checkpoint, release the lease, stop the
+// background work. A fenced volume only stops. Later calls return ErrClosed.
+func (v *volumeImpl) Close(ctx context.Context) error {
+	v.life.Lock()
+	if v.closed.Swap(true) {
+		v.life.Unlock()
+		return fmt.Errorf("volume %q: %w", v.name, ErrClosed)
+	}
+	v.life.Unlock()
+	if v.readOnly {
+		return nil
+	}
+	close(v.stop)
+	<-v.done
+	defer v.c.forget(v.id, v)
+	if v.fenced.Load() {
+		return v.fencedErr(nil)
+	}
+	v.flushMu.Lock()
+	err := v.checkpointLocked(ctx, true)
+	v.flushMu.Unlock()
+	if err != nil {
+		return err
+	}
+	v.log.Info("volume detached", "epoch", v.epoch)
+	return nil
+}
+
+// parallel runs f(0..n-1) with at most limit at once and returns the first error.
+func parallel(ctx context.Context, n, limit int, f func(i int) error) error {
+	if n == 1 {
+		return f(0)
+	}
+	if limit < 1 {
+		limit = 1
+	}
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			if err := f(i); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}(i)
+	}
+	wg.Wait()
+	return first
+}
