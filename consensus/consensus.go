@@ -125,6 +125,9 @@ type Stats struct {
 	Reads     uint64
 	Conflicts uint64 // CompareAndSet calls that returned ErrConflict
 	Failures  uint64 // calls that returned ErrUnavailable
+	// SnapshotsRecovered counts the shard snapshots this host installed
+	// from other replicas because it had fallen behind their raft logs.
+	SnapshotsRecovered uint64
 }
 
 // ShardInfo is this node's view of one shard (no network round trip).
@@ -320,6 +323,8 @@ func (h *Host) Stats() Stats {
 		Reads:     h.reads.Load(),
 		Conflicts: h.conflicts.Load(),
 		Failures:  h.failures.Load(),
+
+		SnapshotsRecovered: h.store.Recovered(),
 	}
 }
 

@@ -257,7 +257,7 @@ func TestThreeHosts(t *testing.T) {
 	// go through that the raft log is compacted past host 3's position.
 	hs[2].Close()
 	var last []byte
-	for i := 0; i < 60; i++ {
+	for i := 0; i < 100; i++ {
 		last = fmt.Appendf(nil, "round %d", i)
 		casRetry(t, hs[i%2], blocks.NameID(fmt.Sprint("k", i%8)), last)
 	}
@@ -271,7 +271,7 @@ func TestThreeHosts(t *testing.T) {
 	for {
 		v, p, err := hs[2].Load(rctx, blocks.NameID("k3"))
 		if err == nil {
-			if string(p) != "round 59" || v == 0 {
+			if string(p) != "round 99" || v == 0 {
 				t.Fatalf("host 3 after restart: (%d, %q)", v, p)
 			}
 			break
@@ -282,6 +282,9 @@ func TestThreeHosts(t *testing.T) {
 	}
 	if _, p, err := hs[2].Load(rctx, id); err != nil || string(p) != "from 2" {
 		t.Fatalf("host 3 catalogue: %q %v", p, err)
+	}
+	if st := hs[2].Stats(); st.SnapshotsRecovered == 0 {
+		t.Errorf("host 3 caught up without a snapshot: %+v", st)
 	}
 
 	// Two hosts down: no quorum. The call returns ErrUnavailable at its deadline.

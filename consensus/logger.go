@@ -58,10 +58,26 @@ func (b *slogBridge) Debugf(f string, a ...interface{}) {
 	b.log(dblog.DEBUG, slog.LevelDebug-4, f, a)
 }
 func (b *slogBridge) Infof(f string, a ...interface{}) { b.log(dblog.INFO, slog.LevelDebug, f, a) }
+
+// Warningf: dragonboat's raft package warns of every election, which is
+// routine; those go to Info.
 func (b *slogBridge) Warningf(f string, a ...interface{}) {
-	b.log(dblog.WARNING, slog.LevelWarn, f, a)
+	lvl := slog.LevelWarn
+	if b.pkg == "raft" {
+		lvl = slog.LevelInfo
+	}
+	b.log(dblog.WARNING, lvl, f, a)
 }
-func (b *slogBridge) Errorf(f string, a ...interface{}) { b.log(dblog.ERROR, slog.LevelError, f, a) }
+
+// Errorf: the transport's errors (a peer that is down refuses
+// connections) are routine in a cluster with a dead node; they go to Warn.
+func (b *slogBridge) Errorf(f string, a ...interface{}) {
+	lvl := slog.LevelError
+	if b.pkg == "transport" {
+		lvl = slog.LevelWarn
+	}
+	b.log(dblog.ERROR, lvl, f, a)
+}
 
 // Panicf logs and panics, as dragonboat expects of it (it is used for
 // broken internal invariants, not for outside input).

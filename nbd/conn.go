@@ -239,10 +239,14 @@ func (c *conn) readEnded(err error) {
 	}
 }
 
+// dispatchMode selects the dispatch policy for benchmarks: 0 is the
+// default heuristic, 1 never handles inline, 2 always does.
+var dispatchMode = 0
+
 // dispatch handles r inline or hands it to a worker.
 func (c *conn) dispatch(r *request) {
 	c.inflight.Add(1)
-	if c.busy.Load() == 0 && c.br.Buffered() == 0 && r.Type != proto.CmdFlush && r.Flags&proto.CmdFlagFUA == 0 {
+	if dispatchMode == 2 || dispatchMode == 0 && c.busy.Load() == 0 && c.br.Buffered() == 0 && r.Type != proto.CmdFlush && r.Flags&proto.CmdFlagFUA == 0 {
 		c.handle(r)
 		return
 	}

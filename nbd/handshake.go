@@ -63,7 +63,8 @@ func (c *conn) handshake() error {
 			if _, err := io.CopyN(io.Discard, c.br, int64(h.Length)); err != nil {
 				return errHangUp
 			}
-			if err := c.optError(h.Option, proto.RepErrTooBig, "option data too large"); err != nil {
+			c.optError(h.Option, proto.RepErrTooBig, "option data too large")
+			if err := c.bw.Flush(); err != nil {
 				return errHangUp
 			}
 			continue

@@ -576,7 +576,7 @@ func TestServeContextCancel(t *testing.T) {
 		t.Fatalf("Serve = %v", err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for !exp.allClosed() {
+	for !exp.allClosed() || s.ActiveConns() != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("device not closed after cancel")
 		}

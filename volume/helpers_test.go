@@ -37,8 +37,8 @@ func (s casStore) Get(ctx context.Context, a blocks.Addr) ([]byte, error) {
 }
 
 func (s casStore) Has(ctx context.Context, a blocks.Addr) (bool, error) { return s.h.HasPiece(ctx, a) }
-func (s casStore) Delete(ctx context.Context, a blocks.Addr) error    { return s.h.DeletePiece(ctx, a) }
-func (s casStore) Sync(ctx context.Context) error                     { return s.h.Sync(ctx) }
+func (s casStore) Delete(ctx context.Context, a blocks.Addr) error      { return s.h.DeletePiece(ctx, a) }
+func (s casStore) Sync(ctx context.Context) error                       { return s.h.Sync(ctx) }
 
 // clock is a fake clock for leases.
 type clock struct {

@@ -56,7 +56,6 @@ type volumeImpl struct {
 	nextSeq     uint64     // the seq of the next record
 	ckptSeq     uint64     // records below it are covered by the checkpointed map
 	sinceCkpt   int        // records appended since the last checkpoint
-	kept        []keptVersion
 	pageEntries int
 
 	mu         sync.Mutex // guards the fields below
@@ -93,7 +92,6 @@ func (c *Catalogue) newVolume(id blocks.ID, r *rootRecord, store blocks.Store, m
 		dirty:       map[uint64]*dirtyChunk{},
 		ckptSeq:     r.CheckpointSeq,
 		nextSeq:     r.CheckpointSeq,
-		kept:        r.Kept,
 		pageEntries: r.PageEntries,
 		allocated:   int64(r.Allocated),
 		putLogical:  r.PutLogical,
@@ -143,6 +141,26 @@ func (c *Catalogue) openWritable(ctx context.Context, id blocks.ID) (*volumeImpl
 	if err != nil {
 		return nil, err
 	}
+	v, err := c.attach(ctx, id, r)
+	if err != nil {
+		// Give the lease back, so that a retry (here or elsewhere) need not wait.
+		_, rerr := c.updateRoot(ctx, id, func(cur *rootRecord) error {
+			if cur.Epoch != r.Epoch || cur.LeaseOwner != c.opts.Owner {
+				return errors.New("lease moved on")
+			}
+			cur.LeaseOwner, cur.LeaseExpiry = "", time.Time{}
+			return nil
+		})
+		if rerr != nil {
+			c.log.Warn("could not release the lease of a failed open", "volume", r.Name, "err", rerr)
+		}
+		return nil, err
+	}
+	return v, nil
+}
+
+// attach seals the journal at r's epoch, loads the map and replays the journal.
+func (c *Catalogue) attach(ctx context.Context, id blocks.ID, r *rootRecord) (*volumeImpl, error) {
 	store, err := c.volumeStore(id, r)
 	if err != nil {
 		return nil, err
@@ -335,17 +353,18 @@ func (v *volumeImpl) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := v.checkRange(off, int64(len(p))); err != nil {
 		return err
 	}
-	for len(p) > 0 {
-		chunk := uint64(off / v.bs)
-		in := off % v.bs
-		n := min(int64(len(p)), v.bs-in)
-		if err := v.readChunk(ctx, chunk, p[:n], in); err != nil {
-			return err
-		}
-		p = p[n:]
-		off += n
+	if int64(len(p)) <= v.bs-off%v.bs {
+		return v.readChunk(ctx, uint64(off/v.bs), p, off%v.bs)
 	}
-	return nil
+	// Several chunks: read them in parallel.
+	first := off / v.bs
+	count := int((off+int64(len(p))-1)/v.bs - first + 1)
+	return parallel(ctx, count, v.c.opts.PutParallel, func(i int) error {
+		chunk := first + int64(i)
+		lo := max(chunk*v.bs, off)
+		hi := min((chunk+1)*v.bs, off+int64(len(p)))
+		return v.readChunk(ctx, uint64(chunk), p[lo-off:hi-off], lo-chunk*v.bs)
+	})
 }
 
 // readChunk fills p from chunk at offset in: dirty data first, then the map.
@@ -702,24 +721,30 @@ func (v *volumeImpl) Flush(ctx context.Context) error {
 	if done {
 		return nil
 	}
+	if err := v.flushShared(ctx, want); err != nil {
+		return err
+	}
+	if v.needsCheckpoint(true) {
+		v.kickBackground()
+	}
+	return nil
+}
+
+// flushShared makes every change up to want durable, unless a Flush that
+// ran meanwhile already did.
+func (v *volumeImpl) flushShared(ctx context.Context, want uint64) error {
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
 	if err := v.usable(); err != nil {
 		return err
 	}
 	v.mu.Lock()
-	done = v.durableSeq >= want
+	done := v.durableSeq >= want
 	v.mu.Unlock()
 	if done {
 		return nil
 	}
-	if err := v.flushLocked(ctx); err != nil {
-		return err
-	}
-	if v.sinceCkpt >= v.c.opts.CheckpointRecords {
-		v.kickBackground()
-	}
-	return nil
+	return v.flushLocked(ctx)
 }
 
 // flushLocked makes everything changed so far durable; the caller holds flushMu.

@@ -412,9 +412,8 @@ func (s *Store) join(pcs []piece) []byte {
 		shards[i] = pcs[i].payload
 	}
 	n := int(pcs[0].h.length)
-	last := shards[s.k-1]
-	if pad := s.k*len(last) - n; pad > 0 && pad <= len(last) {
-		for _, b := range last[len(last)-pad:] {
+	for i, sh := range shards {
+		for _, b := range sh[min(len(sh), max(0, n-i*len(sh))):] { // the padding
 			if b != 0 {
 				return nil
 			}
@@ -606,7 +605,8 @@ func (s *Store) Sync(ctx context.Context) error {
 
 // Walk implements blocks.Walker: it calls fn once for the address of each
 // block with at least one piece on a holder of Options.All that implements
-// blocks.Walker. It reads every piece (holders have no cheaper way to show a
+// blocks.Walker. It lists each holder's keys first (32 bytes of memory per
+// piece), then reads every piece (holders have no cheaper way to show a
 // header), so it costs a full read of the holders; it keeps the set of
 // addresses seen in memory (32 bytes per block). Pieces whose header does
 // not decode, or that sit under a key their header does not give, are
@@ -619,17 +619,23 @@ func (s *Store) Walk(ctx context.Context, fn func(addr blocks.Addr) error) error
 		if !ok {
 			continue
 		}
-		err := w.Walk(ctx, func(key blocks.Addr) error {
+		var keys []blocks.Addr
+		if err := w.Walk(ctx, func(key blocks.Addr) error {
+			keys = append(keys, key)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("redundant: walk: %w", err)
+		}
+		for _, key := range keys {
 			if err := ctx.Err(); err != nil {
-				return err
+				return fmt.Errorf("redundant: walk: %w", err)
 			}
 			p, err := h.GetPiece(ctx, key)
 			if err != nil {
-				if errors.Is(err, blocks.ErrNotFound) { // deleted during the walk
-					return nil
+				if !errors.Is(err, blocks.ErrNotFound) { // else deleted during the walk
+					s.log.Warn("redundant: walk: unreadable piece", "key", key, "err", err)
 				}
-				s.log.Warn("redundant: walk: unreadable piece", "key", key, "err", err)
-				return nil
+				continue
 			}
 			hd, err := parseHeader(p)
 			if err == nil && blocks.PieceKey(hd.addr, int(hd.index)) != key {
@@ -637,16 +643,15 @@ func (s *Store) Walk(ctx context.Context, fn func(addr blocks.Addr) error) error
 			}
 			if err != nil {
 				s.log.Warn("redundant: walk: not a piece", "key", key, "err", err)
-				return nil
+				continue
 			}
 			if _, dup := seen[hd.addr]; dup {
-				return nil
+				continue
 			}
 			seen[hd.addr] = struct{}{}
-			return fn(hd.addr)
-		})
-		if err != nil {
-			return fmt.Errorf("redundant: walk: %w", err)
+			if err := fn(hd.addr); err != nil {
+				return fmt.Errorf("redundant: walk: %w", err)
+			}
 		}
 	}
 	return nil

@@ -520,3 +520,36 @@ func TestNextComb(t *testing.T) {
 		t.Fatalf("combinations %v, want %v", got, want)
 	}
 }
+
+func TestScrubReportsLoss(t *testing.T) {
+	c := newCluster(t, config{data: 4, parity: 2, holders: 6})
+	ctx := t.Context()
+	good, err := c.s.Put(ctx, blockstest.Random(1, 5000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, err := c.s.Put(ctx, blockstest.Random(2, 5000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		c.damage(t, lost, i, rot, blocks.Addr{})
+	}
+	c.damage(t, good, 5, lose, blocks.Addr{})
+	got := map[blocks.Addr]error{}
+	repaired := map[blocks.Addr]int{}
+	err = c.s.Scrub(ctx, func(a blocks.Addr, n int, err error) error {
+		got[a], repaired[a] = err, n
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[good] != nil || repaired[good] != 1 || !errors.Is(got[lost], blocks.ErrCorrupt) {
+		t.Fatalf("Scrub reported %v (repaired %v); want %v repaired once, %v corrupt", got, repaired, good, lost)
+	}
+	stop := errors.New("stop")
+	if err := c.s.Scrub(ctx, func(blocks.Addr, int, error) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("Scrub whose fn fails: %v, want its error", err)
+	}
+}

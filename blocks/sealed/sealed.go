@@ -106,6 +106,7 @@ type Store struct {
 	dedup    bool
 	macs     sync.Pool // of hash.Hash: HMAC-SHA256 under the nonce key
 	lz4s     sync.Pool // of *lz4.Compressor
+	bufs     sync.Pool // of *[]byte: compression scratch space
 }
 
 // New returns a Store that seals into inner under opts. It fails on an
@@ -181,7 +182,15 @@ func (s *Store) seal(p []byte) ([]byte, error) {
 		}
 		// A destination smaller than the input: lz4 gives up (n == 0 or an
 		// error) when the data does not shrink enough to pay for the length.
-		buf := make([]byte, len(p)-lengthSize-1)
+		bp, _ := s.bufs.Get().(*[]byte)
+		if bp == nil {
+			bp = new([]byte)
+		}
+		defer s.bufs.Put(bp)
+		if cap(*bp) < len(p) {
+			*bp = make([]byte, len(p))
+		}
+		buf := (*bp)[:len(p)-lengthSize-1]
 		n, err := c.CompressBlock(p, buf)
 		s.lz4s.Put(c)
 		if err == nil && n > 0 && n+lengthSize < len(p) {
@@ -253,7 +262,8 @@ func (s *Store) open(c []byte) ([]byte, error) {
 			return nil, errCorrupt("truncated: %d bytes", len(c))
 		}
 		var err error
-		body, err = s.aead.Open(nil, body[:ns], body[ns:], c[:adLen])
+		// In place: c is ours (the Getter contract gives the caller the slice).
+		body, err = s.aead.Open(body[ns:ns], body[:ns], body[ns:], c[:adLen])
 		if err != nil {
 			return nil, errCorrupt("authentication failed: %v", err)
 		}

@@ -161,9 +161,9 @@ func (s *Silo) Replay(ctx context.Context, log blocks.ID, from uint64, fn func(e
 		seg := s.segs[r.seg]
 		seg.mu.RLock()
 		s.mu.RUnlock()
-		var h *header
+		var h header
 		var err error
-		buf, h, err = s.readRecord(seg, r.loc, buf)
+		buf, err = s.readRecord(seg, r.loc, buf, &h)
 		seg.mu.RUnlock()
 		if err == nil && (h.typ != recJournal || h.key != log || h.b != seq || blocks.Epoch(h.a) != r.epoch) {
 			err = fmt.Errorf("silo: record is not log %s seq %d: %w", log, seq, blocks.ErrCorrupt)

@@ -231,14 +231,14 @@ func (f *memFile) Sync() error {
 }
 
 func (f *memFile) Truncate(size int64) error {
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
 	f.ino.mu.Lock()
 	defer f.ino.mu.Unlock()
 	if size < int64(len(f.ino.data)) {
-		f.m.mu.Lock()
 		if f.m.space >= 0 {
 			f.m.space += int64(len(f.ino.data)) - size
 		}
-		f.m.mu.Unlock()
 		f.ino.data = f.ino.data[:size]
 	} else {
 		f.ino.data = append(f.ino.data, make([]byte, size-int64(len(f.ino.data)))...)

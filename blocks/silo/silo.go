@@ -166,6 +166,7 @@ type Silo struct {
 	ghosts []uint32             // removed segments whose removal may not be durable yet
 
 	writeGen atomic.Uint64 // incremented under mu by every write
+	syncs    atomic.Int64  // fdatasyncs run by Sync (for tests and benchmarks)
 
 	smu        sync.Mutex // guards the group-commit fields below
 	scond      *sync.Cond
@@ -481,7 +482,7 @@ func (s *Silo) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 
 // readRecord reads the record at l into buf (grown as needed) and checks
 // its header and checksum. It returns the record (header and payload).
-func (s *Silo) readRecord(seg *segment, l loc, buf []byte) ([]byte, *header, error) {
+func (s *Silo) readRecord(seg *segment, l loc, buf []byte, h *header) ([]byte, error) {
 	n := int(l.size())
 	if cap(buf) < n {
 		buf = make([]byte, n)
@@ -489,18 +490,17 @@ func (s *Silo) readRecord(seg *segment, l loc, buf []byte) ([]byte, *header, err
 	buf = buf[:n]
 	if _, err := seg.f.ReadAt(buf, int64(l.off)); err != nil {
 		if errors.Is(err, io.EOF) {
-			return buf, nil, fmt.Errorf("silo: segment %s offset %d: short record: %w", seg.name, l.off, blocks.ErrCorrupt)
+			return buf, fmt.Errorf("silo: segment %s offset %d: short record: %w", seg.name, l.off, blocks.ErrCorrupt)
 		}
-		return buf, nil, mapErr("read", err)
+		return buf, mapErr("read", err)
 	}
-	var h header
-	if err := decodeHeader(buf, &h); err != nil {
-		return buf, nil, fmt.Errorf("silo: segment %s offset %d: %v: %w", seg.name, l.off, err, blocks.ErrCorrupt)
+	if err := decodeHeader(buf, h); err != nil {
+		return buf, fmt.Errorf("silo: segment %s offset %d: %v: %w", seg.name, l.off, err, blocks.ErrCorrupt)
 	}
-	if h.n != l.n || !checkRecord(buf, &h) {
-		return buf, nil, fmt.Errorf("silo: segment %s offset %d: checksum mismatch: %w", seg.name, l.off, blocks.ErrCorrupt)
+	if h.n != l.n || !checkRecord(buf, h) {
+		return buf, fmt.Errorf("silo: segment %s offset %d: checksum mismatch: %w", seg.name, l.off, blocks.ErrCorrupt)
 	}
-	return buf, &h, nil
+	return buf, nil
 }
 
 // GetPiece implements blocks.Holder. The piece's record checksum is
@@ -524,7 +524,8 @@ func (s *Silo) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 	seg := s.segs[e.seg]
 	seg.mu.RLock()
 	s.mu.RUnlock()
-	buf, h, err := s.readRecord(seg, e.loc, nil)
+	var h header
+	buf, err := s.readRecord(seg, e.loc, nil, &h)
 	seg.mu.RUnlock()
 	if err == nil && (h.typ != recPiece || h.key != key) {
 		err = fmt.Errorf("silo: segment %s offset %d: record is not piece %s: %w", seg.name, e.off, key, blocks.ErrCorrupt)
@@ -717,6 +718,7 @@ func (s *Silo) syncActive() (uint64, error) {
 	s.mu.RUnlock()
 	err := seg.f.Sync()
 	seg.mu.RUnlock()
+	s.syncs.Add(1)
 	if err != nil {
 		s.mu.Lock()
 		if s.failed == nil {

@@ -91,7 +91,7 @@ func serveCommand() *cli.Command {
 			adm := admin.NewServer(n, log)
 			go adm.Serve(al)
 
-			srv := &nbd.Server{Exports: n.Exports(), DefaultExport: name, Logger: log, Classify: node.NBDClassify}
+			srv := &nbd.Server{Exports: n.Exports(), DefaultExport: name, Logger: log, Classify: node.NBDClassify, MultiConn: true}
 			n.SetNBD(node.NBDInfo{Addr: l.Addr().String(), Clients: srv.ActiveConns})
 			done := make(chan error, 1)
 			go func() { done <- srv.Serve(ctx, l) }()

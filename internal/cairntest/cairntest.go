@@ -131,6 +131,7 @@ func (s *Server) URI(name string) string { return "nbd://" + s.NBD + "/" + name 
 func (s *Server) Start(ctx context.Context) {
 	s.t.Helper()
 	bin := Binary(s.t)
+	since := len(s.Log()) // the log of earlier runs stays in front
 	args := append([]string{"--data", s.Data, "serve", "--nbd", s.NBD, "--raft", s.Raft}, s.Args...)
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout = &lockedWriter{s}
@@ -161,7 +162,7 @@ func (s *Server) Start(ctx context.Context) {
 			s.t.Fatalf("cairn serve exited during start-up: %v\n%s", s.waitErr, s.Log())
 		default:
 		}
-		if strings.Contains(s.Log(), "serving volume") {
+		if strings.Contains(s.Log()[since:], "serving volume") {
 			if c, err := net.DialTimeout("tcp", s.NBD, time.Second); err == nil {
 				c.Close()
 				return

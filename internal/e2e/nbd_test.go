@@ -234,12 +234,17 @@ for i, slot in enumerate(slots):
 `, round, slotList, rec)
 		cmd := exec.Command("nbdsh", "-u", s.URI("default"), "-c", writer)
 		cmd.Env = append(os.Environ(), "PATH=/usr/bin:"+os.Getenv("PATH"))
+		var wout bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &wout, &wout
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Duration(700+r.IntN(2000)) * time.Millisecond)
 		s.Kill()
 		_ = cmd.Wait() // it fails: its server is gone
+		if _, err := os.Stat(rec); err != nil {
+			t.Fatalf("round %d: the writer wrote nothing: %v\n%s", round, err, wout.String())
+		}
 		s.Start(ctx)
 	}
 	quoted := make([]string, len(records))
@@ -273,35 +278,65 @@ print("checked", n, "bad", bad)
 	t.Logf("%d flushed blocks survived 3 kill -9s", n)
 }
 
-// TestSecondWriterAndReadOnly: a second writer on an attached volume is
-// refused cleanly (the first keeps working); a snapshot export refuses
-// writes with EPERM and serves reads.
+// TestSecondWriterAndReadOnly: while an NBD client has the volume
+// attached, a second writer (here `cairn volume import`) is refused with a
+// clear message and the first client keeps working; a snapshot export
+// refuses writes with EPERM and serves reads.
 func TestSecondWriterAndReadOnly(t *testing.T) {
 	ctx := context.Background()
 	s := cairntest.NewServer(t, "--size", "64MiB")
 	s.Start(ctx)
 	cairntest.NeedTool(t, "nbdsh")
-	// The first writer holds the volume while the second tries.
-	holder := fmt.Sprintf(`
-import nbd, time
+	holder := exec.Command("nbdsh", "-u", s.URI("default"), "-c", `
+import sys, time
 h.pwrite(b"A" * 4096, 0)
 h.flush()
-h2 = nbd.NBD()
-try:
-    h2.connect_uri(%q)
-    h2.pwrite(b"B" * 4096, 0)
-    print("second writer accepted")
-except nbd.Error as e:
-    print("second writer refused:", e)
+print("ready", flush=True)
+sys.stdin.readline()
 assert h.pread(4096, 0) == b"A" * 4096
-print("first still works")
-`, s.URI("default"))
-	out, err := nbdsh(t, s.URI("default"), holder)
+h.pwrite(b"A" * 4096, 4096)
+h.flush()
+print("first still works", flush=True)
+`)
+	holder.Env = append(os.Environ(), "PATH=/usr/bin:"+os.Getenv("PATH"))
+	stdin, err := holder.StdinPipe()
 	if err != nil {
-		t.Fatalf("nbdsh: %v\n%s", err, out)
+		t.Fatal(err)
 	}
-	if !strings.Contains(out, "second writer refused") || !strings.Contains(out, "first still works") {
-		t.Fatalf("want the second writer refused and the first working:\n%s", out)
+	var hout bytes.Buffer
+	pr, pw := io.Pipe()
+	holder.Stdout, holder.Stderr = pw, &hout
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 6)
+	if _, err := io.ReadFull(pr, line); err != nil || string(line) != "ready\n" {
+		t.Fatalf("holder: %q %v %s", line, err, hout.String())
+	}
+	var rest bytes.Buffer
+	copied := make(chan struct{})
+	go func() { io.Copy(&rest, pr); close(copied) }()
+	img := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(img, bytes.Repeat([]byte("B"), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Cairn("volume", "import", "-q", "default", img)
+	if err == nil {
+		t.Fatalf("import into an attached volume succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, "attached") {
+		t.Errorf("import refusal does not say the volume is attached: %s", out)
+	}
+	stdin.Write([]byte("go\n"))
+	stdin.Close()
+	werr := holder.Wait()
+	pw.Close()
+	<-copied
+	if werr != nil {
+		t.Fatalf("first writer failed after the refusal: %v\n%s%s", werr, rest.String(), hout.String())
+	}
+	if !strings.Contains(rest.String(), "first still works") {
+		t.Fatalf("first writer: %s%s", rest.String(), hout.String())
 	}
 
 	if o, err := s.Cairn("volume", "snapshot", "default", "snap"); err != nil {

@@ -4,36 +4,97 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"cairn/nbd"
 	"cairn/volume"
 )
 
 // Exports returns the node's volumes as NBD exports: every volume is an
-// export of the same name; snapshots are exported read-only; a volume
-// attached by another writer is refused.
-func (n *Node) Exports() nbd.Exports { return exports{n} }
+// export of the same name; snapshots are exported read-only.
+//
+// Several connections to one export share one attached volume (fio with
+// numjobs, or a client using multi-conn): writes and a FLUSH on any of
+// them act on the same volume, so NBD_FLAG_CAN_MULTI_CONN is honest. The
+// volume is closed (flushed, checkpointed, its lease released) when its
+// last connection ends. Any other writer, another node or `cairn volume
+// import`, is refused while the export is attached.
+func (n *Node) Exports() nbd.Exports {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.exports == nil {
+		n.exports = &exports{n: n, open: map[string]*shared{}}
+	}
+	return n.exports
+}
 
-type exports struct{ n *Node }
+type exports struct {
+	n    *Node
+	mu   sync.Mutex // guards open; held while a volume opens or closes
+	open map[string]*shared
+}
 
-func (e exports) List(ctx context.Context) ([]nbd.ExportInfo, error) {
+// shared is one attached volume and the connections using it.
+type shared struct {
+	volume.Volume
+	name string
+	refs int
+}
+
+func (e *exports) List(ctx context.Context) ([]nbd.ExportInfo, error) {
 	vs, err := e.n.catalog.List(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]nbd.ExportInfo, len(vs))
 	for i, v := range vs {
-		out[i] = nbd.ExportInfo{Name: v.Name, Description: fmt.Sprintf("%s: %s", v.Name, v.Policy.String())}
+		out[i] = nbd.ExportInfo{Name: v.Name, Description: v.Policy.String()}
 	}
 	return out, nil
 }
 
-func (e exports) Open(ctx context.Context, name string) (nbd.Device, error) {
+func (e *exports) Open(ctx context.Context, name string) (nbd.Device, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s := e.open[name]; s != nil {
+		s.refs++
+		return &conn{shared: s, e: e}, nil
+	}
 	info, err := e.n.catalog.Inspect(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	return e.n.catalog.Open(ctx, name, volume.OpenOptions{ReadOnly: info.ReadOnly})
+	v, err := e.n.catalog.Open(ctx, name, volume.OpenOptions{ReadOnly: info.ReadOnly})
+	if err != nil {
+		return nil, err
+	}
+	s := &shared{Volume: v, name: name, refs: 1}
+	e.open[name] = s
+	return &conn{shared: s, e: e}, nil
+}
+
+// conn is one connection's handle on a shared volume.
+type conn struct {
+	*shared
+	e    *exports
+	once sync.Once
+}
+
+// Close flushes; the last connection's Close closes the volume.
+func (c *conn) Close(ctx context.Context) error {
+	err := fmt.Errorf("node: export %s closed twice", c.name)
+	c.once.Do(func() {
+		c.e.mu.Lock()
+		defer c.e.mu.Unlock()
+		c.refs--
+		if c.refs > 0 {
+			err = c.Volume.Flush(ctx)
+			return
+		}
+		delete(c.e.open, c.name)
+		err = c.Volume.Close(ctx)
+	})
+	return err
 }
 
 // NBDClassify maps the volume layer's errors to the NBD server's error

@@ -54,9 +54,10 @@ type Node struct {
 	catalog *volume.Catalogue
 	started time.Time
 
-	mu     sync.Mutex // guards stores and nbd
-	stores map[string]blocks.Store
-	nbd    NBDInfo
+	mu      sync.Mutex // guards stores and nbd
+	stores  map[string]blocks.Store
+	nbd     NBDInfo
+	exports *exports
 }
 
 // DefaultRaftAddress is where a one-node cluster's raft groups listen.

@@ -42,8 +42,9 @@ func BenchmarkSet(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 1))
 	b.ReportAllocs()
 	for b.Loop() {
-		c := rng.Uint64N(1 << 16) // 64 leaves: after warm-up, dirty
-		if err := m.Set(ctx, c<<12, addr(c, 1)); err != nil {
+		c := rng.Uint64N(1 << 16)
+		c = (c&63)<<22 | c>>6 // 64 leaves, dirty after warm-up
+		if err := m.Set(ctx, c, addr(c, 1)); err != nil {
 			b.Fatal(err)
 		}
 	}

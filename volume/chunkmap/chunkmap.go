@@ -1,6 +1,7 @@
 package chunkmap
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"cairn/blocks"
 )
@@ -73,14 +75,16 @@ type page struct {
 	ent   []blocks.Addr // PageEntries entries; for a dirty child the entry is stale
 	dirty bool
 	inLRU bool
+	// ver counts the changes of a dirty page; ver0 is its value when the
+	// running Flush took its snapshot.
+	ver, ver0 uint64
 	// prev and next link the LRU of clean pages (front = most recent).
 	prev, next *page
 }
 
-// Map is the chunk map of one volume. It is safe for concurrent use. Reads
-// of pages from the store happen without the lock held, so a Get that
-// misses does not delay Gets of cached pages; Flush holds the lock while it
-// writes.
+// Map is the chunk map of one volume. It is safe for concurrent use. Its
+// lock is not held during store I/O: a Get that misses does not delay Gets
+// of cached pages, and a Flush does not stop Gets and Sets.
 type Map struct {
 	store blocks.Store
 	e     uint64 // entries per page
@@ -89,19 +93,20 @@ type Map struct {
 	log   *slog.Logger
 	width [maxLevel + 2]uint64 // width[l] = E^l chunks per entry of a level-l page, saturated
 
+	flushMu sync.Mutex // serializes Flush and Resize; taken before mu
+
 	mu     sync.Mutex // guards the fields below
 	n      uint64
-	height int            // level of the root page
-	top    blocks.Addr    // stored address of the root page when it is not dirty
-	root   blocks.Addr    // root as of the last Flush or Load
-	pages  map[pkey]*page // every dirty page and every cached clean page
-	dirty  int            // dirty pages
-	gen    uint64         // bumped when stored pointers change (Flush, Resize)
-	lru    page           // sentinel of the LRU ring
-	bytes  int64          // memory of the clean pages in the LRU
-	nclean int            // clean pages in the LRU
-	stats  CacheStats     // Hits, Misses, Evictions
-	buf    []byte         // encoding buffer for Flush
+	height int                            // level of the root page
+	top    blocks.Addr                    // stored address of the root page when it is not dirty
+	root   blocks.Addr                    // root as of the last Flush or Load
+	pages  [maxLevel + 1]map[uint64]*page // by level, then index: every dirty page and every cached clean page
+	dirty  int                            // dirty pages
+	gen    uint64                         // bumped when stored pointers change (Flush, Resize)
+	lru    page                           // sentinel of the LRU ring
+	bytes  int64                          // memory of the clean pages in the LRU
+	nclean int                            // clean pages in the LRU
+	stats  CacheStats                     // Hits, Misses, Evictions
 }
 
 // New returns an empty map of n chunks (all holes) whose pages are stored
@@ -131,7 +136,6 @@ func New(store blocks.Store, n uint64, opts Options) *Map {
 		limit: limit,
 		log:   log,
 		n:     n,
-		pages: map[pkey]*page{},
 	}
 	w := uint64(1)
 	for l := range m.width {
@@ -237,7 +241,7 @@ func (m *Map) Get(ctx context.Context, chunk uint64) (blocks.Addr, error) {
 	if chunk >= m.n {
 		return blocks.Addr{}, fmt.Errorf("chunkmap: get chunk %d of %d: %w", chunk, m.n, ErrRange)
 	}
-	if p := m.pages[pkey{0, chunk / m.e}]; p != nil {
+	if p := m.pages[0][chunk/m.e]; p != nil {
 		m.touch(p)
 		return p.ent[chunk%m.e], nil
 	}
@@ -258,10 +262,13 @@ func (m *Map) Set(ctx context.Context, chunk uint64, a blocks.Addr) error {
 	if chunk >= m.n {
 		return fmt.Errorf("chunkmap: set chunk %d of %d: %w", chunk, m.n, ErrRange)
 	}
-	if p := m.pages[pkey{0, chunk / m.e}]; p != nil && (p.dirty || p.ent[chunk%m.e] == a) {
+	if p := m.pages[0][chunk/m.e]; p != nil && (p.dirty || p.ent[chunk%m.e] == a) {
 		// A dirty leaf's ancestors are dirty already.
 		m.stats.Hits++
-		p.ent[chunk%m.e] = a
+		if p.ent[chunk%m.e] != a {
+			p.ent[chunk%m.e] = a
+			p.ver++
+		}
 		return nil
 	}
 	var path [maxLevel + 1]*page
@@ -301,7 +308,7 @@ restart:
 				return false, nil
 			}
 			p = &page{key: pkey{uint8(l), chunk / m.width[l+1]}, ent: make([]blocks.Addr, m.e)}
-			m.pages[p.key] = p
+			m.keep(p)
 			// markDirty by the caller counts it.
 		}
 		path[l] = p
@@ -324,7 +331,7 @@ restart:
 // errRestart when the tree changed while m.mu was released (g is the
 // generation the caller read a under).
 func (m *Map) page(ctx context.Context, key pkey, a blocks.Addr, g uint64) (*page, error) {
-	if p := m.pages[key]; p != nil {
+	if p := m.lookup(key); p != nil {
 		m.touch(p)
 		return p, nil
 	}
@@ -345,13 +352,26 @@ func (m *Map) page(ctx context.Context, key pkey, a blocks.Addr, g uint64) (*pag
 	if m.gen != g {
 		return nil, errRestart
 	}
-	if q := m.pages[key]; q != nil {
+	if q := m.lookup(key); q != nil {
 		return q, nil // read by someone else meanwhile
 	}
 	p.addr = a
 	m.insert(p)
 	m.evict()
 	return p, nil
+}
+
+// lookup returns the page at key if it is in memory.
+func (m *Map) lookup(key pkey) *page { return m.pages[key.level][key.idx] }
+
+// keep records p as the page in memory at its key.
+func (m *Map) keep(p *page) {
+	lv := m.pages[p.key.level]
+	if lv == nil {
+		lv = map[uint64]*page{}
+		m.pages[p.key.level] = lv
+	}
+	lv[p.key.idx] = p
 }
 
 // touch records a hit on p and moves it to the front of the LRU.
@@ -367,7 +387,7 @@ func (m *Map) touch(p *page) {
 
 // insert adds the clean page p to the map and the front of the LRU.
 func (m *Map) insert(p *page) {
-	m.pages[p.key] = p
+	m.keep(p)
 	p.inLRU = true
 	p.prev, p.next = &m.lru, m.lru.next
 	m.lru.next.prev = p
@@ -390,8 +410,8 @@ func (m *Map) unlink(p *page) {
 // drop forgets p (clean or dirty).
 func (m *Map) drop(p *page) {
 	m.unlink(p)
-	if m.pages[p.key] == p {
-		delete(m.pages, p.key)
+	if m.lookup(p.key) == p {
+		delete(m.pages[p.key.level], p.key.idx)
 	}
 	if p.dirty {
 		p.dirty = false
@@ -410,12 +430,13 @@ func (m *Map) evict() {
 // markDirty makes p dirty and resident (it may have been evicted, or
 // re-read by another goroutine, since the caller found it).
 func (m *Map) markDirty(p *page) {
-	if q := m.pages[p.key]; q != p {
+	if q := m.lookup(p.key); q != p {
 		if q != nil {
 			m.drop(q)
 		}
-		m.pages[p.key] = p
+		m.keep(p)
 	}
+	p.ver++
 	if !p.dirty {
 		m.unlink(p)
 		p.dirty = true
@@ -517,12 +538,16 @@ restart:
 // the tree follows n. Errors: the store's (wrapped) when a page on the
 // boundary path cannot be read; the map is then unchanged.
 func (m *Map) Resize(ctx context.Context, n uint64) error {
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.gen++
 	if n == 0 {
-		for _, p := range m.pages {
-			m.drop(p)
+		for _, lv := range m.pages {
+			for _, p := range lv {
+				m.drop(p)
+			}
 		}
 		m.n, m.height, m.top = 0, 0, blocks.Addr{}
 		return nil
@@ -582,19 +607,21 @@ func (m *Map) Resize(ctx context.Context, n uint64) error {
 			}
 		}
 		// Forget every page wholly at or beyond n.
-		for k, p := range m.pages {
-			if int(k.level) < oldH && k.idx*m.width[k.level+1] >= n {
-				m.drop(p)
+		for l := 0; l < oldH; l++ {
+			for idx, p := range m.pages[l] {
+				if idx*m.width[l+1] >= n {
+					m.drop(p)
+				}
 			}
 		}
 	}
 	if newH < oldH {
-		for k, p := range m.pages {
-			if int(k.level) > newH {
+		for l := newH + 1; l <= oldH; l++ {
+			for _, p := range m.pages[l] {
 				m.drop(p)
 			}
 		}
-		p := m.pages[pkey{uint8(newH), 0}]
+		p := m.lookup(pkey{uint8(newH), 0})
 		if p == nil {
 			p = at0[newH]
 		}
@@ -606,7 +633,7 @@ func (m *Map) Resize(ctx context.Context, n uint64) error {
 		}
 	}
 	if newH > oldH {
-		child := m.pages[pkey{uint8(oldH), 0}]
+		child := m.lookup(pkey{uint8(oldH), 0})
 		if child != nil && child.dirty || !m.top.IsZero() {
 			for l := oldH + 1; l <= newH; l++ {
 				p := &page{key: pkey{uint8(l), 0}, ent: make([]blocks.Addr, m.e)}
@@ -622,69 +649,138 @@ func (m *Map) Resize(ctx context.Context, n uint64) error {
 	return nil
 }
 
-// Flush writes every dirty page, children before parents, with store.Put
-// and returns the new root address (zero for an all-hole map). The pages
-// are not durable until the caller's store.Sync, which must come before the
+// Flush writes every page that is dirty when it starts, children before
+// parents, with store.Put, and returns the new root address (zero for an
+// all-hole map). The root is a snapshot of the map as of the call: Sets
+// made while Flush runs are kept, dirty, for the next Flush. The pages are
+// not durable until the caller's store.Sync, which must come before the
 // root is published. Pages whose entries are all zero are not written.
-// Flush holds the map's lock while it writes. On error the map stays
+//
+// Flush releases the map's lock while it writes (each level's pages with
+// up to FlushParallelism concurrent Puts), so Gets and Sets proceed;
+// Flushes and Resizes wait for one another. On error the map stays
 // consistent: what was written is clean, the rest still dirty, and a later
 // Flush carries on.
 func (m *Map) Flush(ctx context.Context) (blocks.Addr, error) {
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.gen++
-	dirty := make([]*page, 0, m.dirty)
-	for _, p := range m.pages {
-		if p.dirty {
-			dirty = append(dirty, p)
-		}
+	if m.dirty == 0 {
+		m.root = m.top
+		return m.root, nil
 	}
-	slices.SortFunc(dirty, func(a, b *page) int {
-		if a.key.level != b.key.level {
-			return int(a.key.level) - int(b.key.level)
+	// The snapshot: the dirty pages and their versions. Leaves are encoded
+	// now; inner pages change only by Flush (Sets change leaves, Resize
+	// waits for flushMu), so they still describe the snapshot when their
+	// level's turn comes.
+	height := m.height
+	byLevel := make([][]*page, height+1)
+	for l := 0; l <= height; l++ {
+		for _, p := range m.pages[l] {
+			if p.dirty {
+				p.ver0 = p.ver
+				byLevel[l] = append(byLevel[l], p)
+			}
 		}
-		switch {
-		case a.key.idx < b.key.idx:
-			return -1
-		case a.key.idx > b.key.idx:
-			return 1
-		}
-		return 0
-	})
+		slices.SortFunc(byLevel[l], func(a, b *page) int { return cmp.Compare(a.key.idx, b.key.idx) })
+	}
+	var root blocks.Addr
+	var stay map[uint64]bool // indices at this level with a child that stays dirty
 	written := 0
-	for _, p := range dirty {
-		var addr blocks.Addr
-		var ok bool
-		m.buf, ok = encodePage(m.buf[:0], int(p.key.level), p.ent)
-		if ok {
-			var err error
-			addr, err = m.store.Put(ctx, m.buf)
-			if err != nil {
-				m.evict()
-				return blocks.Addr{}, fmt.Errorf("chunkmap: write page (level %d, index %d): %w", p.key.level, p.key.idx, err)
+	for l, pages := range byLevel {
+		next := map[uint64]bool{}
+		bufs := make([][]byte, len(pages))
+		for i, p := range pages {
+			if b, ok := encodePage(nil, l, p.ent); ok {
+				bufs[i] = b
 			}
-			written++
-			m.dirty--
-			p.dirty, p.addr = false, addr
-			m.insert(p)
-		} else {
-			m.drop(p)
 		}
-		if int(p.key.level) == m.height {
-			m.top = addr
-		} else {
-			parent := m.pages[pkey{p.key.level + 1, p.key.idx / m.e}]
-			if parent == nil || !parent.dirty {
-				// Unreachable: a dirty page's ancestors are dirty.
-				return blocks.Addr{}, fmt.Errorf("chunkmap: internal error: dirty page (level %d, index %d) without a dirty parent", p.key.level, p.key.idx)
+		m.mu.Unlock()
+		addrs, err := m.putAll(ctx, bufs)
+		m.mu.Lock()
+		if err != nil {
+			m.evict()
+			return blocks.Addr{}, fmt.Errorf("chunkmap: write pages of level %d: %w", l, err)
+		}
+		m.gen++
+		for i, p := range pages {
+			a := addrs[i]
+			if !a.IsZero() {
+				written++
 			}
-			parent.ent[p.key.idx%m.e] = addr
+			if l == height {
+				root = a
+			} else {
+				parent := m.lookup(pkey{uint8(l + 1), p.key.idx / m.e})
+				if parent == nil || !parent.dirty {
+					// Unreachable: a dirty page's ancestors are dirty.
+					return blocks.Addr{}, fmt.Errorf("chunkmap: internal error: dirty page (level %d, index %d) without a dirty parent", l, p.key.idx)
+				}
+				parent.ent[p.key.idx%m.e] = a
+			}
+			if p.ver != p.ver0 || stay[p.key.idx] {
+				next[p.key.idx/m.e] = true // changed since the snapshot: stays dirty
+				continue
+			}
+			if a.IsZero() {
+				m.drop(p)
+				continue
+			}
+			p.dirty, p.addr = false, a
+			m.dirty--
+			m.insert(p)
+		}
+		stay = next
+	}
+	m.top, m.root = root, root
+	m.evict()
+	m.log.Debug("chunkmap: flushed", "pages", written, "root", root, "dirty", m.dirty)
+	return root, nil
+}
+
+// FlushParallelism is the number of concurrent Puts of one Flush.
+const FlushParallelism = 8
+
+// putAll stores the non-nil buffers, up to FlushParallelism at a time, and
+// returns their addresses (zero for a nil buffer). Called without m.mu.
+func (m *Map) putAll(ctx context.Context, bufs [][]byte) ([]blocks.Addr, error) {
+	addrs := make([]blocks.Addr, len(bufs))
+	var (
+		next   atomic.Int64
+		wg     sync.WaitGroup
+		errMu  sync.Mutex
+		first  error
+		failed atomic.Bool
+	)
+	work := func() {
+		for !failed.Load() {
+			i := int(next.Add(1) - 1)
+			if i >= len(bufs) {
+				return
+			}
+			if bufs[i] == nil {
+				continue
+			}
+			a, err := m.store.Put(ctx, bufs[i])
+			if err != nil {
+				errMu.Lock()
+				if first == nil {
+					first = err
+				}
+				errMu.Unlock()
+				failed.Store(true)
+				return
+			}
+			addrs[i] = a
 		}
 	}
-	m.evict()
-	m.root = m.top
-	m.log.Debug("chunkmap: flushed", "pages", written, "root", m.root)
-	return m.root, nil
+	for range min(FlushParallelism, len(bufs)) - 1 {
+		wg.Go(work)
+	}
+	work()
+	wg.Wait()
+	return addrs, first
 }
 
 // Walk calls page for every map page address and chunk for every chunk

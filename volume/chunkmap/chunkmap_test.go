@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -417,7 +419,10 @@ func TestCorrupt(t *testing.T) {
 
 	// Bit rot in a leaf: the store's hash check catches it.
 	st, root := build()
-	leaf := st.putAddrs[0]
+	leaf := pageAddr(0, addr(0, 1), blocks.Addr{}, blocks.Addr{}, addr(3, 1))
+	if ok, _ := st.Has(ctx, leaf); !ok {
+		t.Fatal("no leaf 0")
+	}
 	st.h.Corrupt(leaf)
 	m, err := Load(ctx, st, root, n, Options{PageEntries: e})
 	if err != nil {
@@ -584,36 +589,67 @@ func TestConcurrent(t *testing.T) {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() { // the checkpointer
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := m.Flush(ctx); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
 	rng := rand.New(rand.NewPCG(5, 6))
 	steps := 3000
 	if testing.Short() {
 		steps = 600
 	}
 	size := uint64(n)
+	want := map[uint64]blocks.Addr{}
 	for i := range steps {
-		switch {
-		case i%500 == 499:
+		if i%500 == 499 {
 			size = n/2 + rng.Uint64N(n/2)
 			if err := m.Resize(ctx, size); err != nil {
 				t.Fatal(err)
 			}
-		case i%100 == 99:
-			if _, err := m.Flush(ctx); err != nil {
-				t.Fatal(err)
+			for c := range want {
+				if c >= size {
+					delete(want, c)
+				}
 			}
-		default:
-			c := rng.Uint64N(size)
-			if err := m.Set(ctx, c, addr(c, uint64(i))); err != nil {
-				t.Fatal(err)
-			}
+			continue
+		}
+		c := rng.Uint64N(size)
+		a := addr(c, uint64(i))
+		if i%7 == 0 {
+			a = blocks.Addr{}
+			delete(want, c)
+		} else {
+			want[c] = a
+		}
+		if err := m.Set(ctx, c, a); err != nil {
+			t.Fatal(err)
 		}
 	}
 	close(done)
 	wg.Wait()
 	select {
 	case err := <-errc:
-		t.Fatalf("reader: %v", err)
+		t.Fatalf("reader or flusher: %v", err)
 	default:
+	}
+	checkMap(t, m, size, want)
+	root, err := m.Flush(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if canon := rebuild(t, st, size, 4, want); root != canon {
+		t.Fatalf("final root %v, want %v", root, canon)
 	}
 }
 
@@ -633,7 +669,7 @@ func TestStaleRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf0 := st.putAddrs[0] // leaves first, in index order
+	leaf0 := pageAddr(0, addr(0, 1), blocks.Addr{}, blocks.Addr{}, blocks.Addr{})
 	m, err = Load(ctx, st, root, n, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -671,5 +707,149 @@ func TestStaleRead(t *testing.T) {
 	}
 	if a, err := m.Get(ctx, 0); err != nil || a != addr(0, 2) {
 		t.Fatalf("Get(0) after the Set = %x, %v; want %x", a[:16], err, addr(0, 2))
+	}
+}
+
+// pageAddr returns the address (in a testStore) of the page with entries ent.
+func pageAddr(level int, ent ...blocks.Addr) blocks.Addr {
+	data, _ := encodePage(nil, level, ent)
+	return blocks.Sum(data)
+}
+
+// TestFlushSnapshot holds a Flush's Puts while Sets change a dirty leaf, a
+// clean leaf and an empty subtree: the root it returns is the map as of its
+// start, the Sets stay dirty, and the next Flush includes them.
+func TestFlushSnapshot(t *testing.T) {
+	ctx := context.Background()
+	st := newTestStore()
+	const e, n = 4, 256 // height 3
+	opts := Options{PageEntries: e, CacheBytes: 4 * PageBytes(e)}
+	m := New(st, n, opts)
+	want := map[uint64]blocks.Addr{}
+	set := func(c, v uint64) {
+		t.Helper()
+		a := addr(c, v)
+		if v == 0 {
+			a = blocks.Addr{}
+			delete(want, c)
+		} else {
+			want[c] = a
+		}
+		if err := m.Set(ctx, c, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for c := uint64(0); c < 128; c += 5 {
+		set(c, 1)
+	}
+	if _, err := m.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	set(0, 2)   // dirty leaf 0 and its path
+	set(64, 0)  // dirty leaf 16 (a hole now)
+	set(160, 1) // dirty leaf 40 under level-2 page 2, left alone below
+	snapshot := maps.Clone(want)
+	var armed atomic.Bool
+	armed.Store(true)
+	entered, release := make(chan struct{}), make(chan struct{})
+	st.putHook = func() {
+		if armed.CompareAndSwap(true, false) {
+			close(entered)
+		}
+		<-release
+	}
+	type result struct {
+		root blocks.Addr
+		err  error
+	}
+	res := make(chan result)
+	go func() {
+		r, err := m.Flush(ctx)
+		res <- result{r, err}
+	}()
+	<-entered
+	set(1, 3)   // the dirty leaf again
+	set(64, 4)  // the other dirty leaf
+	set(100, 5) // a clean leaf
+	set(200, 6) // an empty subtree: new pages
+	set(5, 0)   // a clean leaf becomes a hole
+	set(180, 7) // new pages under level-2 page 2, whose snapshot is unchanged
+	for c := range uint64(n) {
+		if a, err := m.Get(ctx, c); err != nil || a != want[c] {
+			t.Fatalf("Get(%d) during Flush = %x, %v; want %x", c, a[:16], err, want[c])
+		}
+	}
+	close(release)
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	st.putHook = nil
+	if canon := rebuild(t, st, n, e, snapshot); r.root != canon {
+		t.Fatalf("Flush returned %v, the snapshot's root is %v", r.root, canon)
+	}
+	if m.DirtyPages() == 0 {
+		t.Fatal("the Sets made during Flush are not dirty")
+	}
+	checkMap(t, m, n, want)
+	r2, err := m.Flush(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if canon := rebuild(t, st, n, e, want); r2 != canon {
+		t.Fatalf("second Flush returned %v, want %v", r2, canon)
+	}
+	old, err := Load(ctx, st, r.root, n, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMap(t, old, n, snapshot)
+	cur, err := Load(ctx, st, r2, n, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMap(t, cur, n, want)
+}
+
+// TestHuge uses the whole uint64 chunk range with two entries per page: 64
+// levels.
+func TestHuge(t *testing.T) {
+	ctx := context.Background()
+	st := newTestStore()
+	const n = math.MaxUint64
+	opts := Options{PageEntries: 2, CacheBytes: 1}
+	m := New(st, n, opts)
+	want := map[uint64]blocks.Addr{}
+	for _, c := range []uint64{0, 1, 1 << 40, n - 2, n - 1} {
+		want[c] = addr(c, 1)
+		if err := m.Set(ctx, c, want[c]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := m.Flush(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = Load(ctx, st, root, n, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c, a := range want {
+		if got, err := m.Get(ctx, c); err != nil || got != a {
+			t.Fatalf("Get(%d) = %x, %v", c, got[:16], err)
+		}
+	}
+	var got []uint64
+	if err := m.Range(ctx, 2, n, func(c uint64, a blocks.Addr) error { got = append(got, c); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []uint64{1 << 40, n - 2, n - 1}) {
+		t.Fatalf("Range = %v", got)
+	}
+	if err := m.Resize(ctx, 1<<40); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := m.Flush(ctx); err != nil || r != rebuild(t, st, 1<<40, 2, map[uint64]blocks.Addr{0: want[0], 1: want[1]}) {
+		t.Fatalf("Flush after shrinking = %v, %v", r, err)
 	}
 }

@@ -20,8 +20,10 @@ type testStore struct {
 	mu         sync.Mutex
 	putAddrs   []blocks.Addr
 	raw        bool
-	// hook, when set, is called at the start of every Get.
-	hook func(blocks.Addr)
+	// hook, when set, is called at the start of every Get; putHook at the
+	// start of every Put.
+	hook    func(blocks.Addr)
+	putHook func()
 }
 
 var _ blocks.Store = (*testStore)(nil)
@@ -29,6 +31,9 @@ var _ blocks.Store = (*testStore)(nil)
 func newTestStore() *testStore { return &testStore{h: memory.New(0)} }
 
 func (s *testStore) Put(ctx context.Context, data []byte) (blocks.Addr, error) {
+	if s.putHook != nil {
+		s.putHook()
+	}
 	a := blocks.Sum(data)
 	s.puts.Add(1)
 	s.mu.Lock()

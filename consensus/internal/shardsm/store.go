@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	sm "github.com/lni/dragonboat/v4/statemachine"
@@ -43,7 +44,13 @@ type Store struct {
 	mu     sync.RWMutex // guards closed against use of db after Close
 	closed bool
 	db     *pebble.DB
+
+	recovered atomic.Uint64 // snapshots installed by RecoverFromSnapshot
 }
+
+// Recovered returns how many snapshots the store's state machines have
+// installed from other replicas (a replica that fell behind the raft log).
+func (s *Store) Recovered() uint64 { return s.recovered.Load() }
 
 // OpenStore opens (creating if needed) the database in dir.
 func OpenStore(dir string, log *slog.Logger) (*Store, error) {
@@ -367,7 +374,11 @@ func (m *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 	if err := b.Set(appliedKey(m.shard), idx[:], nil); err != nil {
 		return err
 	}
-	return b.Commit(pebble.Sync)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	m.s.recovered.Add(1)
+	return nil
 }
 
 // Close implements sm.IOnDiskStateMachine. The shared Store stays open.
