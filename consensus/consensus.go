@@ -454,7 +454,7 @@ func (h *Host) CompareAndSet(ctx context.Context, id blocks.ID, want blocks.Vers
 // call runs fn with a deadline (the caller's, capped at MaxCallTimeout),
 // retrying transient refusals with backoff until the deadline or
 // maxAttempts. For proposals only refusals that guarantee the proposal was
-// not applied are retried.
+// not applied are retried; a read attempt has its own shorter timeout.
 func (h *Host) call(ctx context.Context, propose bool, fn func(context.Context) error) error {
 	if h.closed.Load() {
 		return dragonboat.ErrClosed
@@ -467,7 +467,12 @@ func (h *Host) call(ctx context.Context, propose bool, fn func(context.Context) 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		err := fn(ctx)
+		actx, acancel := ctx, context.CancelFunc(func() {})
+		if !propose {
+			actx, acancel = context.WithTimeout(ctx, h.readAttemptTimeout())
+		}
+		err := fn(actx)
+		acancel()
 		if err == nil || attempt >= maxAttempts || !retryable(err, propose) || h.closed.Load() {
 			return err
 		}
@@ -478,6 +483,13 @@ func (h *Host) call(ctx context.Context, propose bool, fn func(context.Context) 
 		}
 		backoff = min(2*backoff, 250*time.Millisecond)
 	}
+}
+
+// readAttemptTimeout bounds one linearizable read attempt, so that a read
+// whose message was lost (a peer restarting, a leader change) is retried
+// instead of waiting for the whole call deadline. Reads are idempotent.
+func (h *Host) readAttemptTimeout() time.Duration {
+	return max(2*time.Second, 40*time.Duration(h.cfg.RTTMillisecond)*time.Millisecond)
 }
 
 // retryable reports whether err is a refusal worth retrying with the same

