@@ -431,7 +431,7 @@ func (c *Catalogue) openVolume(ctx context.Context, name string, readOnly bool) 
 		return c.openReadOnly(ctx, id, r)
 	}
 	c.mu.Lock()
-	if c.open[id] != nil {
+	if _, busy := c.open[id]; busy { // open, or being opened (reserved as nil)
 		c.mu.Unlock()
 		return nil, fmt.Errorf("volume %q: %w: it is already open read-write in this process", name, ErrAttached)
 	}
