@@ -31,7 +31,7 @@ lint:
 bench: build
 	@scripts/deps.sh bench
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./blocks/... ./volume/...
-	scripts/bench-nbd.sh
+	scripts/bench-nbd.sh -bin $(BIN)
 
 ## fuzz: run each fuzz target for a short while
 fuzz:

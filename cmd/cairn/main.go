@@ -100,6 +100,15 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// groupAction is the action of a command that only groups subcommands: an
+// unknown subcommand is a usage error, no subcommand shows the help.
+func groupAction(ctx context.Context, cmd *cli.Command) error {
+	if cmd.Args().Len() > 0 {
+		return usagef("%q is not a %s command; see `%s --help`", cmd.Args().First(), cmd.FullName(), cmd.FullName())
+	}
+	return cli.ShowSubcommandHelp(cmd)
+}
+
 func newLogger(cmd *cli.Command, w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cmd.String("log-level"))); err != nil {

@@ -15,6 +15,7 @@ func policyCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "policy",
 		Usage: "work with volume policies",
+		Action: groupAction,
 		Commands: []*cli.Command{{
 			Name:      "check",
 			Usage:     "validate a policy file and say what it means",

@@ -38,7 +38,7 @@ func remote(err error) error {
 // oneArg returns the single positional argument named what.
 func oneArg(cmd *cli.Command, what string) (string, error) {
 	if cmd.Args().Len() != 1 {
-		return "", usagef("%s: want exactly one %s, got %d arguments (see `cairn %s --help`)", cmd.FullName(), what, cmd.Args().Len(), cmd.FullName())
+		return "", usagef("%s: want exactly one %s, got %d arguments (see `%s --help`)", cmd.FullName(), what, cmd.Args().Len(), cmd.FullName())
 	}
 	return cmd.Args().First(), nil
 }
@@ -47,6 +47,7 @@ func volumeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "volume",
 		Usage: "create, list, inspect, resize, snapshot, clone, delete, import and export volumes of the running node",
+		Action: groupAction,
 		Commands: []*cli.Command{
 			{
 				Name:      "create",

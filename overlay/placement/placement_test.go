@@ -373,7 +373,7 @@ func TestWeights(t *testing.T) {
 	nodes := view(50, 5, func(i int) float64 { return map[bool]float64{true: 2, false: 1}[i%5 == 0] })
 	p := mustPlacer(t, nodes)
 	keys := 100_000
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		keys = 30_000
 	}
 	for _, tc := range []struct {
@@ -400,14 +400,16 @@ func TestWeights(t *testing.T) {
 }
 
 func TestAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop items at random")
+	}
 	p := mustPlacer(t, view(1000, 10, nil))
 	dst := make([]Node, 0, 8)
 	for _, spread := range []policies.Spread{policies.SpreadNode, policies.SpreadZone} {
 		allocs := testing.AllocsPerRun(200, func() {
 			dst, _ = p.Holders(keyOf(1), 6, spread, dst[:0])
 		})
-		// 0 in steady state; the race detector makes sync.Pool drop items.
-		if allocs > 2 {
+		if allocs > 0 {
 			t.Errorf("%s: %.1f allocations per Holders, want ~0", spread, allocs)
 		}
 	}
