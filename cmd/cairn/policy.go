@@ -13,8 +13,8 @@ import (
 
 func policyCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "policy",
-		Usage: "work with volume policies",
+		Name:   "policy",
+		Usage:  "work with volume policies",
 		Action: groupAction,
 		Commands: []*cli.Command{{
 			Name:      "check",

@@ -45,8 +45,8 @@ func oneArg(cmd *cli.Command, what string) (string, error) {
 
 func volumeCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "volume",
-		Usage: "create, list, inspect, resize, snapshot, clone, delete, import and export volumes of the running node",
+		Name:   "volume",
+		Usage:  "create, list, inspect, resize, snapshot, clone, delete, import and export volumes of the running node",
 		Action: groupAction,
 		Commands: []*cli.Command{
 			{
