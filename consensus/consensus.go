@@ -16,6 +16,9 @@
 // dragonboat's escapes the package. Transient refusals (no leader yet,
 // system busy) are retried inside the deadline.
 //
+// The dragonboat shard ID of shard s is s+1, and the deployment ID is fixed
+// (see deploymentID): both are part of the cluster's wire and disk format.
+//
 // # Data directory
 //
 //	DataDir/raft   dragonboat's NodeHost directory (raft logs, snapshots)
@@ -511,6 +514,9 @@ func retryable(err error, propose bool) bool {
 func (h *Host) translate(op string, id blocks.ID, shard uint64, err error) error {
 	if h.closed.Load() || errors.Is(err, dragonboat.ErrClosed) {
 		return fmt.Errorf("consensus: %s %v: %w", op, id, blocks.ErrClosed)
+	}
+	if errors.Is(err, shardsm.ErrCorrupt) {
+		return fmt.Errorf("consensus: %s %v (shard %d): %v: %w", op, id, shard, err, blocks.ErrCorrupt)
 	}
 	h.failures.Add(1)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {

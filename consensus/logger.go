@@ -19,9 +19,11 @@ var (
 // when l is nil). Dragonboat allows its logger factory to be installed only
 // once per process; BridgeLogs installs it on the first call and later calls
 // only change the destination, so it is safe to call any number of times,
-// concurrently. Open calls it with Config.Logger. Dragonboat's Info lines
-// (many per shard start) go to slog at Debug level; warnings, errors and
-// panics keep their level.
+// concurrently. Open calls it with Config.Logger; with several hosts in one
+// process (tests) the last logger given wins. Levels: dragonboat's Info
+// lines (many per shard start) go to slog Debug, its raft package's
+// warnings (every election) to Info, its transport's errors (a peer that
+// is down) to Warn; other warnings, errors and panics keep their level.
 func BridgeLogs(l *slog.Logger) {
 	if l == nil {
 		l = slog.Default()

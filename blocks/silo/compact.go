@@ -96,7 +96,7 @@ func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
 	size := seg.size
 	s.mu.RUnlock()
 	var recs []scanned
-	_, err := scanSegment(seg.f, size, false, func(off int64, h *header, _ bool) {
+	_, _, err := scanSegment(seg.f, size, false, func(off int64, h *header) {
 		recs = append(recs, scanned{uint32(off), *h})
 	}, func(off, n int64, why error) {
 		s.log.Warn("silo: compaction skips corrupt bytes", "segment", seg.name, "offset", off, "length", n, "err", why)
@@ -141,6 +141,15 @@ func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
 		nseg, noff, err := s.appendLocked(*bp)
 		if err == nil {
 			s.relocateLocked(seg.id, r.off, &r.h, loc{seg: nseg.id, off: noff, n: r.h.n})
+			if r.h.typ == recPiece && !checkRecord(*bp, &r.h) {
+				// Mark it, so that a PutPiece may replace it (a GetPiece
+				// that read the old copy could not).
+				key := blocks.Addr(r.h.key)
+				e := s.index[key]
+				e.bad = true
+				s.index[key] = e
+				s.log.Warn("silo: compaction copied a corrupt piece", "key", key.String(), "segment", seg.name, "offset", r.off)
+			}
 		}
 		s.mu.Unlock()
 		if err != nil {

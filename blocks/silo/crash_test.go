@@ -227,7 +227,10 @@ func checkCrashed(t *testing.T, mode, dir string, synced, prevSynced int) {
 		t.Fatal(err)
 	}
 	have := map[uint64]bool{}
-	for _, q := range seqs {
+	for i, q := range seqs {
+		if i > 0 && q != seqs[i-1]+1 {
+			t.Fatalf("journal has a hole: %d then %d", seqs[i-1], q)
+		}
 		have[q] = true
 	}
 	for q := max(1, synced+1-98); q <= synced+1; q++ {

@@ -15,7 +15,8 @@
 // is in flight waits for the next, which serves everyone queued). When the
 // active segment reaches Options.SegmentSize it is fdatasynced (sealed) and
 // a new one is created, with the directory synced, so every segment but the
-// last is durable whole. Seal syncs before it returns.
+// last is durable whole (writers wait for that fdatasync, once per segment;
+// with regular Syncs little is left to flush). Seal syncs before it returns.
 //
 // Every read is checked: GetPiece and Replay verify the record's CRC32C
 // and return blocks.ErrCorrupt rather than bytes that fail it.
@@ -48,9 +49,11 @@
 // blocks.ErrCorrupt; a PutPiece of the same key may then replace it). A
 // damaged header is reported and the scan searches forward for the next
 // intact header. The active segment is read whole and every record
-// checksum verified: the longest prefix ending in an intact record is kept
-// and the rest, a torn tail from a crash, is cut off (intact-header records
-// with a bad checksum before that end are kept and read as corrupt).
+// checksum verified: its longest valid prefix is kept and the rest, a torn
+// tail from a crash, is cut off, so each journal recovers to a prefix of
+// what was appended, never with a hole (rot in synced bytes of the active
+// segment also cuts there; the cut is logged, at error level when intact
+// records follow it).
 //
 // We chose header scans over an index file written at seal time: there is
 // one source of truth, nothing to keep consistent across crashes, and the

@@ -65,7 +65,7 @@ func (osFS) Lock(dir string) (io.Closer, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("silo: %s is in use by another silo (locked)", dir)
+			return nil, fmt.Errorf("directory is locked by another open silo (flock %s): %w", filepath.Join(dir, "LOCK"), err)
 		}
 		return nil, err
 	}

@@ -61,7 +61,11 @@ func TestGroupCommit(t *testing.T) {
 	}
 	first := make(chan error)
 	go func() { first <- s.Sync(ctx) }()
-	<-g.entered // the first sync is in flight
+	select { // the first sync is in flight
+	case <-g.entered:
+	case <-time.After(time.Minute):
+		t.Fatal("Sync did not reach the file system")
+	}
 	const n = 10
 	errs := make(chan error, n)
 	for i := 1; i <= n; i++ {

@@ -11,84 +11,83 @@ import (
 )
 
 // scanSegment walks the records of a segment file of the given size and
-// calls visit for each record whose header is intact, in file order, with
-// ok reporting whether its record checksum holds. Header-only scans (full
-// false: sealed segments) read the headers and skip the payloads, so ok is
-// always true for them and a rotten payload is found when it is read.
-// Full scans (the active segment) read every byte; they return the end of
-// the last intact record, and visit is called only for records before it:
-// what follows is a torn tail for the caller to cut.
+// calls visit for each intact record, in file order.
 //
-// Bytes that do not hold an intact header are passed to bad; the scan
-// resumes at the next offset that holds an intact header whose record
-// fits in the file. scanSegment never panics on any file content; it fails
-// only on I/O errors.
-func scanSegment(f File, size int64, full bool, visit func(off int64, h *header, ok bool), bad func(off, n int64, why error)) (int64, error) {
-	type seen struct {
-		off int64
-		h   header
-		ok  bool
-	}
+// Header-only scans (full false: sealed segments) read the headers and
+// skip the payloads; a rotten payload is found when it is read. Bytes that
+// do not hold an intact header are passed to bad, and the scan resumes at
+// the next offset that holds an intact header whose record fits in the
+// file. The result is size.
+//
+// Full scans (the active segment) read every byte and verify every record
+// checksum. They keep the longest valid prefix: visit sees the records
+// before the first bad byte, and the result is where that prefix ends, for
+// the caller to cut what follows (a torn tail). So the active segment, and
+// with it each journal, always recovers to a prefix of what was written,
+// never with a hole. after counts the intact records past the cut: a torn
+// write leaves few or none; many suggest rot in synced data.
+//
+// scanSegment never panics on any file content; it fails only on I/O
+// errors.
+func scanSegment(f File, size int64, full bool, visit func(off int64, h *header), bad func(off, n int64, why error)) (end int64, after int, err error) {
 	var (
-		pending []seen // full scans: records waiting for the valid end
-		hbuf    [hdrSize]byte
-		pbuf    []byte
-		end     int64 // end of the last intact record
-		off     int64
+		hbuf [hdrSize]byte
+		pbuf []byte
+		h    header // outside the loop: it escapes to visit
+		off  int64
 	)
+	end = -1 // full scans: the end of the valid prefix, once known
 	for off < size {
-		var h header
+		h = header{}
 		err := readHeaderAt(f, off, size, hbuf[:], &h)
 		if err != nil {
 			if !errors.Is(err, errBadHeader) {
-				return 0, err
+				return 0, 0, err
 			}
 			next, rerr := resync(f, off+1, size)
 			if rerr != nil {
-				return 0, rerr
+				return 0, 0, rerr
 			}
-			if !full || next < size {
-				// In a full scan, bytes followed by no intact header are
-				// the torn tail: not reported as corruption.
+			if full {
+				if end < 0 {
+					end = off
+				}
+			} else {
 				bad(off, next-off, err)
 			}
 			off = next
 			continue
 		}
 		recEnd := off + hdrSize + int64(h.n)
-		ok := true
-		if full && h.n > 0 {
-			if cap(pbuf) < int(hdrSize+h.n) {
-				pbuf = make([]byte, hdrSize+h.n)
-			}
-			rec := pbuf[:hdrSize+h.n]
-			if _, err := f.ReadAt(rec, off); err != nil {
-				return 0, err
-			}
-			ok = checkRecord(rec, &h)
-		}
 		if full {
-			pending = append(pending, seen{off, h, ok})
-			if ok {
-				for _, p := range pending {
-					if !p.ok {
-						bad(p.off, hdrSize+int64(p.h.n), fmt.Errorf("record checksum mismatch"))
-					}
-					visit(p.off, &p.h, p.ok)
+			ok := true
+			if h.n > 0 {
+				if cap(pbuf) < int(hdrSize+h.n) {
+					pbuf = make([]byte, hdrSize+h.n)
 				}
-				pending = pending[:0]
-				end = recEnd
+				rec := pbuf[:hdrSize+h.n]
+				if _, err := f.ReadAt(rec, off); err != nil {
+					return 0, 0, err
+				}
+				ok = checkRecord(rec, &h)
+			}
+			switch {
+			case !ok && end < 0:
+				end = off
+			case ok && end >= 0:
+				after++
+			case ok:
+				visit(off, &h)
 			}
 		} else {
-			visit(off, &h, ok)
-			end = recEnd
+			visit(off, &h)
 		}
 		off = recEnd
 	}
-	if !full {
-		return size, nil
+	if !full || end < 0 {
+		return size, after, nil
 	}
-	return end, nil
+	return end, after, nil
 }
 
 // readHeaderAt reads and decodes the header at off, checking that its
@@ -175,7 +174,7 @@ func (st *scanState) logState(id blocks.ID) *logState {
 	return lg
 }
 
-func (st *scanState) apply(seg, off uint32, h *header, ok bool) {
+func (st *scanState) apply(seg, off uint32, h *header) {
 	s := st.s
 	if h.stamp > s.stamp {
 		s.stamp = h.stamp
@@ -201,7 +200,7 @@ func (st *scanState) apply(seg, off uint32, h *header, ok bool) {
 				s.noteHistoryLocked(key, e.seg)
 			}
 		}
-		s.index[key] = entry{loc: l, stamp: h.stamp, bad: !ok}
+		s.index[key] = entry{loc: l, stamp: h.stamp}
 	case recTomb:
 		key := blocks.Addr(h.key)
 		t, has := s.tombs[key]
@@ -228,7 +227,7 @@ func (st *scanState) apply(seg, off uint32, h *header, ok bool) {
 		if has && (ep < old.epoch || ep == old.epoch && h.stamp < old.stamp) {
 			return
 		}
-		lg.recs[h.b] = jrec{loc: l, epoch: ep, stamp: h.stamp, bad: !ok}
+		lg.recs[h.b] = jrec{loc: l, epoch: ep, stamp: h.stamp}
 	case recSeal:
 		id := blocks.ID(h.key)
 		st.logState(id)

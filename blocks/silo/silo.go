@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -91,10 +92,12 @@ type loc struct {
 func (l loc) size() int64 { return hdrSize + int64(l.n) }
 
 // entry is the index entry of a live piece.
+// Field order keeps it at 24 bytes: with its 32-byte key, an index entry
+// costs about 56 bytes plus the map's overhead, per piece.
 type entry struct {
 	loc
-	stamp uint64
 	bad   bool // the record failed its checksum; a PutPiece may replace it
+	stamp uint64
 }
 
 // tombInfo remembers, for a key whose older put records may still sit in
@@ -116,7 +119,6 @@ type jrec struct {
 	loc
 	epoch blocks.Epoch
 	stamp uint64
-	bad   bool
 }
 
 type logState struct {
@@ -272,9 +274,13 @@ func (s *Silo) load(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("silo: open segment %s: %w", name, err)
 		}
+		if size > math.MaxUint32 {
+			// Offsets are 32 bits: no silo writes a segment this large.
+			return fmt.Errorf("silo: open segment %s: %d bytes, over the 4 GiB a segment may hold", name, size)
+		}
 		last := i == len(ids)-1
-		end, err := scanSegment(f, size, last, func(off int64, h *header, ok bool) {
-			st.apply(id, uint32(off), h, ok)
+		end, after, err := scanSegment(f, size, last, func(off int64, h *header) {
+			st.apply(id, uint32(off), h)
 		}, func(off, n int64, why error) {
 			s.log.Warn("silo: corrupt bytes in segment", "segment", name, "offset", off, "length", n, "err", why)
 		})
@@ -282,7 +288,12 @@ func (s *Silo) load(ctx context.Context) error {
 			return fmt.Errorf("silo: scan segment %s: %w", name, err)
 		}
 		if last && end < size {
-			s.log.Warn("silo: cutting torn tail of active segment", "segment", name, "offset", end, "length", size-end)
+			level := slog.LevelWarn
+			if after > 1 {
+				level = slog.LevelError // more than a torn write: rot?
+			}
+			s.log.Log(ctx, level, "silo: cutting the active segment after its longest valid prefix",
+				"segment", name, "offset", end, "length", size-end, "intact_records_cut", after)
 			if err := f.Truncate(end); err != nil {
 				return mapErr("truncate torn tail", err)
 			}
@@ -718,7 +729,7 @@ func (s *Silo) syncActive() (uint64, error) {
 	gen := s.writeGen.Load()
 	seg.mu.RLock()
 	s.mu.RUnlock()
-	var err error
+	err := seg.f.Sync()
 	seg.mu.RUnlock()
 	s.syncs.Add(1)
 	if err != nil {

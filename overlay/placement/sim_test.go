@@ -260,7 +260,7 @@ func TestSimulation(t *testing.T) {
 	}
 	keys := 100_000
 	if testing.Short() || raceEnabled {
-		keys = 10_000
+		keys = 5_000
 	}
 	zones := []int{100, 60, 140, 80, 120, 100, 90, 110, 100, 100} // 1,000 nodes
 	for _, cfg := range []simConfig{

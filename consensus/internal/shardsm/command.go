@@ -3,6 +3,17 @@
 // database shared by every shard of a host. It implements dragonboat's
 // IOnDiskStateMachine; package consensus is its only user.
 //
+// # Why on disk, in one Pebble database
+//
+// Mutable blocks are small, but a node may hold hundreds of shard replicas
+// and many volume roots and catalogues; an in-memory state machine would
+// have to be rebuilt from a full snapshot plus log replay at every start
+// and would hold every block in memory. An IOnDiskStateMachine keeps the
+// blocks on disk, restarts from its own applied index, and dragonboat only
+// streams a full snapshot to a replica that fell behind the compacted log.
+// One Pebble database per host (keys prefixed by shard) rather than one per
+// shard keeps files, memtables and fsyncs shared.
+//
 // # Commands (the raft log entries)
 //
 // A command is a compare-and-set of one mutable block:

@@ -34,8 +34,14 @@ const (
 	keyBlock    = 'b'
 )
 
-// ErrClosed is returned by lookups after the store was closed.
-var ErrClosed = errors.New("shardsm: closed")
+var (
+	// ErrClosed is returned by lookups after the store was closed.
+	ErrClosed = errors.New("shardsm: closed")
+	// ErrCorrupt marks a stored value that does not have the layout above
+	// (Pebble checksums its blocks, so this means a bug or a damaged
+	// directory, not a torn write).
+	ErrCorrupt = errors.New("shardsm: corrupt state")
+)
 
 // Store is the Pebble database that holds every shard's state on one host.
 // It is safe for concurrent use. Close it after the NodeHost that uses its
@@ -187,7 +193,7 @@ func getApplied(g getter, shard uint64) (uint64, error) {
 	}
 	defer c.Close()
 	if len(v) != 8 {
-		return 0, fmt.Errorf("shardsm: shard %d applied index of %d bytes", shard, len(v))
+		return 0, fmt.Errorf("%w: shard %d applied index of %d bytes", ErrCorrupt, shard, len(v))
 	}
 	return binary.BigEndian.Uint64(v), nil
 }
@@ -204,7 +210,7 @@ func getBlock(g getter, shard uint64, id [32]byte) (Value, error) {
 	}
 	defer c.Close()
 	if len(v) < 8 {
-		return Value{}, fmt.Errorf("shardsm: shard %d block %x: stored value of %d bytes", shard, id, len(v))
+		return Value{}, fmt.Errorf("%w: shard %d block %x: stored value of %d bytes", ErrCorrupt, shard, id, len(v))
 	}
 	return Value{Version: binary.BigEndian.Uint64(v), Payload: bytes.Clone(v[8:])}, nil
 }
@@ -331,7 +337,7 @@ func (m *stateMachine) SaveSnapshot(ctx interface{}, w io.Writer, stopc <-chan s
 		}
 		k, val := it.Key(), it.Value()
 		if len(k) != len(lo)+32 || len(val) < 8 {
-			return id, v, false, fmt.Errorf("shardsm: shard %d: malformed stored block", m.shard)
+			return id, v, false, fmt.Errorf("%w: shard %d: malformed stored block", ErrCorrupt, m.shard)
 		}
 		copy(id[:], k[len(lo):])
 		v = Value{Version: binary.BigEndian.Uint64(val), Payload: val[8:]}

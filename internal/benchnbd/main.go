@@ -1,0 +1,224 @@
+// Command benchnbd is Cairn's performance harness, run by `make bench`
+// (through scripts/bench-nbd.sh).
+//
+// It starts `cairn serve` (one node, the default policy: 4 KiB blocks, one
+// replica, no compression, no encryption) and `nbdkit file` over a
+// preallocated file of the same size, both under one temporary directory
+// (so on the same disk), and runs one fio suite through fio's nbd engine
+// against each, alternating (cairn, nbdkit, cairn, ...), so that a noisy
+// neighbour hurts both sides alike. Reads run over a region that a
+// sequential fill wrote first on both. It prints a table of IOPS and MB/s
+// per row, the ratio cairn/nbdkit and the issue's targets (>= 0.8x on
+// every row, >= 1.0x on the fsync row), cairn's CPU time per I/O (from
+// /proc/PID/stat) and its resident memory.
+//
+// With -go (the default) it then runs the volume-level Go benchmarks of
+// internal/node (BenchmarkVolume/* beside BenchmarkFile/*) and prints
+// their ratios.
+//
+// It exits non-zero only when the harness itself fails (a server does not
+// start, fio fails, output cannot be parsed), never on a missed target.
+// It needs Linux (/proc), fio with its nbd engine, and nbdkit.
+//
+//	go run ./internal/benchnbd [-quick] [-out FILE.md] [-bin bin/cairn] [-rounds N] [-go=false]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the harness's flags.
+type options struct {
+	bin       string        // cairn binary; "" builds one
+	dir       string        // parent of the temporary directory
+	out       string        // Markdown copy of the tables
+	quick     bool          // smoke run
+	goBench   bool          // also run the Go benchmarks of internal/node
+	rounds    int           // suite repetitions; the best round per row counts
+	runtime   time.Duration // measured time per fio run
+	ramp      time.Duration // unmeasured warm-up per fio run
+	region    int64         // bytes of the volume the suite touches
+	size      int64         // size of the volume and of nbdkit's file
+	benchtime string        // -benchtime of the Go benchmarks
+	rows      []row         // the fio rows to run (-rows filters suiteRows)
+}
+
+func main() {
+	var o options
+	var region, size string
+	flag.StringVar(&o.bin, "bin", "", "cairn binary to benchmark (default: build ./cmd/cairn into the temporary directory)")
+	flag.StringVar(&o.dir, "dir", "", "directory for the temporary data (cairn's data and nbdkit's file; default $TMPDIR)")
+	flag.StringVar(&o.out, "out", "", "also write the tables as Markdown to this file")
+	flag.BoolVar(&o.quick, "quick", false, "smoke run: 1s runs, a small region, one round, short Go benchmarks")
+	flag.BoolVar(&o.goBench, "go", true, "also run the volume-level Go benchmarks of internal/node and print their ratios")
+	flag.IntVar(&o.rounds, "rounds", 2, "rounds of the fio suite; each row reports its best round")
+	flag.DurationVar(&o.runtime, "runtime", 5*time.Second, "measured time of each fio run")
+	flag.DurationVar(&o.ramp, "ramp", 2*time.Second, "warm-up time of each fio run (not measured)")
+	flag.StringVar(&region, "region", "1GiB", "region of the disk the suite touches (filled before the reads)")
+	flag.StringVar(&size, "size", "4GiB", "size of cairn's volume and of nbdkit's file")
+	flag.StringVar(&o.benchtime, "benchtime", "2s", "-benchtime of the Go benchmarks")
+	rowsFlag := flag.String("rows", "", "run only the fio rows whose name contains this (e.g. fsync, \"rand read\")")
+	flag.Parse()
+
+	var err error
+	if o.region, err = parseSize(region); err != nil {
+		fatal(err)
+	}
+	if o.size, err = parseSize(size); err != nil {
+		fatal(err)
+	}
+	if o.quick {
+		o.runtime, o.ramp, o.rounds, o.benchtime = time.Second, 0, 1, "100ms"
+		if !flagSet("region") {
+			o.region = 128 << 20
+		}
+	}
+	for _, r := range suiteRows {
+		if strings.Contains(r.name, *rowsFlag) {
+			o.rows = append(o.rows, r)
+		}
+	}
+	if len(o.rows) == 0 {
+		fatal(fmt.Errorf("benchnbd: no fio row matches -rows %q", *rowsFlag))
+	}
+	if o.rounds < 1 || o.region <= 0 || o.region > o.size || o.runtime < time.Second {
+		fatal(errors.New("benchnbd: need -rounds >= 1, 0 < -region <= -size, -runtime >= 1s"))
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = run(ctx, o)
+	stop()
+	if err != nil {
+		fatal(err)
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "benchnbd:", err)
+	os.Exit(1)
+}
+
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// run does the whole harness; every process it starts and the temporary
+// directory are gone when it returns.
+func run(ctx context.Context, o options) error {
+	for _, tool := range []string{"fio", "nbdkit"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found (scripts/deps.sh bench installs it): %w", tool, err)
+		}
+	}
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(o.dir, "cairn-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	bin := o.bin
+	if bin == "" {
+		bin = filepath.Join(tmp, "cairn")
+		fmt.Fprintln(os.Stderr, "benchnbd: building ./cmd/cairn")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/cairn")
+		build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("building cairn: %w", err)
+		}
+	} else if bin, err = filepath.Abs(bin); err != nil {
+		return err
+	}
+
+	var md strings.Builder
+	nbdTable, err := nbdSuite(ctx, o, bin, tmp)
+	if err != nil {
+		return err
+	}
+	fmt.Println()
+	nbdTable.text(os.Stdout)
+	nbdTable.markdown(&md)
+
+	if o.goBench {
+		goTable, err := goSuite(ctx, o, root)
+		if err != nil {
+			return err
+		}
+		fmt.Println()
+		goTable.text(os.Stdout)
+		md.WriteString("\n")
+		goTable.markdown(&md)
+	}
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(md.String()), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr, "benchnbd: wrote", o.out)
+	}
+	return nil
+}
+
+// moduleRoot returns the directory of the go.mod the harness runs in.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("run benchnbd inside the cairn module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// parseSize parses "4GiB", "512MiB", "1g", or a plain number of bytes.
+func parseSize(s string) (int64, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q (write e.g. 1GiB or 512MiB)", s)
+	}
+	return n * mult, nil
+}
+
+// tail returns the last n lines of a file, for error messages.
+func tail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 1<<24))
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"time"
+)
+
+// row is one line of the fio suite.
+type row struct {
+	name   string
+	rw     string // fio --rw
+	bs     string // fio --bs
+	depth  int    // fio --iodepth
+	fsync  bool   // fio --fsync=1: a FLUSH after every write
+	mbps   bool   // the row is about bandwidth, not IOPS
+	target float64
+}
+
+var suiteRows = []row{
+	{name: "4K rand read QD1", rw: "randread", bs: "4k", depth: 1, target: 0.8},
+	{name: "4K rand read QD32", rw: "randread", bs: "4k", depth: 32, target: 0.8},
+	{name: "4K rand write QD1", rw: "randwrite", bs: "4k", depth: 1, target: 0.8},
+	{name: "4K rand write QD32", rw: "randwrite", bs: "4k", depth: 32, target: 0.8},
+	{name: "4K rand write+fsync QD1", rw: "randwrite", bs: "4k", depth: 1, fsync: true, target: 1.0},
+	{name: "1M seq read QD8", rw: "read", bs: "1m", depth: 8, mbps: true, target: 0.8},
+	{name: "1M seq write QD8", rw: "write", bs: "1m", depth: 8, mbps: true, target: 0.8},
+}
+
+// measure is one fio run against one server.
+type measure struct {
+	iops      float64
+	bw        float64 // bytes/s
+	ios       int64   // I/Os completed in the measured window
+	cpuPerIO  time.Duration
+	rss       int64 // VmRSS at the end of the run
+	p99       time.Duration
+	completed bool
+}
+
+// fioJSON is the part of `fio --output-format=json` the harness reads.
+type fioJSON struct {
+	Jobs []struct {
+		Error int      `json:"error"`
+		Read  fioStats `json:"read"`
+		Write fioStats `json:"write"`
+	} `json:"jobs"`
+}
+
+type fioStats struct {
+	IOPS     float64 `json:"iops"`
+	BW       float64 `json:"bw_bytes"`
+	TotalIOs int64   `json:"total_ios"`
+	Clat     struct {
+		Percentile map[string]float64 `json:"percentile"`
+	} `json:"clat_ns"`
+}
+
+// fio runs one fio job against uri and returns its parsed summary. cpuPID,
+// if not 0, is the server whose CPU time is sampled once the ramp is over
+// and again when fio exits.
+func fio(ctx context.Context, uri string, args []string, ramp time.Duration, cpuPID int) (measure, error) {
+	full := append([]string{"--name=bench", "--ioengine=nbd", "--uri=" + uri, "--output-format=json"}, args...)
+	cmd := exec.CommandContext(ctx, "fio", full...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		return measure{}, fmt.Errorf("starting fio: %w", err)
+	}
+	type sample struct {
+		cpu time.Duration
+		err error
+	}
+	first := make(chan sample, 1)
+	timer := time.AfterFunc(ramp, func() {
+		var s sample
+		if cpuPID != 0 {
+			s.cpu, s.err = cpuTime(cpuPID)
+		}
+		first <- s
+	})
+	err := cmd.Wait()
+	var last sample
+	if cpuPID != 0 {
+		last.cpu, last.err = cpuTime(cpuPID)
+	}
+	if err != nil {
+		timer.Stop()
+		return measure{}, fmt.Errorf("fio %v: %w\n%s%s", args, err, stderr.String(), tailBytes(stdout.Bytes(), 2000))
+	}
+	var m measure
+	var out fioJSON
+	js := stdout.Bytes()
+	if i := bytes.IndexByte(js, '{'); i > 0 {
+		js = js[i:] // fio may print warnings before the JSON
+	}
+	if err := json.Unmarshal(js, &out); err != nil {
+		return measure{}, fmt.Errorf("parsing fio's JSON: %w\n%s", err, tailBytes(stdout.Bytes(), 2000))
+	}
+	if len(out.Jobs) != 1 || out.Jobs[0].Error != 0 {
+		return measure{}, fmt.Errorf("fio %v: unexpected result (jobs %d): %s", args, len(out.Jobs), stderr.String())
+	}
+	j := out.Jobs[0]
+	st := j.Read
+	if j.Write.TotalIOs > 0 {
+		st = j.Write
+	}
+	m.iops, m.bw, m.ios = st.IOPS, st.BW, st.TotalIOs
+	m.p99 = time.Duration(st.Clat.Percentile["99.000000"])
+	if cpuPID != 0 {
+		s0 := <-first // the timer has fired: the ramp is shorter than the run
+		if err := errors.Join(s0.err, last.err); err != nil {
+			return measure{}, fmt.Errorf("reading cpu time: %w", err)
+		}
+		if m.ios > 0 {
+			m.cpuPerIO = (last.cpu - s0.cpu) / time.Duration(m.ios)
+		}
+	}
+	m.completed = true
+	return m, nil
+}
+
+func tailBytes(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// jobArgs returns fio's arguments for a row.
+func jobArgs(r row, o options) []string {
+	args := []string{
+		"--rw=" + r.rw, "--bs=" + r.bs, "--iodepth=" + strconv.Itoa(r.depth),
+		"--offset=0", "--size=" + strconv.FormatInt(o.region, 10),
+		"--time_based", "--runtime=" + secs(o.runtime), "--norandommap", "--randrepeat=0",
+	}
+	if o.ramp > 0 {
+		args = append(args, "--ramp_time="+secs(o.ramp))
+	}
+	if r.fsync {
+		args = append(args, "--fsync=1")
+	}
+	return args
+}
+
+func secs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
+
+// nbdResult is the outcome of the fio suite.
+type nbdResult struct {
+	o                  options
+	cairn, nbdkit      []measure // best round per row
+	rssRest, rssFilled int64
+	rssMax             int64
+	rssMaxRow          string
+	hwm                int64
+	fillCairn          measure
+	fillNbdkit         measure
+}
+
+// nbdSuite starts both servers, fills the region on both, runs the rows
+// alternating between them, and stops both.
+func nbdSuite(ctx context.Context, o options, bin, tmp string) (*nbdResult, error) {
+	res := &nbdResult{o: o, cairn: make([]measure, len(o.rows)), nbdkit: make([]measure, len(o.rows))}
+	fmt.Fprintf(os.Stderr, "benchnbd: starting cairn serve and nbdkit file in %s\n", tmp)
+	c, err := startCairn(ctx, bin, tmp, o.size)
+	if err != nil {
+		return nil, err
+	}
+	defer c.stop(2 * time.Minute)
+	k, err := startNbdkit(ctx, tmp, o.size)
+	if err != nil {
+		return nil, err
+	}
+	defer k.stop(30 * time.Second)
+
+	if res.rssRest, _, err = memory(c.pid()); err != nil {
+		return nil, err
+	}
+	fill := []string{"--rw=write", "--bs=1m", "--iodepth=8", "--offset=0",
+		"--size=" + strconv.FormatInt(o.region, 10), "--end_fsync=1"}
+	for _, s := range []*server{c, k} {
+		fmt.Fprintf(os.Stderr, "benchnbd: filling %d MiB of %s\n", o.region>>20, s.name)
+		m, err := fio(ctx, s.uri, fill, 0, 0)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
+		if s == c {
+			res.fillCairn = m
+		} else {
+			res.fillNbdkit = m
+		}
+	}
+	if res.rssFilled, _, err = memory(c.pid()); err != nil {
+		return nil, err
+	}
+
+	for round := 0; round < o.rounds; round++ {
+		for i, r := range o.rows {
+			order := []*server{c, k}
+			if round%2 == 1 {
+				order = []*server{k, c} // cancel any bias from going first
+			}
+			for _, s := range order {
+				if err := s.alive(); err != nil {
+					return nil, err
+				}
+				m, err := fio(ctx, s.uri, jobArgs(r, o), o.ramp, s.pid())
+				if err != nil {
+					return nil, fmt.Errorf("%s, %s: %w", s.name, r.name, err)
+				}
+				best := &res.nbdkit[i]
+				if s == c {
+					best = &res.cairn[i]
+					rss, _, err := memory(c.pid())
+					if err != nil {
+						return nil, err
+					}
+					m.rss = rss
+					if rss > res.rssMax {
+						res.rssMax, res.rssMaxRow = rss, r.name
+					}
+				}
+				fmt.Fprintf(os.Stderr, "benchnbd: round %d  %-24s %-6s %9.0f IOPS %8.1f MB/s  p99 %v\n",
+					round+1, r.name, s.name, m.iops, m.bw/1e6, m.p99)
+				if !best.completed || m.iops > best.iops {
+					*best = m
+				}
+			}
+		}
+	}
+	if _, res.hwm, err = memory(c.pid()); err != nil {
+		return nil, err
+	}
+	return res, nil
+}

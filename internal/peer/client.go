@@ -1,0 +1,641 @@
+package peer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cairn/blocks"
+)
+
+var (
+	_ blocks.Holder  = (*Client)(nil)
+	_ blocks.Journal = (*Client)(nil)
+	_ blocks.Walker  = (*Client)(nil)
+)
+
+// ClientOptions configure a Client.
+type ClientOptions struct {
+	// Secret is the cluster secret (at least MinSecret bytes). Required:
+	// without it every call fails with ErrAuth.
+	Secret []byte
+	// NodeID names this node in handshakes (at most 255 bytes).
+	NodeID string
+	// Timeout bounds each round trip: connecting and the handshake, one
+	// request and its reply, one batch of a Walk or Replay. When it passes
+	// the call fails with blocks.ErrUnavailable. 0 means 10s.
+	Timeout time.Duration
+	// Conns is the number of connections kept to the peer, each carrying
+	// many requests at once. 0 means 1 (measured: see the package doc).
+	Conns int
+	// Logger receives connection-level events; nil discards them.
+	Logger *slog.Logger
+	// DialContext opens the transport connection (for example to wrap it
+	// in TLS, or to inject faults in tests). nil means a net.Dialer's.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Client is a remote holder: a blocks.Holder, blocks.Journal and
+// blocks.Walker served by a peer's Server. It is safe for concurrent use:
+// requests from many goroutines are multiplexed on its connections, with
+// replies matched by request ID in any order. It connects lazily, and
+// reconnects on the next call after a connection fails (after the peer
+// restarts, for instance); a call that finds its connection broken before
+// any reply is retried once on a new one (every operation is idempotent).
+//
+// Errors: the holder's blocks.ErrNotFound, ErrCorrupt, ErrNoSpace,
+// ErrFenced and ErrTooLarge come back wrapped, as the same sentinels; a
+// network failure, a refused or timed-out connection, or a peer shutting
+// down is blocks.ErrUnavailable wrapped with the peer's address (and
+// ErrAuth when the handshake failed); a done ctx gives ctx's error; after
+// Close, blocks.ErrClosed.
+type Client struct {
+	addr  string
+	opts  ClientOptions
+	log   *slog.Logger
+	slots []*slot
+	next  atomic.Uint32
+}
+
+// NewClient returns a client of the peer at addr. It does not connect
+// until the first call.
+func NewClient(addr string, opts ClientOptions) *Client {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	if opts.Conns <= 0 {
+		opts.Conns = 1
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.DialContext == nil {
+		var d net.Dialer
+		opts.DialContext = d.DialContext
+	}
+	opts.Secret = append([]byte(nil), opts.Secret...)
+	c := &Client{addr: addr, opts: opts, log: opts.Logger.With("peer", addr)}
+	c.slots = make([]*slot, opts.Conns)
+	for i := range c.slots {
+		c.slots[i] = &slot{c: c}
+	}
+	return c
+}
+
+// Dial returns a client of the peer at addr after connecting and
+// authenticating its first connection, so that a wrong address or secret
+// shows at once. The error wraps blocks.ErrUnavailable (and ErrAuth for a
+// failed handshake).
+func Dial(ctx context.Context, addr string, opts ClientOptions) (*Client, error) {
+	c := NewClient(addr, opts)
+	if _, _, err := c.slots[0].get(ctx); err != nil {
+		c.Close()
+		return nil, c.wrap("dial", err)
+	}
+	return c, nil
+}
+
+// Addr returns the peer's address.
+func (c *Client) Addr() string { return c.addr }
+
+// Close closes the client's connections. Calls in progress and later
+// calls fail with blocks.ErrClosed.
+func (c *Client) Close() error {
+	for _, s := range c.slots {
+		s.close()
+	}
+	return nil
+}
+
+// opNames name ops in errors.
+var opNames = map[byte]string{
+	opPutPiece: "put-piece", opGetPiece: "get-piece", opHasPiece: "has-piece",
+	opDeletePiece: "delete-piece", opSync: "sync", opAppend: "append", opSeal: "seal",
+	opReplay: "replay", opTrim: "trim", opWalk: "walk",
+}
+
+func (c *Client) wrap(what string, err error) error {
+	return fmt.Errorf("peer: %s %s: %w", c.addr, what, err)
+}
+
+// unavailable marks a transport failure.
+type unavailable struct{ cause error }
+
+func (u *unavailable) Error() string {
+	return blocks.ErrUnavailable.Error() + ": " + u.cause.Error()
+}
+func (u *unavailable) Unwrap() []error { return []error{blocks.ErrUnavailable, u.cause} }
+
+func markUnavailable(err error) error {
+	if errors.Is(err, blocks.ErrUnavailable) || errors.Is(err, blocks.ErrClosed) {
+		return err
+	}
+	return &unavailable{err}
+}
+
+var errTimeout = errors.New("peer: no reply within the timeout")
+
+// slot holds one of the client's connections and redials it.
+type slot struct {
+	c *Client
+
+	mu      sync.Mutex // guards the fields below
+	cur     *clientConn
+	dialing chan struct{} // closed when the dial in progress ends
+	lastErr error
+	retryAt time.Time
+	backoff time.Duration
+	closed  bool
+}
+
+const (
+	minBackoff = 20 * time.Millisecond
+	maxBackoff = time.Second
+)
+
+// get returns a live connection, dialing one if needed. fresh reports
+// whether it was dialed by this call. After a failed dial, calls fail fast
+// with the same error until a short backoff has passed.
+func (s *slot) get(ctx context.Context) (cc *clientConn, fresh bool, err error) {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, false, blocks.ErrClosed
+		}
+		if s.cur != nil && !s.cur.isDead() {
+			cc := s.cur
+			s.mu.Unlock()
+			return cc, false, nil
+		}
+		if ch := s.dialing; ch != nil {
+			s.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			}
+		}
+		if time.Now().Before(s.retryAt) {
+			err := s.lastErr
+			s.mu.Unlock()
+			return nil, false, err
+		}
+		ch := make(chan struct{})
+		s.dialing = ch
+		s.mu.Unlock()
+
+		cc, err := s.c.dial(ctx)
+
+		s.mu.Lock()
+		s.dialing = nil
+		close(ch)
+		switch {
+		case err == nil && s.closed:
+			cc.fail(blocks.ErrClosed)
+			err = blocks.ErrClosed
+		case err == nil:
+			s.cur, s.backoff, s.lastErr = cc, 0, nil
+		case ctx.Err() != nil:
+			err = ctx.Err() // the caller gave up; no backoff
+		default:
+			err = markUnavailable(err)
+			s.backoff = min(max(2*s.backoff, minBackoff), maxBackoff)
+			s.lastErr, s.retryAt = err, time.Now().Add(s.backoff)
+			s.c.log.Debug("peer: dial failed", "err", err, "backoff", s.backoff)
+		}
+		s.mu.Unlock()
+		return cc, err == nil, err
+	}
+}
+
+func (s *slot) close() {
+	s.mu.Lock()
+	s.closed = true
+	cc := s.cur
+	s.cur = nil
+	s.mu.Unlock()
+	if cc != nil {
+		cc.fail(blocks.ErrClosed)
+	}
+}
+
+// dial connects and authenticates one connection within the timeout.
+func (c *Client) dial(ctx context.Context) (*clientConn, error) {
+	if len(c.opts.Secret) < MinSecret {
+		return nil, fmt.Errorf("%w: cluster secret of %d bytes: at least %d", ErrAuth, len(c.opts.Secret), MinSecret)
+	}
+	if err := checkNodeID(c.opts.NodeID); err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeoutCause(ctx, c.opts.Timeout, errTimeout)
+	defer cancel()
+	nc, err := c.opts.DialContext(dctx, "tcp", c.addr)
+	if err != nil {
+		if ctx.Err() == nil && dctx.Err() != nil {
+			err = fmt.Errorf("connect: %w", errTimeout)
+		}
+		return nil, err
+	}
+	if d, ok := dctx.Deadline(); ok {
+		_ = nc.SetDeadline(d)
+	}
+	stop := context.AfterFunc(dctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	r := bufio.NewReaderSize(nc, 64<<10)
+	peerID, err := clientHandshake(nc, r, c.opts.Secret, c.opts.NodeID)
+	if !stop() || err != nil {
+		nc.Close()
+		if err == nil || dctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("handshake: %w", errTimeout)
+		}
+		return nil, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	cc := &clientConn{
+		conn:    nc,
+		w:       newFrameWriter(nc, c.opts.Timeout),
+		pending: map[uint64]chan frame{},
+		done:    make(chan struct{}),
+		log:     c.log.With("peer-id", peerID),
+	}
+	cc.lastRead.Store(time.Now().UnixNano())
+	go cc.readLoop(r)
+	c.log.Debug("peer: connected", "peer-id", peerID)
+	return cc, nil
+}
+
+// clientConn is one authenticated connection with its pending requests.
+type clientConn struct {
+	conn     net.Conn
+	w        *frameWriter
+	log      *slog.Logger
+	lastRead atomic.Int64 // UnixNano of the last frame read
+
+	mu      sync.Mutex // guards the fields below
+	pending map[uint64]chan frame
+	nextID  uint64
+	err     error         // why the connection died
+	done    chan struct{} // closed when it dies
+}
+
+func (cc *clientConn) isDead() bool {
+	select {
+	case <-cc.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// fail ends the connection with err; waiting calls see done.
+func (cc *clientConn) fail(err error) {
+	cc.mu.Lock()
+	if cc.err != nil {
+		cc.mu.Unlock()
+		return
+	}
+	cc.err = err
+	cc.pending = nil
+	close(cc.done)
+	cc.mu.Unlock()
+	cc.conn.Close()
+}
+
+func (cc *clientConn) deathCause() error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.err
+}
+
+func (cc *clientConn) register(ch chan frame) (uint64, error) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.err != nil {
+		return 0, cc.err
+	}
+	cc.nextID++
+	cc.pending[cc.nextID] = ch
+	return cc.nextID, nil
+}
+
+func (cc *clientConn) forget(id uint64) {
+	cc.mu.Lock()
+	delete(cc.pending, id)
+	cc.mu.Unlock()
+}
+
+func (cc *clientConn) readLoop(r *bufio.Reader) {
+	for {
+		f, err := readFrame(r, replyLimit)
+		if err != nil {
+			if errors.Is(err, ErrProtocol) {
+				cc.log.Warn("peer: closing connection", "err", err)
+			}
+			cc.fail(fmt.Errorf("connection lost: %w", err))
+			return
+		}
+		cc.lastRead.Store(time.Now().UnixNano())
+		if f.op != opReply && f.op != opBatch {
+			cc.fail(fmt.Errorf("%w: op %#x from the server", ErrProtocol, f.op))
+			return
+		}
+		cc.mu.Lock()
+		ch := cc.pending[f.id]
+		if f.op == opReply {
+			delete(cc.pending, f.id)
+		}
+		cc.mu.Unlock()
+		if ch == nil {
+			continue // the caller gave up on it
+		}
+		select {
+		case ch <- f:
+		default:
+			cc.fail(fmt.Errorf("%w: stream %d sent batches without credit", ErrProtocol, f.id))
+			return
+		}
+	}
+}
+
+// exchange is one request in progress on a connection.
+type exchange struct {
+	cc    *clientConn
+	id    uint64
+	ch    chan frame
+	timer *time.Timer
+	got   bool // a frame was received: no transparent retry
+}
+
+// start registers and sends a request. A failure is a transport failure.
+func (cc *clientConn) start(op byte, timeout time.Duration, chanCap int, parts ...[]byte) (*exchange, error) {
+	x := &exchange{cc: cc, ch: make(chan frame, chanCap)}
+	id, err := cc.register(x.ch)
+	if err != nil {
+		return nil, err
+	}
+	x.id = id
+	x.timer = time.NewTimer(timeout)
+	if err := cc.w.write(op, 0, id, parts...); err != nil {
+		x.timer.Stop()
+		cc.fail(fmt.Errorf("send: %w", err))
+		return nil, err
+	}
+	return x, nil
+}
+
+// wait returns the next frame of x. Errors: ctx's, or a transport failure
+// (marked unavailable).
+func (x *exchange) wait(ctx context.Context, timeout time.Duration) (frame, error) {
+	start := time.Now()
+	select {
+	case f := <-x.ch:
+		x.got = true
+		return f, nil
+	case <-x.cc.done:
+		select { // a reply that came just before the end still counts
+		case f := <-x.ch:
+			x.got = true
+			return f, nil
+		default:
+		}
+		return frame{}, markUnavailable(x.cc.deathCause())
+	case <-ctx.Done():
+		x.cc.forget(x.id)
+		return frame{}, ctx.Err()
+	case <-x.timer.C:
+		x.cc.forget(x.id)
+		if x.cc.lastRead.Load() < start.UnixNano() {
+			// Nothing at all came back for a whole timeout: the
+			// connection is likely dead (a partition sends no reset).
+			x.cc.fail(fmt.Errorf("connection silent: %w", errTimeout))
+		}
+		return frame{}, markUnavailable(errTimeout)
+	}
+}
+
+// rearm restarts x's timer for the next frame of a stream.
+func (x *exchange) rearm(timeout time.Duration) {
+	x.timer.Stop()
+	x.timer.Reset(timeout)
+}
+
+func (x *exchange) stop() { x.timer.Stop() }
+
+// retryable reports whether err, from a call on a connection that was not
+// fresh and before any reply came, allows one retry on a new connection.
+func retryable(err error, fresh, got bool, ctx context.Context) bool {
+	return !fresh && !got && ctx.Err() == nil && errors.Is(err, blocks.ErrUnavailable) && !errors.Is(err, errTimeout)
+}
+
+func (c *Client) slot() *slot {
+	if len(c.slots) == 1 {
+		return c.slots[0]
+	}
+	return c.slots[int(c.next.Add(1))%len(c.slots)]
+}
+
+// call sends a unary request and returns the payload of its successful reply.
+func (c *Client) call(ctx context.Context, op byte, parts ...[]byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, c.wrap(opNames[op], err)
+	}
+	s := c.slot()
+	for attempt := 0; ; attempt++ {
+		cc, fresh, err := s.get(ctx)
+		if err != nil {
+			return nil, c.wrap(opNames[op], err)
+		}
+		x, err := cc.start(op, c.opts.Timeout, 1, parts...)
+		if err != nil {
+			err = markUnavailable(err)
+			if attempt == 0 && retryable(err, fresh, false, ctx) {
+				continue
+			}
+			return nil, c.wrap(opNames[op], err)
+		}
+		f, err := x.wait(ctx, c.opts.Timeout)
+		x.stop()
+		if err != nil {
+			if attempt == 0 && retryable(err, fresh, x.got, ctx) {
+				continue
+			}
+			return nil, c.wrap(opNames[op], err)
+		}
+		if f.op != opReply {
+			cc.fail(fmt.Errorf("%w: a batch in reply to %s", ErrProtocol, opNames[op]))
+			return nil, c.wrap(opNames[op], markUnavailable(ErrProtocol))
+		}
+		if err := replyError(f); err != nil {
+			return nil, c.wrap(opNames[op], err)
+		}
+		return f.payload, nil
+	}
+}
+
+// replyError returns the error an opReply frame carries, or nil.
+func replyError(f frame) error {
+	if f.status == codeOK {
+		return nil
+	}
+	return &remoteError{msg: string(f.payload), sentinel: codeSentinels[f.status]}
+}
+
+// stream runs a Walk or Replay: each batch's payload is passed to each, in
+// order; the final reply's payload too. An error from each cancels the
+// stream and is returned as is.
+func (c *Client) stream(ctx context.Context, op byte, req []byte, each func([]byte) error) error {
+	if err := ctx.Err(); err != nil {
+		return c.wrap(opNames[op], err)
+	}
+	s := c.slot()
+	for attempt := 0; ; attempt++ {
+		cc, fresh, err := s.get(ctx)
+		if err != nil {
+			return c.wrap(opNames[op], err)
+		}
+		x, err := cc.start(op, c.opts.Timeout, 2, req)
+		if err != nil {
+			err = markUnavailable(err)
+			if attempt == 0 && retryable(err, fresh, false, ctx) {
+				continue
+			}
+			return c.wrap(opNames[op], err)
+		}
+		err = c.follow(ctx, x, op, each)
+		x.stop()
+		if err != nil && attempt == 0 && retryable(err, fresh, x.got, ctx) {
+			continue
+		}
+		return err
+	}
+}
+
+func (c *Client) follow(ctx context.Context, x *exchange, op byte, each func([]byte) error) error {
+	for {
+		f, err := x.wait(ctx, c.opts.Timeout)
+		if err != nil {
+			if ctx.Err() != nil {
+				_ = x.cc.w.write(opCancel, 0, x.id)
+			}
+			return c.wrap(opNames[op], err)
+		}
+		if f.op == opReply {
+			if err := replyError(f); err != nil {
+				return c.wrap(opNames[op], err)
+			}
+			return each(f.payload)
+		}
+		// A batch: credit the next one first, so the server gathers it
+		// while fn runs here.
+		x.rearm(c.opts.Timeout)
+		if err := x.cc.w.write(opCredit, 0, x.id); err != nil {
+			x.cc.fail(fmt.Errorf("send: %w", err))
+		}
+		if err := each(f.payload); err != nil {
+			x.cc.forget(x.id)
+			_ = x.cc.w.write(opCancel, 0, x.id)
+			return err
+		}
+	}
+}
+
+// PutPiece implements blocks.Holder. data is sent before PutPiece returns
+// and not retained. Errors: blocks.ErrTooLarge (checked here, above
+// blocks.MaxPiece), ErrNoSpace, ErrUnavailable, ErrClosed.
+func (c *Client) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error {
+	if len(data) > blocks.MaxPiece {
+		return c.wrap("put-piece", fmt.Errorf("piece of %d bytes: %w", len(data), blocks.ErrTooLarge))
+	}
+	_, err := c.call(ctx, opPutPiece, key[:], data)
+	return err
+}
+
+// GetPiece implements blocks.Holder: the peer's holder verified the piece;
+// the frame's CRC32C covered its way here. The caller owns the slice.
+func (c *Client) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
+	return c.call(ctx, opGetPiece, key[:])
+}
+
+// HasPiece implements blocks.Holder.
+func (c *Client) HasPiece(ctx context.Context, key blocks.Addr) (bool, error) {
+	p, err := c.call(ctx, opHasPiece, key[:])
+	if err != nil {
+		return false, err
+	}
+	ok, err := decodeHas(p)
+	if err != nil {
+		return false, c.wrap("has-piece", markUnavailable(err))
+	}
+	return ok, nil
+}
+
+// DeletePiece implements blocks.Holder.
+func (c *Client) DeletePiece(ctx context.Context, key blocks.Addr) error {
+	_, err := c.call(ctx, opDeletePiece, key[:])
+	return err
+}
+
+// Sync implements blocks.Holder: it returns once the peer's holder has
+// synced, which covers every PutPiece and Append that returned before Sync
+// was called (their replies came after the peer's holder took them).
+func (c *Client) Sync(ctx context.Context) error {
+	_, err := c.call(ctx, opSync)
+	return err
+}
+
+// Append implements blocks.Journal. Errors: blocks.ErrTooLarge (over
+// blocks.MaxRecord, checked here), ErrFenced, ErrNoSpace, ErrUnavailable.
+func (c *Client) Append(ctx context.Context, log blocks.ID, epoch blocks.Epoch, seq uint64, rec []byte) error {
+	if len(rec) > blocks.MaxRecord {
+		return c.wrap("append", fmt.Errorf("journal record of %d bytes: %w", len(rec), blocks.ErrTooLarge))
+	}
+	_, err := c.call(ctx, opAppend, encodeLogHeader(log, uint64(epoch), seq), rec)
+	return err
+}
+
+// Seal implements blocks.Journal.
+func (c *Client) Seal(ctx context.Context, log blocks.ID, epoch blocks.Epoch) error {
+	_, err := c.call(ctx, opSeal, encodeLogHeader(log, uint64(epoch)))
+	return err
+}
+
+// Trim implements blocks.Journal.
+func (c *Client) Trim(ctx context.Context, log blocks.ID, before uint64) error {
+	_, err := c.call(ctx, opTrim, encodeLogHeader(log, before))
+	return err
+}
+
+// Replay implements blocks.Journal. Records arrive in batches of about
+// 256 KiB; fn runs on the calling goroutine, and rec is valid only during
+// the call. An error from fn ends the replay and is returned as is. If the
+// connection fails mid-way, the error wraps blocks.ErrUnavailable after
+// some records were passed to fn: the caller replays again.
+func (c *Client) Replay(ctx context.Context, log blocks.ID, from uint64, fn func(epoch blocks.Epoch, seq uint64, rec []byte) error) error {
+	return c.stream(ctx, opReplay, encodeLogHeader(log, from), func(p []byte) error {
+		err := decodeReplayBatch(p, fn)
+		if errors.Is(err, ErrProtocol) {
+			return c.wrap("replay", markUnavailable(err))
+		}
+		return err
+	})
+}
+
+// Walk implements blocks.Walker: the peer's keys arrive in batches of 8192
+// (256 KiB); fn runs on the calling goroutine. An error from fn ends the
+// walk and is returned as is.
+func (c *Client) Walk(ctx context.Context, fn func(key blocks.Addr) error) error {
+	return c.stream(ctx, opWalk, nil, func(p []byte) error {
+		err := decodeWalkBatch(p, fn)
+		if errors.Is(err, ErrProtocol) {
+			return c.wrap("walk", markUnavailable(err))
+		}
+		return err
+	})
+}

@@ -1,0 +1,377 @@
+package peer
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cairn/blocks"
+)
+
+// headerSize is the size of a frame header (see the package doc).
+const headerSize = 20
+
+// Operations: the op byte of a frame. Values are part of the wire format and
+// never change meaning.
+const (
+	// Requests, client to server.
+	opPutPiece    byte = 1
+	opGetPiece    byte = 2
+	opHasPiece    byte = 3
+	opDeletePiece byte = 4
+	opSync        byte = 5
+	opAppend      byte = 6
+	opSeal        byte = 7
+	opReplay      byte = 8
+	opTrim        byte = 9
+	opWalk        byte = 10
+	// Stream control, client to server, naming a stream by its request ID.
+	opCredit byte = 16
+	opCancel byte = 17
+
+	// Handshake.
+	opHello     byte = 0x40 // client to server
+	opChallenge byte = 0x41 // server to client
+	opProof     byte = 0x42 // client to server
+	opWelcome   byte = 0x43 // server to client
+	opRefused   byte = 0x44 // server to client, then close
+
+	// Replies, server to client.
+	opReply byte = 0x80 // the final reply to a request, with a status
+	opBatch byte = 0x81 // one batch of a stream (Walk, Replay); more follow
+)
+
+// Status codes: the status byte of an opReply frame. Part of the wire format.
+const (
+	codeOK          byte = 0
+	codeNotFound    byte = 1
+	codeCorrupt     byte = 2
+	codeNoSpace     byte = 3
+	codeFenced      byte = 4
+	codeTooLarge    byte = 5
+	codeUnavailable byte = 6 // the holder is closed or shutting down
+	codeConflict    byte = 7
+	codeBadRequest  byte = 8 // an op the server does not know
+	codeInternal    byte = 255
+)
+
+// codeSentinels maps status codes to the sentinel a client wraps.
+var codeSentinels = map[byte]error{
+	codeNotFound:    blocks.ErrNotFound,
+	codeCorrupt:     blocks.ErrCorrupt,
+	codeNoSpace:     blocks.ErrNoSpace,
+	codeFenced:      blocks.ErrFenced,
+	codeTooLarge:    blocks.ErrTooLarge,
+	codeUnavailable: blocks.ErrUnavailable,
+	codeConflict:    blocks.ErrConflict,
+	codeBadRequest:  ErrProtocol,
+}
+
+// errorCode is the status code that carries err across the wire.
+func errorCode(err error) byte {
+	switch {
+	case errors.Is(err, blocks.ErrNotFound):
+		return codeNotFound
+	case errors.Is(err, blocks.ErrCorrupt):
+		return codeCorrupt
+	case errors.Is(err, blocks.ErrNoSpace):
+		return codeNoSpace
+	case errors.Is(err, blocks.ErrFenced):
+		return codeFenced
+	case errors.Is(err, blocks.ErrTooLarge):
+		return codeTooLarge
+	case errors.Is(err, blocks.ErrClosed), errors.Is(err, blocks.ErrUnavailable),
+		errors.Is(err, errShuttingDown):
+		return codeUnavailable
+	case errors.Is(err, blocks.ErrConflict):
+		return codeConflict
+	case errors.Is(err, ErrProtocol):
+		return codeBadRequest
+	}
+	return codeInternal
+}
+
+// remoteError is an error returned by the peer's holder: the text it had
+// there, unwrapping to the sentinel its status code names.
+type remoteError struct {
+	msg      string
+	sentinel error // nil for codeInternal
+}
+
+func (e *remoteError) Error() string { return "remote: " + e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+// maxErrorText bounds the error text a reply carries.
+const maxErrorText = 1024
+
+// Payload limits, checked against the header's length before the payload
+// is allocated.
+const (
+	maxSmall      = 64                                  // fixed-size requests
+	maxPutPiece   = 32 + blocks.MaxPiece                // key, data
+	maxAppend     = 32 + 8 + 8 + blocks.MaxRecord       // log, epoch, seq, record
+	batchTarget   = 256 << 10                           // a batch is sent once it reaches this
+	maxBatch      = batchTarget + 20 + blocks.MaxRecord // at most one item past the target
+	maxReply      = blocks.MaxPiece                     // GetPiece data is the largest reply
+	maxHandshake  = 1 + 32 + 1 + maxNodeID
+	maxNodeID     = 255
+	maxFrameLimit = maxPutPiece // the largest of all, for the fuzzers
+)
+
+// requestLimit is the largest payload a server accepts for op (0: unknown
+// op, whose frame is still read and refused with codeBadRequest, up to
+// maxSmall bytes).
+func requestLimit(op byte) int {
+	switch op {
+	case opPutPiece:
+		return maxPutPiece
+	case opAppend:
+		return maxAppend
+	case opHello:
+		return maxHandshake
+	}
+	return maxSmall
+}
+
+// replyLimit is the largest payload a client accepts for op.
+func replyLimit(op byte) int {
+	switch op {
+	case opReply:
+		return maxReply
+	case opBatch:
+		return maxBatch
+	case opChallenge:
+		return maxHandshake
+	case opWelcome, opRefused:
+		return maxSmall
+	}
+	return -1
+}
+
+// ErrProtocol marks a malformed frame or message: the connection that
+// carried it is closed.
+var ErrProtocol = errors.New("peer: protocol violation")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// frame is one decoded frame. The payload is owned by whoever holds the frame.
+type frame struct {
+	op      byte
+	status  byte
+	id      uint64
+	payload []byte
+}
+
+// readFrame reads one frame from r. limit returns the largest payload
+// accepted for an op (negative: the op is not accepted at all). A length
+// over the limit, a non-zero reserved field or a CRC mismatch is an
+// ErrProtocol error; the caller closes the connection.
+func readFrame(r io.Reader, limit func(op byte) int) (frame, error) {
+	var h [headerSize]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return frame{}, err
+	}
+	n := binary.BigEndian.Uint32(h[0:4])
+	f := frame{op: h[4], status: h[5], id: binary.BigEndian.Uint64(h[8:16])}
+	if h[6] != 0 || h[7] != 0 {
+		return frame{}, fmt.Errorf("%w: reserved header bytes set", ErrProtocol)
+	}
+	max := limit(f.op)
+	if max < 0 {
+		return frame{}, fmt.Errorf("%w: unexpected op %#x", ErrProtocol, f.op)
+	}
+	if uint64(n) > uint64(max) {
+		return frame{}, fmt.Errorf("%w: op %#x payload of %d bytes, limit %d", ErrProtocol, f.op, n, max)
+	}
+	f.payload = make([]byte, n)
+	if _, err := io.ReadFull(r, f.payload); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return frame{}, err
+	}
+	crc := crc32.Update(crc32.Checksum(h[:16], castagnoli), castagnoli, f.payload)
+	if crc != binary.BigEndian.Uint32(h[16:20]) {
+		return frame{}, fmt.Errorf("%w: frame checksum mismatch", ErrProtocol)
+	}
+	return f, nil
+}
+
+// appendFrame appends the encoding of a frame whose payload is the
+// concatenation of parts. (Used by tests and fuzzers; connections use
+// frameWriter, which does not copy large parts.)
+func appendFrame(dst []byte, op, status byte, id uint64, parts ...[]byte) []byte {
+	h := encodeHeader(op, status, id, parts)
+	dst = append(dst, h[:]...)
+	for _, p := range parts {
+		dst = append(dst, p...)
+	}
+	return dst
+}
+
+func encodeHeader(op, status byte, id uint64, parts [][]byte) [headerSize]byte {
+	var h [headerSize]byte
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	binary.BigEndian.PutUint32(h[0:4], uint32(n))
+	h[4], h[5] = op, status
+	binary.BigEndian.PutUint64(h[8:16], id)
+	crc := crc32.Checksum(h[:16], castagnoli)
+	for _, p := range parts {
+		crc = crc32.Update(crc, castagnoli, p)
+	}
+	binary.BigEndian.PutUint32(h[16:20], crc)
+	return h
+}
+
+// frameWriter serializes frames from many goroutines onto one connection.
+// Writers coalesce: a writer that sees others waiting leaves the flush to
+// the last of them, so concurrent small frames share one write system call.
+type frameWriter struct {
+	conn    net.Conn
+	timeout time.Duration // per write; 0: none
+	waiting atomic.Int32
+	mu      sync.Mutex // guards bw and err
+	bw      *bufio.Writer
+	err     error // sticky: once a write fails the connection is dead
+}
+
+func newFrameWriter(c net.Conn, timeout time.Duration) *frameWriter {
+	return &frameWriter{conn: c, timeout: timeout, bw: bufio.NewWriterSize(c, 64<<10)}
+}
+
+// write sends one frame. It returns the first write error of the
+// connection, now or earlier.
+func (w *frameWriter) write(op, status byte, id uint64, parts ...[]byte) error {
+	w.waiting.Add(1)
+	w.mu.Lock()
+	w.waiting.Add(-1)
+	defer w.mu.Unlock()
+	if err := w.writeLocked(op, status, id, parts); err != nil {
+		return err
+	}
+	if w.waiting.Load() == 0 {
+		return w.flushLocked()
+	}
+	return nil
+}
+
+func (w *frameWriter) writeLocked(op, status byte, id uint64, parts [][]byte) error {
+	if w.err != nil {
+		return w.err
+	}
+	h := encodeHeader(op, status, id, parts)
+	if w.timeout > 0 {
+		_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	}
+	if _, err := w.bw.Write(h[:]); err != nil {
+		w.err = err
+		return err
+	}
+	for _, p := range parts {
+		if _, err := w.bw.Write(p); err != nil {
+			w.err = err
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *frameWriter) flushLocked() error {
+	if w.err != nil {
+		return w.err
+	}
+	if err := w.bw.Flush(); err != nil {
+		w.err = err
+	}
+	return w.err
+}
+
+// outFrame is a frame waiting in a queuedWriter.
+type outFrame struct {
+	op, status byte
+	id         uint64
+	parts      [][]byte
+}
+
+// queuedWriter sends frames from many goroutines through one writer
+// goroutine, which writes whatever has queued up and then flushes once: the
+// server's replies, whose payloads the server owns (a caller's slice could
+// not be queued past its call's return). Frames are sent in queue order.
+type queuedWriter struct {
+	fw   *frameWriter
+	q    chan outFrame
+	done chan struct{} // closed by stop
+	once sync.Once
+	exit chan struct{} // closed when run returns
+}
+
+func newQueuedWriter(fw *frameWriter, depth int) *queuedWriter {
+	return &queuedWriter{fw: fw, q: make(chan outFrame, depth), done: make(chan struct{}), exit: make(chan struct{})}
+}
+
+// write queues a frame; it fails only once the writer was stopped. Write
+// errors show as the connection's end.
+func (w *queuedWriter) write(op, status byte, id uint64, parts ...[]byte) error {
+	select {
+	case w.q <- outFrame{op, status, id, parts}:
+		return nil
+	case <-w.done:
+		return net.ErrClosed
+	}
+}
+
+// run writes queued frames until stop, then writes what is left.
+func (w *queuedWriter) run() {
+	defer close(w.exit)
+	for {
+		var f outFrame
+		select {
+		case f = <-w.q:
+		case <-w.done:
+			w.drain()
+			return
+		}
+		w.fw.mu.Lock()
+		_ = w.fw.writeLocked(f.op, f.status, f.id, f.parts)
+		for more := true; more; {
+			select {
+			case f = <-w.q:
+				_ = w.fw.writeLocked(f.op, f.status, f.id, f.parts)
+			default:
+				more = false
+			}
+		}
+		_ = w.fw.flushLocked()
+		w.fw.mu.Unlock()
+	}
+}
+
+func (w *queuedWriter) drain() {
+	w.fw.mu.Lock()
+	defer w.fw.mu.Unlock()
+	for {
+		select {
+		case f := <-w.q:
+			_ = w.fw.writeLocked(f.op, f.status, f.id, f.parts)
+		default:
+			_ = w.fw.flushLocked()
+			return
+		}
+	}
+}
+
+// stop ends run after it has written what was queued, and waits for it.
+func (w *queuedWriter) stop() {
+	w.once.Do(func() { close(w.done) })
+	<-w.exit
+}

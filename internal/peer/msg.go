@@ -1,0 +1,192 @@
+package peer
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"cairn/blocks"
+)
+
+// Message payloads (see the package doc for the table). Decoders never
+// panic and never retain more than the payload they are given.
+
+func errMalformed(what string, n int) error {
+	return fmt.Errorf("%w: %s payload of %d bytes", ErrProtocol, what, n)
+}
+
+// decodeKey decodes a payload that is exactly one 32-byte key.
+func decodeKey(p []byte) (blocks.Addr, error) {
+	var k blocks.Addr
+	if len(p) != len(k) {
+		return k, errMalformed("key", len(p))
+	}
+	copy(k[:], p)
+	return k, nil
+}
+
+// decodePut splits a PutPiece payload into key and data (data aliases p).
+func decodePut(p []byte) (blocks.Addr, []byte, error) {
+	var k blocks.Addr
+	if len(p) < len(k) || len(p) > maxPutPiece {
+		return k, nil, errMalformed("put-piece", len(p))
+	}
+	copy(k[:], p)
+	return k, p[len(k):], nil
+}
+
+// logHeader is the fixed part of Append, Seal, Trim and Replay requests: a
+// log ID and one or two uint64s.
+func encodeLogHeader(log blocks.ID, a ...uint64) []byte {
+	b := make([]byte, 32, 32+8*len(a))
+	copy(b, log[:])
+	for _, v := range a {
+		b = binary.BigEndian.AppendUint64(b, v)
+	}
+	return b
+}
+
+// decodeLogHeader decodes a log ID and n uint64s from the front of p and
+// returns the rest.
+func decodeLogHeader(what string, p []byte, n int) (blocks.ID, []uint64, []byte, error) {
+	var id blocks.ID
+	if len(p) < 32+8*n {
+		return id, nil, nil, errMalformed(what, len(p))
+	}
+	copy(id[:], p)
+	vs := make([]uint64, n)
+	for i := range vs {
+		vs[i] = binary.BigEndian.Uint64(p[32+8*i:])
+	}
+	return id, vs, p[32+8*n:], nil
+}
+
+// decodeAppend decodes an Append payload (rec aliases p).
+func decodeAppend(p []byte) (log blocks.ID, epoch blocks.Epoch, seq uint64, rec []byte, err error) {
+	if len(p) > maxAppend {
+		return log, 0, 0, nil, errMalformed("append", len(p))
+	}
+	log, vs, rec, err := decodeLogHeader("append", p, 2)
+	if err != nil {
+		return log, 0, 0, nil, err
+	}
+	return log, blocks.Epoch(vs[0]), vs[1], rec, nil
+}
+
+// decodeLogOp decodes a Seal, Trim or Replay payload: exactly a log ID and
+// one uint64.
+func decodeLogOp(what string, p []byte) (blocks.ID, uint64, error) {
+	log, vs, rest, err := decodeLogHeader(what, p, 1)
+	if err != nil {
+		return log, 0, err
+	}
+	if len(rest) != 0 {
+		return log, 0, errMalformed(what, len(p))
+	}
+	return log, vs[0], nil
+}
+
+// A walk batch is a run of 32-byte keys.
+func decodeWalkBatch(p []byte, fn func(blocks.Addr) error) error {
+	if len(p)%32 != 0 {
+		return errMalformed("walk batch", len(p))
+	}
+	for i := 0; i < len(p); i += 32 {
+		if err := fn(blocks.Addr(p[i : i+32])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replayItemHeader is the size of a replay item's header: epoch, seq, length.
+const replayItemHeader = 8 + 8 + 4
+
+func appendReplayItem(b []byte, epoch blocks.Epoch, seq uint64, rec []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(epoch))
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(rec)))
+	return append(b, rec...)
+}
+
+// decodeReplayBatch calls fn for each record of a replay batch (rec aliases
+// p). The whole batch is checked before fn is first called, so that a
+// malformed batch delivers nothing.
+func decodeReplayBatch(p []byte, fn func(epoch blocks.Epoch, seq uint64, rec []byte) error) error {
+	for q := p; len(q) > 0; {
+		if len(q) < replayItemHeader {
+			return errMalformed("replay batch", len(p))
+		}
+		n := binary.BigEndian.Uint32(q[16:20])
+		if n > blocks.MaxRecord || uint64(n) > uint64(len(q)-replayItemHeader) {
+			return errMalformed("replay batch", len(p))
+		}
+		q = q[replayItemHeader+int(n):]
+	}
+	for len(p) > 0 {
+		epoch := blocks.Epoch(binary.BigEndian.Uint64(p[0:8]))
+		seq := binary.BigEndian.Uint64(p[8:16])
+		n := int(binary.BigEndian.Uint32(p[16:20]))
+		if err := fn(epoch, seq, p[replayItemHeader:replayItemHeader+n:replayItemHeader+n]); err != nil {
+			return err
+		}
+		p = p[replayItemHeader+n:]
+	}
+	return nil
+}
+
+// decodeHas decodes a HasPiece reply: one byte, 0 or 1.
+func decodeHas(p []byte) (bool, error) {
+	if len(p) != 1 || p[0] > 1 {
+		return false, errMalformed("has-piece reply", len(p))
+	}
+	return p[0] == 1, nil
+}
+
+// protocolVersion is the version a Hello carries.
+const protocolVersion = 1
+
+// hello is the client's first message: version, nonce, node ID.
+type hello struct {
+	version byte
+	nonce   [32]byte
+	nodeID  string
+}
+
+func (h hello) encode() []byte {
+	b := append([]byte{h.version}, h.nonce[:]...)
+	b = append(b, byte(len(h.nodeID)))
+	return append(b, h.nodeID...)
+}
+
+func decodeHello(p []byte) (hello, error) {
+	var h hello
+	if len(p) < 1 {
+		return h, errMalformed("hello", len(p))
+	}
+	h.version = p[0]
+	ch, err := decodeChallenge(p[1:])
+	h.nonce, h.nodeID = ch.nonce, ch.nodeID
+	return h, err
+}
+
+// challenge is the server's answer to hello: its nonce and node ID.
+type challenge struct {
+	nonce  [32]byte
+	nodeID string
+}
+
+func (c challenge) encode() []byte {
+	b := append(c.nonce[:0:0], c.nonce[:]...)
+	b = append(b, byte(len(c.nodeID)))
+	return append(b, c.nodeID...)
+}
+
+func decodeChallenge(p []byte) (challenge, error) {
+	var c challenge
+	if len(p) < 33 || len(p) != 33+int(p[32]) {
+		return c, errMalformed("handshake", len(p))
+	}
+	copy(c.nonce[:], p)
+	c.nodeID = string(p[33:])
+	return c, nil
+}
