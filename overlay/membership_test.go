@@ -25,6 +25,14 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// testProfile is ProfileLocal, or $OVERLAY_PROFILE (to measure "lan").
+func testProfile() string {
+	if p := os.Getenv("OVERLAY_PROFILE"); p != "" {
+		return p
+	}
+	return ProfileLocal
+}
+
 func mustSecret(t *testing.T) []byte {
 	t.Helper()
 	s, err := NewSecret()
@@ -56,7 +64,7 @@ func startAt(t *testing.T, n Node, bind string, secret []byte, seeds ...string) 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	m, err := Join(ctx, Config{Self: n, BindAddr: bind, Seeds: seeds, Secret: secret,
-		Logger: testLogger(), Profile: ProfileLocal})
+		Logger: testLogger(), Profile: testProfile()})
 	if err != nil {
 		t.Fatalf("Join %s: %v", n.ID, err)
 	}
@@ -226,7 +234,7 @@ func TestDeadAndRejoin(t *testing.T) {
 		}
 		return seenA != 0 && seenB != 0
 	})
-	t.Logf("failure detection (profile local, 3 nodes): a saw c dead after %v, b after %v", seenA, seenB)
+	t.Logf("failure detection (profile "+testProfile()+", 3 nodes): a saw c dead after %v, b after %v", seenA, seenB)
 	ev := nextEvent(t, events, func(ev Event) bool { return ev.ID == "c" })
 	if ev.Kind != EventDead || ev.State != Dead || ev.Node != nodes[2] {
 		t.Errorf("dead event: %+v", ev)

@@ -99,14 +99,14 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	consensus.BridgeLogs(n.log.With("layer", "raft"))
+	raftLog := slog.New(demoted{n.log.Handler()}).With("layer", "consensus")
 	n.raft, err = consensus.Open(ctx, consensus.Config{
 		NodeID:      id.ReplicaID,
 		DataDir:     filepath.Join(cfg.DataDir, "raft"),
 		RaftAddress: id.RaftAddress,
 		Shards:      cfg.Shards,
 		Members:     map[uint64]string{id.ReplicaID: id.RaftAddress},
-		Logger:      n.log.With("layer", "consensus"),
+		Logger:      raftLog,
 	})
 	if err != nil {
 		n.silo.Close()
