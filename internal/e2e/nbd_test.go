@@ -167,7 +167,7 @@ func TestFioVerify(t *testing.T) {
 	s.Start(ctx)
 	for _, depth := range []string{"1", "32"} {
 		t.Run("iodepth="+depth, func(t *testing.T) {
-			out := Run(t, 10*time.Minute, "fio", "--name=verify", "--ioengine=nbd", "--uri="+s.URI("default"),
+			out := Run(t, 10*time.Minute, "fio", "--name=verify", "--verify_state_save=0", "--ioengine=nbd", "--uri="+s.URI("default"),
 				"--rw=randwrite", "--bs=4k", "--size=32m", "--numjobs=2", "--offset_increment=64m",
 				"--iodepth="+depth, "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--group_reporting")
 			if strings.Contains(out, "verify:") && strings.Contains(out, "bad") {
@@ -179,7 +179,7 @@ func TestFioVerify(t *testing.T) {
 		})
 	}
 	// Also mixed sizes with sha256 and write+flush (fsync) cycles.
-	out := Run(t, 10*time.Minute, "fio", "--name=mixed", "--ioengine=nbd", "--uri="+s.URI("default"),
+	out := Run(t, 10*time.Minute, "fio", "--name=mixed", "--verify_state_save=0", "--ioengine=nbd", "--uri="+s.URI("default"),
 		"--rw=randwrite", "--bsrange=512-64k", "--size=16m", "--offset=256m", "--iodepth=8", "--fsync=16",
 		"--verify=sha256", "--verify_fatal=1")
 	if !strings.Contains(out, "err= 0") {

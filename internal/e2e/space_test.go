@@ -49,7 +49,7 @@ func TestSpaceComesBack(t *testing.T) {
 	base := diskBytes(t, silo)
 	const live = 256 << 20
 	for round := 0; round < 8; round++ {
-		Run(t, 5*time.Minute, "fio", "--name=overwrite", "--ioengine=nbd", "--uri="+s.URI("space"),
+		Run(t, 5*time.Minute, "fio", "--name=overwrite", "--verify_state_save=0", "--ioengine=nbd", "--uri="+s.URI("space"),
 			"--rw=write", "--bs=1m", "--size=256m", "--iodepth=8", "--refill_buffers",
 			fmt.Sprintf("--randseed=%d", round+1), "--end_fsync=1")
 	}
