@@ -552,7 +552,7 @@ func TestJoinConfigErrors(t *testing.T) {
 func TestLogBridgeSuspect(t *testing.T) {
 	secret := mustSecret(t)
 	a := start(t, testNode("a", "", true), "127.0.0.1", secret)
-	b := start(t, testNode("b", "", true), "127.0.0.1", secret, a.Addr())
+	start(t, testNode("b", "", true), "127.0.0.1", secret, a.Addr())
 	waitFor(t, "a sees b", func() bool { return len(a.Live()) == 2 })
 	bridge := logBridge{a}
 	fmt.Fprintf(bridge, "[INFO] memberlist: Suspect b has failed, no acks received\n")
@@ -567,7 +567,6 @@ func TestLogBridgeSuspect(t *testing.T) {
 		st, _ := stateOf(a, "b")
 		return st.State == Alive
 	})
-	_ = b
 }
 
 // TestRestartOnNewAddress restarts a killed node on another port: once its
