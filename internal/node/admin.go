@@ -111,7 +111,12 @@ func (n *Node) CreateVolume(ctx context.Context, req admin.CreateRequest) (admin
 }
 
 // facts describes the cluster for policy checks.
-func (n *Node) facts() policies.Facts { return policies.Facts{StorageNodes: 1, Zones: 1} }
+func (n *Node) facts() policies.Facts {
+	if n.cluster != nil {
+		return n.cluster.facts()
+	}
+	return policies.Facts{StorageNodes: 1, Zones: 1}
+}
 
 // InspectVolume implements admin.Backend.
 func (n *Node) InspectVolume(ctx context.Context, name string) (admin.VolumeInfo, error) {
@@ -244,6 +249,9 @@ func (n *Node) ExportVolume(ctx context.Context, name string, w io.Writer) error
 // CollectGarbage implements admin.Backend: mark and sweep, then compact
 // the silo so that the space really comes back.
 func (n *Node) CollectGarbage(ctx context.Context) (admin.GCResult, error) {
+	if n.cluster != nil {
+		return admin.GCResult{}, errNoClusterGC
+	}
 	before := n.silo.Stats().DiskBytes
 	st, err := n.collect(ctx)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"cairn/blocks"
+	"cairn/policies"
 	"cairn/volume"
 )
 
@@ -36,7 +37,7 @@ func (g gcStore) Delete(ctx context.Context, addr blocks.Addr) error {
 }
 
 func (g gcStore) plain() blocks.Store {
-	s, _ := g.n.redundantFor(g.n.defaultRedundancy())
+	s, _ := g.n.redundantFor(g.n.defaultRedundancy(), policies.SpreadNone)
 	return s
 }
 

@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,13 +28,20 @@ const identityFile = "node.json"
 
 // loadIdentity reads the node's identity, creating it on first start with
 // the given defaults.
-func loadIdentity(dir, raftAddr string) (identity, bool, error) {
+// A cluster node gets a random replica ID (unique in the cluster with
+// overwhelming odds); a cluster of one is replica 1.
+func loadIdentity(dir, raftAddr string, clustered bool) (identity, bool, error) {
 	path := filepath.Join(dir, identityFile)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		var suffix [3]byte
 		_, _ = rand.Read(suffix[:])
 		id := identity{Format: 1, Name: fmt.Sprintf("node-%x", suffix), ReplicaID: 1, RaftAddress: raftAddr, Created: time.Now().UTC()}
+		if clustered {
+			var r [8]byte
+			_, _ = rand.Read(r[:])
+			id.ReplicaID = binary.BigEndian.Uint64(r[:])>>1 | 1<<32
+		}
 		b, _ := json.MarshalIndent(id, "", "  ")
 		if err := writeFileSync(path, append(b, '\n'), 0o644); err != nil {
 			return identity{}, false, err

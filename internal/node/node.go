@@ -20,6 +20,7 @@ import (
 	"cairn/blocks/sealed"
 	"cairn/blocks/silo"
 	"cairn/consensus"
+	"cairn/overlay"
 	"cairn/policies"
 	"cairn/volume"
 )
@@ -42,6 +43,8 @@ type Config struct {
 	LeaseTTL        time.Duration
 	// SiloSegmentSize tunes the silo (0: default).
 	SiloSegmentSize int64
+	// Cluster, if set, makes the node a member of a cluster.
+	Cluster *ClusterConfig
 }
 
 // Node is a running node. Methods are safe for concurrent use.
@@ -58,6 +61,9 @@ type Node struct {
 	stores  map[string]blocks.Store
 	nbd     NBDInfo
 	exports *exports
+	cluster *cluster // nil for a cluster of one
+	secret  []byte   // the cluster secret (cluster nodes only)
+	cancel  context.CancelFunc
 }
 
 // DefaultRaftAddress is where a one-node cluster's raft groups listen.
@@ -78,37 +84,67 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data directory: %w", err)
 	}
-	raftAddr := cfg.RaftAddress
-	if raftAddr == "" {
+	raftAddr, dataAddr := cfg.RaftAddress, ""
+	if cfg.Cluster != nil {
+		var err error
+		if raftAddr, dataAddr, err = cfg.Cluster.ports(); err != nil {
+			return nil, err
+		}
+	} else if raftAddr == "" {
 		raftAddr = DefaultRaftAddress
 	}
-	id, _, err := loadIdentity(cfg.DataDir, raftAddr)
+	id, first, err := loadIdentity(cfg.DataDir, raftAddr, cfg.Cluster != nil)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.RaftAddress != "" && cfg.RaftAddress != id.RaftAddress {
-		return nil, fmt.Errorf("node: this node's raft address is %s (recorded in %s); moving it to %s is not supported yet", id.RaftAddress, filepath.Join(cfg.DataDir, identityFile), cfg.RaftAddress)
-	}
-	key, err := loadMasterKey(cfg.DataDir)
-	if err != nil {
-		return nil, err
+	if raftAddr != id.RaftAddress && (cfg.RaftAddress != "" || cfg.Cluster != nil) {
+		return nil, fmt.Errorf("node: this node's raft address is %s (recorded in %s); moving it to %s is not supported yet", id.RaftAddress, filepath.Join(cfg.DataDir, identityFile), raftAddr)
 	}
 	n := &Node{cfg: cfg, id: id, log: cfg.Logger.With("node", id.Name), started: time.Now(), stores: map[string]blocks.Store{}}
+	var key []byte
+	if cfg.Cluster != nil {
+		if !first && len(cfg.Cluster.Seeds) > 0 && cfg.Cluster.Secret == "" {
+			// A restarted member finds its secret in its data directory.
+		} else if first && len(cfg.Cluster.Seeds) > 0 && cfg.Cluster.Secret == "" {
+			return nil, errors.New("node: joining a cluster needs its secret: pass --secret (the first node printed it; it is in its data directory's cluster-secret file)")
+		}
+		if n.secret, _, err = overlay.LoadOrCreateSecret(cfg.DataDir, cfg.Cluster.Secret); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		if key, err = clusterKey(n.secret); err != nil {
+			return nil, err
+		}
+	} else if key, err = loadMasterKey(cfg.DataDir); err != nil {
+		return nil, err
+	}
 
 	n.silo, err = silo.Open(ctx, filepath.Join(cfg.DataDir, "silo"), silo.Options{SegmentSize: cfg.SiloSegmentSize, Logger: n.log.With("layer", "silo")})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	if cfg.Cluster != nil {
+		if err := n.startCluster(ctx, n.secret, dataAddr); err != nil {
+			n.silo.Close()
+			return nil, err
+		}
+	}
 	raftLog := slog.New(demoted{n.log.Handler()}).With("layer", "consensus")
-	n.raft, err = consensus.Open(ctx, consensus.Config{
+	rc := consensus.Config{
 		NodeID:      id.ReplicaID,
 		DataDir:     filepath.Join(cfg.DataDir, "raft"),
 		RaftAddress: id.RaftAddress,
 		Shards:      cfg.Shards,
 		Members:     map[uint64]string{id.ReplicaID: id.RaftAddress},
 		Logger:      raftLog,
-	})
+	}
+	if cfg.Cluster != nil && len(cfg.Cluster.Seeds) > 0 {
+		// A node joining an existing cluster hosts no shard until the
+		// shards' leaders add it (see cluster.reconcileShards).
+		rc.Join, rc.Members = true, nil
+	}
+	n.raft, err = consensus.Open(ctx, rc)
 	if err != nil {
+		n.closeCluster()
 		n.silo.Close()
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -125,10 +161,34 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	})
 	if err != nil {
 		n.raft.Close()
+		n.closeCluster()
 		n.silo.Close()
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	if n.cluster != nil {
+		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		n.cancel = cancel
+		go n.cluster.loop(lctx)
+	}
 	return n, nil
+}
+
+func (n *Node) closeCluster() {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.cluster != nil {
+		n.cluster.close()
+	}
+}
+
+// Secret returns the cluster secret in its printable form ("" for a
+// cluster of one).
+func (n *Node) Secret() string {
+	if n.secret == nil {
+		return ""
+	}
+	return overlay.EncodeSecret(n.secret)
 }
 
 // Name returns the node's name.
@@ -143,8 +203,8 @@ func (n *Node) Silo() *silo.Silo { return n.silo }
 // Consensus returns the node's consensus host.
 func (n *Node) Consensus() *consensus.Host { return n.raft }
 
-// holders returns the holders of a block's n pieces. A node alone holds
-// every piece; the cluster issue replaces this with placement.
+// holders returns the holders of a block's n pieces: a node alone holds
+// every piece (cluster.holders places them over the cluster).
 func (n *Node) holders(_ blocks.Addr, count int) []blocks.Holder {
 	hs := make([]blocks.Holder, count)
 	for i := range hs {
@@ -155,21 +215,25 @@ func (n *Node) holders(_ blocks.Addr, count int) []blocks.Holder {
 
 func (n *Node) allHolders() []blocks.Holder { return []blocks.Holder{n.silo} }
 
-// redundantFor returns the redundancy layer for r, shared by every volume
-// with the same redundancy.
-func (n *Node) redundantFor(r policies.Redundancy) (blocks.Store, error) {
-	k := fmt.Sprintf("r%d/d%d/p%d", r.Replicas, r.Data, r.Parity)
+// redundantFor returns the redundancy layer for r and spread, shared by
+// every volume with the same redundancy and spread.
+func (n *Node) redundantFor(r policies.Redundancy, spread policies.Spread) (blocks.Store, error) {
+	k := fmt.Sprintf("r%d/d%d/p%d/%s", r.Replicas, r.Data, r.Parity, spread)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if s, ok := n.stores[k]; ok {
 		return s, nil
 	}
+	holders, all := n.holders, n.allHolders
+	if n.cluster != nil {
+		holders, all = n.cluster.holders(spread), n.cluster.allHolders
+	}
 	s, err := redundant.New(redundant.Options{
 		Replicas: r.Replicas,
 		Data:     r.Data,
 		Parity:   r.Parity,
-		Holders:  n.holders,
-		All:      n.allHolders,
+		Holders:  holders,
+		All:      all,
 		Logger:   n.log.With("layer", "redundant"),
 	})
 	if err != nil {
@@ -182,7 +246,7 @@ func (n *Node) redundantFor(r policies.Redundancy) (blocks.Store, error) {
 // storeFor builds a volume's block pipeline: compress, then encrypt
 // (sealed), then replicate or erasure-code (redundant) onto the silo.
 func (n *Node) storeFor(p policies.Policy, key []byte) (blocks.Store, error) {
-	inner, err := n.redundantFor(p.Redundancy)
+	inner, err := n.redundantFor(p.Redundancy, p.Spread)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +254,10 @@ func (n *Node) storeFor(p policies.Policy, key []byte) (blocks.Store, error) {
 }
 
 // journals returns where a volume's journal lives: on one node, the silo.
-func (n *Node) journals(_ blocks.ID, _ policies.Policy) ([]volume.JournalHolder, error) {
+func (n *Node) journals(id blocks.ID, p policies.Policy) ([]volume.JournalHolder, error) {
+	if n.cluster != nil {
+		return n.cluster.journals(id, p)
+	}
 	return []volume.JournalHolder{n.silo}, nil
 }
 
@@ -204,6 +271,7 @@ func (n *Node) Close(ctx context.Context) error {
 	if err := n.raft.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	n.closeCluster()
 	if err := n.silo.Close(); err != nil {
 		errs = append(errs, err)
 	}

@@ -392,7 +392,7 @@ func (cc *clientConn) start(op byte, timeout time.Duration, chanCap int, parts .
 
 // wait returns the next frame of x. Errors: ctx's, or a transport failure
 // (marked unavailable).
-func (x *exchange) wait(ctx context.Context, timeout time.Duration) (frame, error) {
+func (x *exchange) wait(ctx context.Context) (frame, error) {
 	start := time.Now()
 	select {
 	case f := <-x.ch:
@@ -460,7 +460,7 @@ func (c *Client) call(ctx context.Context, op byte, parts ...[]byte) ([]byte, er
 			}
 			return nil, c.wrap(opNames[op], err)
 		}
-		f, err := x.wait(ctx, c.opts.Timeout)
+		f, err := x.wait(ctx)
 		x.stop()
 		if err != nil {
 			if attempt == 0 && retryable(err, fresh, x.got, ctx) {
@@ -519,7 +519,7 @@ func (c *Client) stream(ctx context.Context, op byte, req []byte, each func([]by
 
 func (c *Client) follow(ctx context.Context, x *exchange, op byte, each func([]byte) error) error {
 	for {
-		f, err := x.wait(ctx, c.opts.Timeout)
+		f, err := x.wait(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				_ = x.cc.w.write(opCancel, 0, x.id)

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -88,7 +89,7 @@ func errorCode(err error) byte {
 	case errors.Is(err, blocks.ErrTooLarge):
 		return codeTooLarge
 	case errors.Is(err, blocks.ErrClosed), errors.Is(err, blocks.ErrUnavailable),
-		errors.Is(err, errShuttingDown):
+		errors.Is(err, errShuttingDown), errors.Is(err, context.Canceled):
 		return codeUnavailable
 	case errors.Is(err, blocks.ErrConflict):
 		return codeConflict
@@ -274,16 +275,22 @@ func (w *frameWriter) writeLocked(op, status byte, id uint64, parts [][]byte) er
 		_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
 	}
 	if _, err := w.bw.Write(h[:]); err != nil {
-		w.err = err
-		return err
+		return w.broken(err)
 	}
 	for _, p := range parts {
 		if _, err := w.bw.Write(p); err != nil {
-			w.err = err
-			return err
+			return w.broken(err)
 		}
 	}
 	return nil
+}
+
+// broken records a write error and closes the connection: a frame may be
+// half sent, so nothing more can follow it.
+func (w *frameWriter) broken(err error) error {
+	w.err = err
+	w.conn.Close()
+	return err
 }
 
 func (w *frameWriter) flushLocked() error {
@@ -291,9 +298,9 @@ func (w *frameWriter) flushLocked() error {
 		return w.err
 	}
 	if err := w.bw.Flush(); err != nil {
-		w.err = err
+		return w.broken(err)
 	}
-	return w.err
+	return nil
 }
 
 // outFrame is a frame waiting in a queuedWriter.
@@ -308,11 +315,12 @@ type outFrame struct {
 // server's replies, whose payloads the server owns (a caller's slice could
 // not be queued past its call's return). Frames are sent in queue order.
 type queuedWriter struct {
-	fw   *frameWriter
-	q    chan outFrame
-	done chan struct{} // closed by stop
-	once sync.Once
-	exit chan struct{} // closed when run returns
+	fw     *frameWriter
+	queued atomic.Int64 // frames queued and not yet written
+	q      chan outFrame
+	done   chan struct{} // closed by stop
+	once   sync.Once
+	exit   chan struct{} // closed when run returns
 }
 
 func newQueuedWriter(fw *frameWriter, depth int) *queuedWriter {
@@ -322,10 +330,26 @@ func newQueuedWriter(fw *frameWriter, depth int) *queuedWriter {
 // write queues a frame; it fails only once the writer was stopped. Write
 // errors show as the connection's end.
 func (w *queuedWriter) write(op, status byte, id uint64, parts ...[]byte) error {
+	// The fast path: nothing queued and the connection idle, write at once
+	// (no hand-off to the writer goroutine). Frames still queued keep
+	// later ones behind them, so one goroutine's frames stay in order.
+	if w.queued.Load() == 0 && w.fw.mu.TryLock() {
+		if w.queued.Load() == 0 {
+			err := w.fw.writeLocked(op, status, id, parts)
+			if err == nil {
+				err = w.fw.flushLocked()
+			}
+			w.fw.mu.Unlock()
+			return err
+		}
+		w.fw.mu.Unlock()
+	}
+	w.queued.Add(1)
 	select {
 	case w.q <- outFrame{op, status, id, parts}:
 		return nil
 	case <-w.done:
+		w.queued.Add(-1)
 		return net.ErrClosed
 	}
 }
@@ -343,10 +367,12 @@ func (w *queuedWriter) run() {
 		}
 		w.fw.mu.Lock()
 		_ = w.fw.writeLocked(f.op, f.status, f.id, f.parts)
+		w.queued.Add(-1)
 		for more := true; more; {
 			select {
 			case f = <-w.q:
 				_ = w.fw.writeLocked(f.op, f.status, f.id, f.parts)
+				w.queued.Add(-1)
 			default:
 				more = false
 			}
@@ -363,6 +389,7 @@ func (w *queuedWriter) drain() {
 		select {
 		case f := <-w.q:
 			_ = w.fw.writeLocked(f.op, f.status, f.id, f.parts)
+			w.queued.Add(-1)
 		default:
 			_ = w.fw.flushLocked()
 			return

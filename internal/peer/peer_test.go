@@ -681,3 +681,65 @@ func TestServerOptions(t *testing.T) {
 		t.Fatalf("a connection over MaxConns: %v, want ErrUnavailable", err)
 	}
 }
+
+// TestShutdownGraceful: a request in progress at Shutdown is answered.
+func TestShutdownGraceful(t *testing.T) {
+	release := make(chan struct{})
+	fh := &faultHolder{Store: memory.New(0), release: release}
+	ts := startServer(t, fh, "")
+	c := newClient(t, ts.addr)
+	ctx := testCtx(t)
+	if err := fh.Store.PutPiece(ctx, blocks.Sum(nil), []byte("p")); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		p, err := c.GetPiece(ctx, blocks.Sum(nil))
+		if err == nil && string(p) != "p" {
+			err = fmt.Errorf("other bytes %q", p)
+		}
+		got <- err
+	}()
+	for i := 0; ts.srv.Stats().Requests == 0 && i < 3000; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- ts.srv.Shutdown(ctx) }()
+	time.Sleep(50 * time.Millisecond) // let Shutdown start (the outcome does not depend on it)
+	close(release)
+	if err := <-got; err != nil {
+		t.Fatalf("GetPiece in progress at Shutdown: %v", err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := c.Sync(ctx); !errors.Is(err, blocks.ErrUnavailable) {
+		t.Fatalf("Sync after Shutdown: %v, want ErrUnavailable", err)
+	}
+}
+
+// TestByteBudget: requests larger together than MaxInFlightBytes all run.
+func TestByteBudget(t *testing.T) {
+	ts := startServer(t, nil, "", func(o *ServerOptions) { o.MaxInFlightBytes = 10 << 10 })
+	c := newClient(t, ts.addr)
+	ctx := testCtx(t)
+	var wg sync.WaitGroup
+	errc := make(chan error, 16)
+	for i := range 16 {
+		wg.Go(func() {
+			data := blockstest.Random(uint64(i), 8<<10+i)
+			if err := c.PutPiece(ctx, blocks.Sum(data), data); err != nil {
+				errc <- err
+				return
+			}
+			if got, err := c.GetPiece(ctx, blocks.Sum(data)); err != nil || !bytes.Equal(got, data) {
+				errc <- fmt.Errorf("GetPiece: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+}

@@ -38,6 +38,10 @@ type ServerOptions struct {
 	// MaxInFlight bounds the requests one connection has in progress; the
 	// connection's reader waits when it is reached. 0 means 64.
 	MaxInFlight int
+	// MaxInFlightBytes bounds the request payload bytes one connection
+	// holds in progress (a request larger than it still runs, alone).
+	// 0 means 64 MiB.
+	MaxInFlightBytes int64
 	// HandshakeTimeout bounds the handshake of a new connection. 0 means 10s.
 	HandshakeTimeout time.Duration
 	// WriteTimeout bounds each reply write, so that a peer that stops
@@ -92,6 +96,9 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	}
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = 64
+	}
+	if opts.MaxInFlightBytes <= 0 {
+		opts.MaxInFlightBytes = 64 << 20
 	}
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 10 * time.Second
@@ -260,6 +267,7 @@ type serverConn struct {
 	stopping atomic.Bool
 	handlers sync.WaitGroup
 	sem      chan struct{}
+	bytes    budget
 
 	mu      sync.Mutex // guards streams
 	streams map[uint64]*serverStream
@@ -272,6 +280,7 @@ func newServerConn(s *Server, c net.Conn, parent context.Context) *serverConn {
 		w:       newQueuedWriter(newFrameWriter(c, s.opts.WriteTimeout), s.opts.MaxInFlight+maxStreams+1),
 		log:     s.log.With("remote", c.RemoteAddr().String()),
 		sem:     make(chan struct{}, s.opts.MaxInFlight),
+		bytes:   budget{max: s.opts.MaxInFlightBytes},
 		streams: map[uint64]*serverStream{},
 	}
 }
@@ -369,9 +378,12 @@ func (sc *serverConn) readLoop(r *bufio.Reader) error {
 			sc.handlers.Done()
 			return context.Cause(sc.ctx)
 		}
+		n := int64(len(f.payload))
+		sc.bytes.acquire(n)
 		go func() {
 			defer sc.handlers.Done()
 			defer func() { <-sc.sem }()
+			defer sc.bytes.release(n)
 			h()
 		}()
 	}
@@ -580,7 +592,7 @@ func (st *serverStream) add(b []byte) error {
 	return st.flush()
 }
 
-// first is false until a batch has been sent: the first needs no credit.
+// flush sends the batch, then waits for the client to credit it.
 func (st *serverStream) flush() error {
 	if err := st.sc.w.write(opBatch, 0, st.id, st.batch); err != nil {
 		return err
@@ -608,4 +620,36 @@ func (st *serverStream) run(walk func(ctx context.Context) error) {
 	}
 	// The last items travel in the final reply.
 	st.sc.reply(st.id, err, st.batch)
+}
+
+// budget is a byte count that waits, in acquire, until it has room: the
+// reader's back-pressure on large requests.
+type budget struct {
+	mu   sync.Mutex
+	cond sync.Cond
+	used int64
+	max  int64
+}
+
+// acquire waits until n more bytes fit (or nothing is held: one request
+// larger than max runs alone).
+func (b *budget) acquire(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cond.L == nil {
+		b.cond.L = &b.mu
+	}
+	for b.used > 0 && b.used+n > b.max {
+		b.cond.Wait()
+	}
+	b.used += n
+}
+
+func (b *budget) release(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	if b.cond.L != nil {
+		b.cond.Broadcast()
+	}
+	b.mu.Unlock()
 }

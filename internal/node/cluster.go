@@ -1,0 +1,352 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cairn/blocks"
+	"cairn/internal/peer"
+	"cairn/overlay"
+	"cairn/overlay/placement"
+	"cairn/policies"
+)
+
+// view is the cluster as placement sees it: every storage node that is
+// alive, suspect, or dead for less than RemoveAfter. A node that dies keeps
+// its place in the view for a while, so that the holders of a block do not
+// shuffle at the first missed heartbeat: its pieces are handed to fallback
+// nodes meanwhile (hints), and given back when it returns. Only a node gone
+// longer than RemoveAfter leaves the view, and then its pieces are rebuilt
+// elsewhere.
+type view struct {
+	placer *placement.Placer
+	nodes  map[string]overlay.Node // by ID, every node in the view
+	alive  map[string]bool         // gossip says Alive or Suspect
+}
+
+// cluster is a node's membership, its peer clients and the data path that
+// spreads pieces and journals over the other nodes.
+type cluster struct {
+	n      *Node
+	log    *slog.Logger
+	self   overlay.Node
+	secret []byte
+	ml     *overlay.Membership
+	server *peer.Server
+
+	removeAfter time.Duration
+
+	mu      sync.Mutex // guards clients, v, suspect
+	clients map[string]*peer.Client
+	v       *view
+	suspect map[string]time.Time // node ID -> until when this node avoids it after a failed call
+
+	hmu   sync.Mutex // guards hints
+	hints map[hint]struct{}
+
+	handedOff, handedBack atomic.Int64 // bytes
+}
+
+// hint records a piece written to a fallback node because its holder was
+// unreachable; it goes back to the holder when the holder returns.
+type hint struct {
+	key      blocks.Addr
+	holder   string // node ID the piece belongs on
+	fallback string // node ID it was written to
+}
+
+// rebuild recomputes the view from the membership.
+func (c *cluster) rebuild() error {
+	now := time.Now()
+	var pn []placement.Node
+	v := &view{nodes: map[string]overlay.Node{}, alive: map[string]bool{}}
+	for _, m := range c.ml.Members() {
+		if !m.Node.Storage {
+			continue
+		}
+		switch m.State {
+		case overlay.Alive, overlay.Suspect:
+			v.alive[m.Node.ID] = true
+		case overlay.Dead:
+			if now.Sub(m.Since) > c.removeAfter {
+				continue
+			}
+		default: // Left: gone for good
+			continue
+		}
+		v.nodes[m.Node.ID] = m.Node
+		w := 1.0
+		if m.Node.Capacity > 0 {
+			w = float64(m.Node.Capacity) / float64(1<<40)
+		}
+		pn = append(pn, placement.Node{ID: m.Node.ID, Zone: m.Node.Zone, Weight: w, Storage: true})
+	}
+	p, err := placement.NewPlacer(pn)
+	if err != nil {
+		return err
+	}
+	v.placer = p
+	c.mu.Lock()
+	c.v = v
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *cluster) view() *view {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.v
+}
+
+// holder returns the holder for node id: the silo for this node, a peer
+// client for the others.
+func (c *cluster) holder(id string) peer.Local {
+	if id == c.self.ID {
+		return c.n.silo
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl := c.clients[id]
+	if cl == nil {
+		nd := c.v.nodes[id]
+		cl = peer.NewClient(nd.DataAddr, peer.ClientOptions{Secret: c.secret, NodeID: c.self.ID, Timeout: 5 * time.Second, Logger: c.log})
+		c.clients[id] = cl
+	}
+	return cl
+}
+
+// usable reports whether calls to node id are worth trying now.
+func (c *cluster) usable(v *view, id string) bool {
+	if !v.alive[id] {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().After(c.suspect[id])
+}
+
+// failed notes a failed call to id: the node is avoided for a few seconds.
+func (c *cluster) failed(id string, err error) {
+	if !errors.Is(err, blocks.ErrUnavailable) || id == c.self.ID {
+		return
+	}
+	c.mu.Lock()
+	c.suspect[id] = time.Now().Add(5 * time.Second)
+	c.mu.Unlock()
+}
+
+// rank returns the n holders of key and up to extra fallbacks after them.
+func (c *cluster) rank(key blocks.Addr, n, extra int, spread policies.Spread) (*view, []string, []string, error) {
+	v := c.view()
+	hs, err := v.placer.Holders(key, n, spread, nil)
+	if err != nil {
+		return v, nil, nil, err
+	}
+	all := len(v.placer.StorageNodes())
+	primary := make([]string, len(hs))
+	in := map[string]bool{}
+	for i, h := range hs {
+		primary[i] = h.ID
+		in[h.ID] = true
+	}
+	var fallbacks []string
+	if m := min(all, n+extra); m > n {
+		wide, err := v.placer.Holders(key, m, policies.SpreadNone, nil)
+		if err == nil {
+			for _, h := range wide {
+				if !in[h.ID] {
+					fallbacks = append(fallbacks, h.ID)
+					in[h.ID] = true
+				}
+			}
+		}
+	}
+	return v, primary, fallbacks, nil
+}
+
+// holders returns the n piece holders of a block for the redundancy layer.
+func (c *cluster) holders(spread policies.Spread) func(blocks.Addr, int) []blocks.Holder {
+	return func(addr blocks.Addr, n int) []blocks.Holder {
+		v, primary, fallbacks, err := c.rank(addr, n, 2, spread)
+		out := make([]blocks.Holder, n)
+		if err != nil {
+			for i := range out {
+				out[i] = failing{err}
+			}
+			return out
+		}
+		for i := range out {
+			out[i] = &slot{c: c, v: v, primary: primary[i], fallbacks: fallbacks}
+		}
+		return out
+	}
+}
+
+// allHolders returns every usable storage node, for Sync.
+func (c *cluster) allHolders() []blocks.Holder {
+	v := c.view()
+	var out []blocks.Holder
+	for id := range v.nodes {
+		if c.usable(v, id) || id == c.self.ID {
+			out = append(out, &slot{c: c, v: v, primary: id})
+		}
+	}
+	return out
+}
+
+// failing is a holder that fails every call (no placement possible).
+type failing struct{ err error }
+
+func (f failing) PutPiece(context.Context, blocks.Addr, []byte) error { return f.err }
+func (f failing) GetPiece(context.Context, blocks.Addr) ([]byte, error) {
+	return nil, f.err
+}
+func (f failing) HasPiece(context.Context, blocks.Addr) (bool, error) { return false, f.err }
+func (f failing) DeletePiece(context.Context, blocks.Addr) error      { return f.err }
+func (f failing) Sync(context.Context) error                          { return f.err }
+
+// slot is one piece position of a block: its holder, and the fallback
+// nodes that take the piece while the holder is unreachable.
+type slot struct {
+	c         *cluster
+	v         *view
+	primary   string
+	fallbacks []string
+}
+
+func (s *slot) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error {
+	var err error
+	if s.c.usable(s.v, s.primary) || s.primary == s.c.self.ID {
+		if err = s.c.holder(s.primary).PutPiece(ctx, key, data); err == nil || !errors.Is(err, blocks.ErrUnavailable) {
+			return err
+		}
+		s.c.failed(s.primary, err)
+	} else {
+		err = fmt.Errorf("node %s is down: %w", s.primary, blocks.ErrUnavailable)
+	}
+	for _, f := range s.fallbacks {
+		if !s.c.usable(s.v, f) && f != s.c.self.ID {
+			continue
+		}
+		if ferr := s.c.holder(f).PutPiece(ctx, key, data); ferr != nil {
+			s.c.failed(f, ferr)
+			continue
+		}
+		s.c.addHint(hint{key: key, holder: s.primary, fallback: f}, len(data))
+		return nil
+	}
+	return err
+}
+
+func (s *slot) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
+	p, err := s.c.holder(s.primary).GetPiece(ctx, key)
+	if err == nil {
+		return p, nil
+	}
+	s.c.failed(s.primary, err)
+	for _, f := range s.fallbacks {
+		if !s.c.usable(s.v, f) && f != s.c.self.ID {
+			continue
+		}
+		if fp, ferr := s.c.holder(f).GetPiece(ctx, key); ferr == nil {
+			return fp, nil
+		}
+	}
+	return nil, err
+}
+
+func (s *slot) HasPiece(ctx context.Context, key blocks.Addr) (bool, error) {
+	ok, err := s.c.holder(s.primary).HasPiece(ctx, key)
+	if ok {
+		return true, nil
+	}
+	for _, f := range s.fallbacks {
+		if s.c.usable(s.v, f) || f == s.c.self.ID {
+			if fok, ferr := s.c.holder(f).HasPiece(ctx, key); ferr == nil && fok {
+				return true, nil
+			}
+		}
+	}
+	return false, err
+}
+
+// DeletePiece deletes the piece wherever it may be; unreachable nodes keep
+// their copy as garbage for their own collection.
+func (s *slot) DeletePiece(ctx context.Context, key blocks.Addr) error {
+	for _, id := range append([]string{s.primary}, s.fallbacks...) {
+		if err := s.c.holder(id).DeletePiece(ctx, key); err != nil && !errors.Is(err, blocks.ErrUnavailable) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *slot) Sync(ctx context.Context) error {
+	err := s.c.holder(s.primary).Sync(ctx)
+	if err != nil {
+		s.c.failed(s.primary, err)
+		if errors.Is(err, blocks.ErrUnavailable) && s.primary != s.c.self.ID {
+			// Its pieces went to fallbacks (which All() syncs); a node
+			// that is down has nothing of ours to sync.
+			return nil
+		}
+	}
+	return err
+}
+
+func (c *cluster) addHint(h hint, size int) {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	if _, ok := c.hints[h]; !ok {
+		c.hints[h] = struct{}{}
+		c.handedOff.Add(int64(size))
+	}
+}
+
+// giveBack moves handed-off pieces to their holders once they are back:
+// a node that was away gets exactly what changed meanwhile, never a full
+// copy.
+func (c *cluster) giveBack(ctx context.Context) {
+	c.hmu.Lock()
+	var todo []hint
+	for h := range c.hints {
+		todo = append(todo, h)
+	}
+	c.hmu.Unlock()
+	v := c.view()
+	for _, h := range todo {
+		if !c.usable(v, h.holder) {
+			continue
+		}
+		data, err := c.holder(h.fallback).GetPiece(ctx, h.key)
+		if err == nil {
+			err = c.holder(h.holder).PutPiece(ctx, h.key, data)
+		}
+		if err == nil {
+			err = c.holder(h.holder).Sync(ctx)
+		}
+		if err == nil {
+			err = c.holder(h.fallback).DeletePiece(ctx, h.key)
+			c.handedBack.Add(int64(len(data)))
+		}
+		if err != nil && !errors.Is(err, blocks.ErrNotFound) {
+			c.failed(h.holder, err)
+			continue
+		}
+		c.hmu.Lock()
+		delete(c.hints, h)
+		c.hmu.Unlock()
+	}
+}
+
+// pendingHints counts pieces waiting to go back to their holders.
+func (c *cluster) pendingHints() int {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	return len(c.hints)
+}

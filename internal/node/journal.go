@@ -1,0 +1,162 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"cairn/blocks"
+	"cairn/policies"
+	"cairn/volume"
+)
+
+// journals places a volume's journal on the nodes placement picks for the
+// volume's ID: as many copies as the policy survives losses, plus one.
+func (c *cluster) journals(id blocks.ID, p policies.Policy) ([]volume.JournalHolder, error) {
+	n := p.Redundancy.Tolerates() + 1
+	v := c.view()
+	if total := len(v.placer.StorageNodes()); n > total {
+		n = total
+	}
+	v, primary, fallbacks, err := c.rank(blocks.Addr(id), n, 2, p.Spread)
+	if err != nil {
+		return nil, err
+	}
+	group := &journalGroup{c: c, log: id}
+	out := make([]volume.JournalHolder, n)
+	for i := range out {
+		js := &journalSlot{g: group, node: primary[i], spare: fallbacks}
+		group.slots = append(group.slots, js)
+		out[i] = js
+	}
+	_ = v
+	return out, nil
+}
+
+// journalGroup is the set of slots that hold copies of one volume's journal.
+type journalGroup struct {
+	c     *cluster
+	log   blocks.ID
+	mu    sync.Mutex // guards slots' node and spare
+	slots []*journalSlot
+}
+
+// journalSlot is one copy of a volume's journal. When its node becomes
+// unreachable it moves to a spare node, first copying the log (seal and
+// records) from a healthy copy, so that every copy stays whole.
+type journalSlot struct {
+	g     *journalGroup
+	node  string
+	spare []string
+}
+
+func (s *journalSlot) current() string {
+	s.g.mu.Lock()
+	defer s.g.mu.Unlock()
+	return s.node
+}
+
+// move re-homes the slot on a spare node after err from its node.
+func (s *journalSlot) move(ctx context.Context, bad string, cause error) (string, error) {
+	g := s.g
+	c := g.c
+	c.failed(bad, cause)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s.node != bad {
+		return s.node, nil // another caller moved it already
+	}
+	used := map[string]bool{}
+	for _, o := range g.slots {
+		used[o.node] = true
+	}
+	v := c.view()
+	for _, cand := range s.spare {
+		if used[cand] || (!c.usable(v, cand) && cand != c.self.ID) {
+			continue
+		}
+		if err := g.copyTo(ctx, cand, s); err != nil {
+			c.failed(cand, err)
+			continue
+		}
+		c.log.Warn("journal copy moved", "log", g.log.String()[:12], "from", bad, "to", cand)
+		s.node = cand
+		return cand, nil
+	}
+	return "", fmt.Errorf("node: journal copy on %s lost and no spare node can take it: %w", bad, cause)
+}
+
+// copyTo copies the log from a healthy slot other than skip onto node.
+func (g *journalGroup) copyTo(ctx context.Context, node string, skip *journalSlot) error {
+	dst := g.c.holder(node)
+	for _, src := range g.slots {
+		if src == skip {
+			continue
+		}
+		h := g.c.holder(src.node)
+		var maxEpoch blocks.Epoch
+		err := h.Replay(ctx, g.log, 0, func(e blocks.Epoch, seq uint64, rec []byte) error {
+			maxEpoch = max(maxEpoch, e)
+			return dst.Append(ctx, g.log, e, seq, rec)
+		})
+		if err != nil {
+			continue
+		}
+		if maxEpoch > 0 {
+			if err := dst.Seal(ctx, g.log, maxEpoch); err != nil {
+				return err
+			}
+		}
+		return dst.Sync(ctx)
+	}
+	if len(g.slots) == 1 {
+		return nil // the only copy was lost: the new one starts empty
+	}
+	return fmt.Errorf("node: no healthy journal copy to copy from: %w", blocks.ErrUnavailable)
+}
+
+// do runs fn on the slot's node, moving the slot once if the node is down.
+func (s *journalSlot) do(ctx context.Context, fn func(h blocks.Journal) error) error {
+	node := s.current()
+	err := fn(s.g.c.holder(node))
+	if err == nil || !errors.Is(err, blocks.ErrUnavailable) {
+		return err
+	}
+	node, merr := s.move(ctx, node, err)
+	if merr != nil {
+		return merr
+	}
+	return fn(s.g.c.holder(node))
+}
+
+func (s *journalSlot) Append(ctx context.Context, log blocks.ID, e blocks.Epoch, seq uint64, rec []byte) error {
+	return s.do(ctx, func(h blocks.Journal) error { return h.Append(ctx, log, e, seq, rec) })
+}
+
+func (s *journalSlot) Seal(ctx context.Context, log blocks.ID, e blocks.Epoch) error {
+	return s.do(ctx, func(h blocks.Journal) error { return h.Seal(ctx, log, e) })
+}
+
+func (s *journalSlot) Replay(ctx context.Context, log blocks.ID, from uint64, fn func(blocks.Epoch, uint64, []byte) error) error {
+	return s.do(ctx, func(h blocks.Journal) error { return h.Replay(ctx, log, from, fn) })
+}
+
+func (s *journalSlot) Trim(ctx context.Context, log blocks.ID, before uint64) error {
+	return s.do(ctx, func(h blocks.Journal) error { return h.Trim(ctx, log, before) })
+}
+
+func (s *journalSlot) Sync(ctx context.Context) error {
+	node := s.current()
+	err := s.g.c.holder(node).Sync(ctx)
+	if err == nil || !errors.Is(err, blocks.ErrUnavailable) {
+		return err
+	}
+	// The records appended since the last Sync may be gone with the node:
+	// move the slot (copying the log from a healthy copy) and sync there.
+	node, merr := s.move(ctx, node, err)
+	if merr != nil {
+		return merr
+	}
+	return s.g.c.holder(node).Sync(ctx)
+}
