@@ -89,6 +89,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 		},
 		Commands: []*cli.Command{
 			serveCommand(),
+			nodeCommand(),
 			volumeCommand(),
 			policyCommand(),
 			statusCommand(),

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v3"
@@ -14,9 +16,21 @@ import (
 	"cairn/internal/admin"
 	"cairn/internal/node"
 	"cairn/nbd"
+	"cairn/overlay"
 	"cairn/policies"
 	"cairn/volume"
 )
+
+// frontendFlags are shared by serve and node.
+func frontendFlags(nbdDefault string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "nbd", Value: nbdDefault, Usage: "NBD listen address"},
+		&cli.StringFlag{Name: "volume", Value: "default", Usage: "the default volume (the export an NBD client gets with no name)"},
+		&cli.StringFlag{Name: "size", Value: "16GiB", Usage: "size of the default volume when it is created (thin: it takes no space until written)"},
+		&cli.StringFlag{Name: "policy", Usage: "policy file for the default volume when it is created"},
+		&cli.DurationFlag{Name: "checkpoint-every", Usage: "period of background checkpoints of each volume's map (default 30s)"},
+	}
+}
 
 func serveCommand() *cli.Command {
 	return &cli.Command{
@@ -25,100 +39,160 @@ func serveCommand() *cli.Command {
 		Description: "Starts a node with its data in --data (created on first start), creates the volume\n" +
 			"--volume if it does not exist yet, and serves every volume as an NBD export on --nbd.\n" +
 			"SIGINT or SIGTERM stops it cleanly: every write is flushed first.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "nbd", Value: "127.0.0.1:10809", Usage: "NBD listen address"},
+		Flags: append(frontendFlags("127.0.0.1:10809"),
 			&cli.StringFlag{Name: "raft", Value: node.DefaultRaftAddress, Usage: "raft listen address (recorded at first start)"},
-			&cli.StringFlag{Name: "volume", Value: "default", Usage: "the default volume (the export an NBD client gets with no name); created if missing"},
-			&cli.StringFlag{Name: "size", Value: "16GiB", Usage: "size of the default volume when it is created (thin: it takes no space until written)"},
-			&cli.StringFlag{Name: "policy", Usage: "policy file for the default volume when it is created (default: one node, 4KiB blocks, 1 replica)"},
-			&cli.DurationFlag{Name: "checkpoint-every", Usage: "period of background checkpoints of each volume's map (default 30s)"},
-		},
+		),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			log, err := newLogger(cmd, cmd.Root().ErrWriter)
-			if err != nil {
-				return err
-			}
-			size, err := parseSize(cmd.String("size"))
-			if err != nil {
-				return err
-			}
-			pol := policies.Default()
-			if f := cmd.String("policy"); f != "" {
-				if pol, err = policies.Load(f); err != nil {
-					return err
-				}
-			}
-			nbdAddr := cmd.String("nbd")
-			l, err := net.Listen("tcp", nbdAddr)
-			if err != nil {
-				return fmt.Errorf("cannot listen for NBD on %s (is another cairn or NBD server running there? pass --nbd ADDR): %w", nbdAddr, err)
-			}
-			defer l.Close()
-
-			dataDir := cmd.String("data")
-			raftAddr := ""
+			cfg := node.Config{}
 			if cmd.IsSet("raft") {
-				raftAddr = cmd.String("raft")
+				cfg.RaftAddress = cmd.String("raft")
 			}
-			node.Version = version
-			start := time.Now()
-			n, err := node.Open(ctx, node.Config{DataDir: dataDir, RaftAddress: raftAddr, Logger: log, CheckpointEvery: cmd.Duration("checkpoint-every")})
-			if err != nil {
-				return err
-			}
-			closeNode := func() {
-				cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-				defer cancel()
-				if err := n.Close(cctx); err != nil {
-					log.Error("closing the node", "err", err)
-				}
-			}
-			name := cmd.String("volume")
-			info, err := n.Catalog().Inspect(ctx, name)
-			if errors.Is(err, volume.ErrNotFound) {
-				info, err = n.Catalog().Create(ctx, name, size, pol)
-			}
-			if err != nil {
-				closeNode()
-				return err
-			}
-
-			al, err := admin.ListenUnix(filepath.Join(dataDir, admin.SocketName))
-			if err != nil {
-				closeNode()
-				return err
-			}
-			adm := admin.NewServer(n, log)
-			go adm.Serve(al)
-
-			srv := &nbd.Server{Exports: n.Exports(), DefaultExport: name, Logger: log, Classify: node.NBDClassify, MultiConn: true}
-			n.SetNBD(node.NBDInfo{Addr: l.Addr().String(), Clients: srv.ActiveConns})
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(ctx, l) }()
-
-			host, port, _ := net.SplitHostPort(l.Addr().String())
-			fmt.Fprintf(cmd.Root().Writer, "cairn %s: node %s ready in %s, data in %s\n", version, n.Name(), time.Since(start).Round(time.Millisecond), dataDir)
-			fmt.Fprintf(cmd.Root().Writer, "serving volume %q (%s, %s) at nbd://%s/%s\n", name, formatSize(info.Size), info.Policy.String(), l.Addr(), name)
-			fmt.Fprintf(cmd.Root().Writer, "attach it:  nbd-client %s %s -N %s /dev/nbd0\n", host, port, name)
-			fmt.Fprintf(cmd.Root().Writer, "  or, without the nbd kernel module:  mkdir -p /tmp/nbd && nbdfuse /tmp/nbd nbd://%s/%s & losetup -f --show /tmp/nbd/nbd\n", l.Addr(), name)
-			fmt.Fprintf(cmd.Root().Writer, "manage it:  cairn --data %s volume list   (Ctrl-C stops the node after flushing)\n", dataDir)
-
-			var serveErr error
-			select {
-			case <-ctx.Done():
-			case serveErr = <-done:
-			}
-			log.Info("shutting down: flushing volumes")
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			if err := srv.Shutdown(sctx); err != nil {
-				log.Error("stopping the NBD server", "err", err)
-			}
-			_ = adm.Shutdown(sctx)
-			closeNode()
-			_ = os.Remove(filepath.Join(dataDir, admin.SocketName))
-			fmt.Fprintln(cmd.Root().Writer, "cairn: stopped; every write was flushed")
-			return serveErr
+			return runNode(ctx, cmd, cfg, true)
 		},
 	}
+}
+
+func nodeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "node",
+		Usage: "run a cluster node: gossip, raft shards, pieces of every volume, and NBD exports",
+		Description: "The first node of a cluster starts without --join and prints the cluster secret;\n" +
+			"every other node joins through any member with --join ADDR --secret SECRET.\n" +
+			"Gossip listens on --listen, raft on its port+1, the node-to-node data transport on port+2.\n" +
+			"Every node serves every volume over NBD on --nbd (one writer per volume at a time).",
+		Flags: append(frontendFlags(""),
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7946", Usage: "gossip address ip:port (raft uses port+1, data port+2)"},
+			&cli.StringFlag{Name: "join", Usage: "gossip addresses of members to join, comma-separated (none: start a new cluster)"},
+			&cli.StringFlag{Name: "zone", Usage: "this node's failure domain (rack, datacenter)"},
+			&cli.StringFlag{Name: "secret", Sources: cli.EnvVars("CAIRN_SECRET"), Usage: "the cluster secret (needed to join; the first node prints it)"},
+			&cli.DurationFlag{Name: "remove-after", Value: 5 * time.Minute, Usage: "how long a dead node keeps its place before its data is rebuilt elsewhere"},
+			&cli.StringFlag{Name: "gossip-profile", Value: overlay.ProfileLAN, Usage: "gossip timings: lan, or local for nodes sharing one machine"},
+		),
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			listen := cmd.String("listen")
+			host, _, err := net.SplitHostPort(listen)
+			if err != nil {
+				return usagef("--listen %q: want ip:port", listen)
+			}
+			if !cmd.IsSet("nbd") {
+				cmd.Set("nbd", net.JoinHostPort(host, "10809"))
+			}
+			var seeds []string
+			for _, s := range strings.Split(cmd.String("join"), ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					seeds = append(seeds, s)
+				}
+			}
+			cfg := node.Config{Cluster: &node.ClusterConfig{
+				Listen: listen, Seeds: seeds, Zone: cmd.String("zone"), Secret: cmd.String("secret"),
+				NBDAddr: cmd.String("nbd"), RemoveAfter: cmd.Duration("remove-after"), Profile: cmd.String("gossip-profile"),
+			}}
+			return runNode(ctx, cmd, cfg, len(seeds) == 0)
+		},
+	}
+}
+
+// runNode opens a node, serves NBD and the admin API until ctx ends, then
+// stops cleanly: the NBD server flushes and closes every volume first.
+func runNode(ctx context.Context, cmd *cli.Command, cfg node.Config, createDefault bool) error {
+	out := cmd.Root().Writer
+	log, err := newLogger(cmd, cmd.Root().ErrWriter)
+	if err != nil {
+		return err
+	}
+	size, err := parseSize(cmd.String("size"))
+	if err != nil {
+		return err
+	}
+	pol := policies.Default()
+	if f := cmd.String("policy"); f != "" {
+		if pol, err = policies.Load(f); err != nil {
+			return err
+		}
+	}
+	nbdAddr := cmd.String("nbd")
+	l, err := net.Listen("tcp", nbdAddr)
+	if err != nil {
+		return fmt.Errorf("cannot listen for NBD on %s (is another cairn or NBD server running there? pass --nbd ADDR): %w", nbdAddr, err)
+	}
+	defer l.Close()
+
+	dataDir := cmd.String("data")
+	cfg.DataDir, cfg.Logger, cfg.CheckpointEvery = dataDir, log, cmd.Duration("checkpoint-every")
+	node.Version = version
+	start := time.Now()
+	n, err := node.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	closeNode := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := n.Close(cctx); err != nil {
+			log.Error("closing the node", "err", err)
+		}
+	}
+	name := cmd.String("volume")
+	if createDefault {
+		_, err := n.Catalog().Inspect(ctx, name)
+		if errors.Is(err, volume.ErrNotFound) {
+			_, err = n.Catalog().Create(ctx, name, size, pol)
+		}
+		if err != nil {
+			closeNode()
+			return err
+		}
+	}
+
+	al, err := admin.ListenUnix(filepath.Join(dataDir, admin.SocketName))
+	if err != nil {
+		closeNode()
+		return err
+	}
+	adm := admin.NewServer(n, log)
+	go adm.Serve(al)
+
+	srv := &nbd.Server{Exports: n.Exports(), DefaultExport: name, Logger: log, Classify: node.NBDClassify, MultiConn: true}
+	n.SetNBD(node.NBDInfo{Addr: l.Addr().String(), Clients: srv.ActiveConns})
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+
+	printReady(out, n, dataDir, l.Addr().String(), name, time.Since(start))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-done:
+	}
+	log.Info("shutting down: flushing volumes")
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, nbd.ErrServerClosed) {
+		log.Error("stopping the NBD server", "err", err)
+	}
+	_ = adm.Shutdown(sctx)
+	closeNode()
+	_ = os.Remove(filepath.Join(dataDir, admin.SocketName))
+	fmt.Fprintln(out, "cairn: stopped; every write was flushed")
+	if errors.Is(serveErr, nbd.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+// printReady tells the user how to attach.
+func printReady(w io.Writer, n *node.Node, dataDir, addr, name string, took time.Duration) {
+	host, port, _ := net.SplitHostPort(addr)
+	fmt.Fprintf(w, "cairn %s: node %s ready in %s, data in %s\n", version, n.Name(), took.Round(time.Millisecond), dataDir)
+	if s := n.Secret(); s != "" {
+		fmt.Fprintf(w, "cluster secret (give it to joining nodes with --secret): %s\n", s)
+	}
+	if info, err := n.Catalog().Inspect(context.Background(), name); err == nil {
+		fmt.Fprintf(w, "serving volume %q (%s, %s) at nbd://%s/%s\n", name, formatSize(info.Size), info.Policy.String(), addr, name)
+	} else {
+		fmt.Fprintf(w, "serving volumes at nbd://%s/NAME (create one with `cairn --data %s volume create NAME`)\n", addr, dataDir)
+	}
+	fmt.Fprintf(w, "attach it:  nbd-client %s %s -N %s /dev/nbd0\n", host, port, name)
+	fmt.Fprintf(w, "  or, without the nbd kernel module:  mkdir -p /tmp/nbd && nbdfuse /tmp/nbd nbd://%s/%s & losetup -f --show /tmp/nbd/nbd\n", addr, name)
+	fmt.Fprintf(w, "manage it:  cairn --data %s volume list   (Ctrl-C stops the node after flushing)\n", dataDir)
 }

@@ -34,6 +34,14 @@ func statusCommand() *cli.Command {
 				}
 			}
 			fmt.Fprintf(tw, "shards:\t%d (%d with a leader)\n", len(st.Shards), led)
+			if len(st.Nodes) > 0 {
+				fmt.Fprintf(tw, "repair:\t%d pieces waiting for their holder; %s handed off, %s given back\n",
+					st.Repair.Pending, formatSize(st.Repair.HandedOffBytes), formatSize(st.Repair.HandedBackBytes))
+				fmt.Fprintf(tw, "nodes:\t%d\n", len(st.Nodes))
+				for _, nd := range st.Nodes {
+					fmt.Fprintf(tw, "  %s\t%s\tzone %q\tnbd %s\n", nd.ID, nd.State, nd.Zone, nd.NBD)
+				}
+			}
 			return tw.Flush()
 		},
 	}

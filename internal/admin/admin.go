@@ -99,6 +99,27 @@ type Status struct {
 	Shards  []ShardStatus `json:"shards"`
 	Volumes int           `json:"volumes"`
 	Clients int           `json:"clients"` // open NBD connections
+	Nodes   []NodeStatus  `json:"nodes,omitempty"`
+	Repair  RepairStatus  `json:"repair"`
+}
+
+// NodeStatus is one cluster member as this node's gossip sees it.
+type NodeStatus struct {
+	ID      string `json:"id"`
+	Zone    string `json:"zone,omitempty"`
+	State   string `json:"state"` // alive, suspect, dead, left
+	Storage bool   `json:"storage"`
+	NBD     string `json:"nbd,omitempty"`
+	InView  bool   `json:"in_view"` // placement still counts it (alive, or dead for less than remove-after)
+}
+
+// RepairStatus reports pieces written elsewhere while their holder was
+// down, and their return.
+type RepairStatus struct {
+	Pending         int   `json:"pending"`           // pieces waiting for their holder to come back
+	HandedOffBytes  int64 `json:"handed_off_bytes"`  // bytes written to fallback nodes
+	HandedBackBytes int64 `json:"handed_back_bytes"` // bytes given back to their holders
+	UnderReplicated int   `json:"under_replicated_shards"`
 }
 
 // StorageStatus is the node's silo.

@@ -9,6 +9,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -102,12 +104,15 @@ func moduleRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// Server is a `cairn serve` process.
+// Server is a `cairn serve` process, or a `cairn node` process when Listen
+// is set (see NewNode).
 type Server struct {
 	t       testing.TB
 	Data    string // data directory
 	NBD     string // NBD address host:port
 	Raft    string
+	Listen  string   // gossip address of a cluster node
+	Secret  string   // the cluster secret a first node printed
 	Args    []string // extra arguments to serve
 	cmd     *exec.Cmd
 	logMu   sync.Mutex
@@ -123,6 +128,61 @@ func NewServer(t testing.TB, args ...string) *Server {
 	return &Server{t: t, Data: filepath.Join(t.TempDir(), "data"), NBD: FreePort(t), Raft: FreePort(t), Args: args}
 }
 
+// NewNode prepares a `cairn node` on loopback address ip (127.0.0.x):
+// gossip, raft and data transport on three consecutive free ports, NBD on
+// a fourth. Join it to a cluster with Args ("--join", addr, "--secret", s).
+func NewNode(t testing.TB, ip string, args ...string) *Server {
+	t.Helper()
+	base := FreePorts(t, ip, 3)
+	return &Server{t: t, Data: filepath.Join(t.TempDir(), "data"), Listen: base, NBD: FreePortOn(t, ip), Args: args}
+}
+
+// FreePortOn returns a free TCP address on ip.
+func FreePortOn(t testing.TB, ip string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// FreePorts returns ip:p such that TCP ports p..p+n-1 and UDP port p on
+// ip were free a moment ago.
+func FreePorts(t testing.TB, ip string, n int) string {
+	t.Helper()
+	for try := 0; try < 200; try++ {
+		p := 20000 + rand.IntN(30000)
+		ok := true
+		var ls []io.Closer
+		for i := 0; i < n && ok; i++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, p+i))
+			if err != nil {
+				ok = false
+				break
+			}
+			ls = append(ls, l)
+		}
+		if ok {
+			u, err := net.ListenPacket("udp", fmt.Sprintf("%s:%d", ip, p))
+			if err != nil {
+				ok = false
+			} else {
+				ls = append(ls, u)
+			}
+		}
+		for _, l := range ls {
+			l.Close()
+		}
+		if ok {
+			return fmt.Sprintf("%s:%d", ip, p)
+		}
+	}
+	t.Fatalf("no %d free consecutive ports on %s", n, ip)
+	return ""
+}
+
 // URI returns the NBD URI of export name.
 func (s *Server) URI(name string) string { return "nbd://" + s.NBD + "/" + name }
 
@@ -133,6 +193,9 @@ func (s *Server) Start(ctx context.Context) {
 	bin := Binary(s.t)
 	since := len(s.Log()) // the log of earlier runs stays in front
 	args := append([]string{"--data", s.Data, "serve", "--nbd", s.NBD, "--raft", s.Raft}, s.Args...)
+	if s.Listen != "" {
+		args = append([]string{"--data", s.Data, "node", "--listen", s.Listen, "--nbd", s.NBD, "--gossip-profile", "local"}, s.Args...)
+	}
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout = &lockedWriter{s}
 	s.cmd.Stderr = &lockedWriter{s}
@@ -162,7 +225,14 @@ func (s *Server) Start(ctx context.Context) {
 			s.t.Fatalf("cairn serve exited during start-up: %v\n%s", s.waitErr, s.Log())
 		default:
 		}
-		if strings.Contains(s.Log()[since:], "serving volume") {
+		if log := s.Log()[since:]; strings.Contains(log, "serving volume") {
+			if i := strings.Index(log, "cluster secret"); i >= 0 && s.Secret == "" {
+				line := log[i:]
+				if j := strings.IndexByte(line, '\n'); j >= 0 {
+					line = line[:j]
+				}
+				s.Secret = line[strings.LastIndexByte(line, ' ')+1:]
+			}
 			if c, err := net.DialTimeout("tcp", s.NBD, time.Second); err == nil {
 				c.Close()
 				return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"cairn/internal/admin"
 	"cairn/policies"
@@ -63,6 +64,14 @@ func (n *Node) Status(ctx context.Context) (admin.Status, error) {
 	}
 	for _, sh := range n.raft.Shards() {
 		s.Shards = append(s.Shards, admin.ShardStatus{ID: sh.ID, Leader: sh.LeaderID, Replicas: len(sh.Replicas)})
+	}
+	if c := n.cluster; c != nil {
+		v := c.view()
+		for _, m := range c.ml.Members() {
+			_, in := v.nodes[m.Node.ID]
+			s.Nodes = append(s.Nodes, admin.NodeStatus{ID: m.Node.ID, Zone: m.Node.Zone, State: strings.ToLower(m.State.String()), Storage: m.Node.Storage, NBD: m.Node.NBDAddr, InView: in})
+		}
+		s.Repair = admin.RepairStatus{Pending: c.pendingHints(), HandedOffBytes: c.handedOff.Load(), HandedBackBytes: c.handedBack.Load(), UnderReplicated: int(c.underReplicated.Load())}
 	}
 	n.mu.Lock()
 	nbd := n.nbd

@@ -50,6 +50,7 @@ type cluster struct {
 	hints map[hint]struct{}
 
 	handedOff, handedBack atomic.Int64 // bytes
+	underReplicated       atomic.Int64 // shards led here that lack desired replicas
 }
 
 // hint records a piece written to a fallback node because its holder was
@@ -181,7 +182,17 @@ func (c *cluster) holders(spread policies.Spread) func(blocks.Addr, int) []block
 			return out
 		}
 		for i := range out {
-			out[i] = &slot{c: c, v: v, primary: primary[i], fallbacks: fallbacks}
+			// The last resort for piece i is a node that holds another
+			// piece of the block: fewer distinct nodes, but every piece
+			// still written (pieces never collide: they have their own
+			// keys), and given back when the holder returns.
+			fb := append([]string(nil), fallbacks...)
+			for j, p := range primary {
+				if j != i && p != primary[i] {
+					fb = append(fb, p)
+				}
+			}
+			out[i] = &slot{c: c, v: v, primary: primary[i], fallbacks: fb}
 		}
 		return out
 	}

@@ -140,8 +140,10 @@ func shardKey(s uint64) blocks.Addr {
 	return blocks.Sum([]byte("cairn/shard/" + strconv.FormatUint(s, 10)))
 }
 
-// shardReplicas is how many nodes replicate each raft shard.
-const shardReplicas = 3
+// shardReplicas is how many nodes replicate each raft shard: five, so that
+// a shard keeps its quorum through the loss of any two nodes (what a
+// `parity = 2` volume survives), on clusters of five nodes or more.
+const shardReplicas = 5
 
 // wantShard returns the replicas placement wants for shard s.
 func (c *cluster) wantShard(v *view) func(uint64) map[uint64]string {
@@ -192,6 +194,11 @@ var errNoClusterGC = errors.New("node: garbage collection across a cluster is no
 
 // reconcileShards moves this node's raft shards toward placement.
 func (c *cluster) reconcileShards(ctx context.Context) {
-	// Wired once consensus.Host.Reconcile lands.
-	_ = ctx
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	rep, err := c.n.raft.Reconcile(rctx, c.wantShard(c.view()))
+	if err != nil {
+		c.log.Debug("shard reconcile", "err", err)
+	}
+	c.underReplicated.Store(int64(rep.UnderReplicated))
 }

@@ -49,6 +49,10 @@ type journalSlot struct {
 	g     *journalGroup
 	node  string
 	spare []string
+	// down: the node is unreachable and no spare could take the copy; the
+	// journal goes on with the other copies (degraded) and this copy is
+	// rebuilt when its node is back.
+	down bool
 }
 
 func (s *journalSlot) current() string {
@@ -84,14 +88,46 @@ func (s *journalSlot) move(ctx context.Context, bad string, cause error) (string
 		s.node = cand
 		return cand, nil
 	}
+	// No spare: go on degraded if another copy is up.
+	for _, o := range g.slots {
+		if o != s && !o.down {
+			c.log.Warn("journal copy lost, no spare node: going on with fewer copies until it is back", "log", g.log.String()[:12], "node", bad)
+			s.down = true
+			return "", errDown
+		}
+	}
 	return "", fmt.Errorf("node: journal copy on %s lost and no spare node can take it: %w", bad, cause)
+}
+
+// errDown: the slot is down and its operations are skipped.
+var errDown = errors.New("node: journal copy down")
+
+// restore brings a down slot back once its node answers: the log is copied
+// to it from a healthy copy first.
+func (s *journalSlot) restore(ctx context.Context) bool {
+	g := s.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !s.down {
+		return true
+	}
+	if !g.c.usable(g.c.view(), s.node) {
+		return false
+	}
+	if err := g.copyTo(ctx, s.node, s); err != nil {
+		g.c.failed(s.node, err)
+		return false
+	}
+	g.c.log.Info("journal copy restored", "log", g.log.String()[:12], "node", s.node)
+	s.down = false
+	return true
 }
 
 // copyTo copies the log from a healthy slot other than skip onto node.
 func (g *journalGroup) copyTo(ctx context.Context, node string, skip *journalSlot) error {
 	dst := g.c.holder(node)
 	for _, src := range g.slots {
-		if src == skip {
+		if src == skip || src.down {
 			continue
 		}
 		h := g.c.holder(src.node)
@@ -117,17 +153,30 @@ func (g *journalGroup) copyTo(ctx context.Context, node string, skip *journalSlo
 }
 
 // do runs fn on the slot's node, moving the slot once if the node is down.
+// A slot that is down (degraded) skips fn until its node is back.
 func (s *journalSlot) do(ctx context.Context, fn func(h blocks.Journal) error) error {
+	if s.isDown() && !s.restore(ctx) {
+		return nil
+	}
 	node := s.current()
 	err := fn(s.g.c.holder(node))
 	if err == nil || !errors.Is(err, blocks.ErrUnavailable) {
 		return err
 	}
 	node, merr := s.move(ctx, node, err)
+	if errors.Is(merr, errDown) {
+		return nil
+	}
 	if merr != nil {
 		return merr
 	}
 	return fn(s.g.c.holder(node))
+}
+
+func (s *journalSlot) isDown() bool {
+	s.g.mu.Lock()
+	defer s.g.mu.Unlock()
+	return s.down
 }
 
 func (s *journalSlot) Append(ctx context.Context, log blocks.ID, e blocks.Epoch, seq uint64, rec []byte) error {
@@ -147,6 +196,9 @@ func (s *journalSlot) Trim(ctx context.Context, log blocks.ID, before uint64) er
 }
 
 func (s *journalSlot) Sync(ctx context.Context) error {
+	if s.isDown() && !s.restore(ctx) {
+		return nil
+	}
 	node := s.current()
 	err := s.g.c.holder(node).Sync(ctx)
 	if err == nil || !errors.Is(err, blocks.ErrUnavailable) {
@@ -155,6 +207,9 @@ func (s *journalSlot) Sync(ctx context.Context) error {
 	// The records appended since the last Sync may be gone with the node:
 	// move the slot (copying the log from a healthy copy) and sync there.
 	node, merr := s.move(ctx, node, err)
+	if errors.Is(merr, errDown) {
+		return nil
+	}
 	if merr != nil {
 		return merr
 	}
