@@ -26,13 +26,29 @@
 //
 // # Membership
 //
-// Today every host replicates every shard: the Members given to the first
-// Open of each node are the initial members of all shards. A node that
-// joins later is first added to each shard with AddReplica (called on any
-// current member), then opened with Join set. RemoveReplica takes a replica
-// out of a shard. The self-healing loop of DESIGN.md (each shard's leader
-// moves its replica set toward what placement says) is to be built on these
-// two calls and on Shards.
+// A node's replica ID is its NodeID in every shard. A node runs replicas
+// of some shards (Hosted) and records that set durably; Open restarts
+// exactly those. The first start of a node decides the initial set:
+//
+//   - Members (the default): every shard is bootstrapped with Members as
+//     its initial members: a one-node cluster, or a static cluster whose
+//     nodes all start with the same Members.
+//   - Join: every shard is joined; the node must have been added to each
+//     with AddReplica (called on any current member).
+//   - Empty: no shard. Replicas are started later, by StartShard or by
+//     Reconcile, as placement assigns shards to the node.
+//
+// Reconcile is the self-healing step of DESIGN.md: run periodically on
+// every node with the desired replica set of every shard (computed by
+// placement from the gossip view), it makes each shard's leader move the
+// membership toward that set one change at a time (add, let it catch up,
+// remove), starts the replicas this node should run, and drops those the
+// shard removed. AddReplica and RemoveReplica remain for manual changes.
+//
+// A replica ID removed from a shard can never rejoin it (raft refuses
+// removed IDs); Reconcile reports such desired replicas as Blocked. This is
+// why removals wait for Config.RemoveDelay: a node that is briefly away
+// (a restart) must not lose its place for good.
 package consensus
 
 import (
@@ -44,6 +60,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -107,6 +124,19 @@ type Config struct {
 	// Join makes a node's first start join existing shards (it must have been
 	// added to each with AddReplica) instead of bootstrapping them.
 	Join bool
+	// Empty makes a node's first start run no replica at all (Members and
+	// Join are then ignored): StartShard or Reconcile start them. Ignored on
+	// restart, which restarts the replicas the node hosted.
+	Empty bool
+	// RemoveDelay is how long Reconcile, as a shard's leader, waits after
+	// it first sees a member undesired before removing it (default
+	// DefaultRemoveDelay; negative: at once). A removed replica ID can never
+	// rejoin its shard, so this should outlast a restart.
+	RemoveDelay time.Duration
+	// CatchUpWait is the time Reconcile gives a shard after each of its
+	// membership changes (a new replica catching up) before the next one
+	// (default the larger of 2 s and 40 raft ticks).
+	CatchUpWait time.Duration
 	// Logger receives the host's and dragonboat's logs (slog.Default() if nil).
 	// Dragonboat's logging is process-wide: see BridgeLogs.
 	Logger *slog.Logger
@@ -139,7 +169,12 @@ type ShardInfo struct {
 	LeaderID    uint64            // replica ID of the leader, 0 if unknown
 	Term        uint64            // raft term of LeaderID
 	LeaderKnown bool              // whether LeaderID is valid
-	Replicas    map[uint64]string // replica ID -> raft address (caller owns)
+	Replicas    map[uint64]string // replica ID -> raft address (caller owns); empty if not Hosted
+	// Hosted is whether this node runs a replica of the shard.
+	Hosted bool
+	// UnderReplicated is whether Replicas lacks a replica of the desired
+	// set last passed to Reconcile (false if not Hosted or never reconciled).
+	UnderReplicated bool
 }
 
 // Host is one node's consensus participant. It is safe for concurrent use.
@@ -150,6 +185,24 @@ type Host struct {
 	store  *shardsm.Store
 	shards uint64
 
+	mu        sync.Mutex           // guards hosted, startedAt; serializes StartShard, StopShard
+	hosted    map[uint64]bool      // shards this node runs a replica of
+	startedAt map[uint64]time.Time // when each hosted replica was started by this Host
+
+	recMu    sync.Mutex // serializes Reconcile; guards recState
+	recState map[uint64]*reconcileState
+	dropped  map[uint64]bool // shards whose replica cannot start again (ErrReplicaRemoved)
+
+	wantMu   sync.Mutex
+	lastWant map[uint64]map[uint64]string // desired set per shard, as last passed to Reconcile
+
+	// life is held shared by calls into the NodeHost that may race with
+	// its Close (dragonboat's are not all safe against it), exclusively by
+	// Close; closing is canceled when Close starts, to cut such calls short.
+	life       sync.RWMutex
+	closing    context.Context
+	startClose context.CancelFunc
+
 	closeOnce sync.Once
 	closed    atomic.Bool
 	closeErr  error
@@ -158,8 +211,9 @@ type Host struct {
 }
 
 // Open starts the host: opens the data directory, starts the NodeHost and
-// one replica of every shard, and returns without waiting for elections
-// (see Ready). Calls made before a shard has a leader are retried within
+// this node's replicas (on restart the ones it hosted; at first start every
+// shard, or none with Config.Empty), and returns without waiting for
+// elections (see Ready). Calls made before a shard has a leader are retried within
 // their deadline. Errors: configuration mistakes, a Shards value different
 // from the recorded one, an unusable data directory or address.
 func Open(ctx context.Context, cfg Config) (*Host, error) {
@@ -174,6 +228,9 @@ func Open(ctx context.Context, cfg Config) (*Host, error) {
 	}
 	if cfg.SnapshotEntries == 0 {
 		cfg.SnapshotEntries = DefaultSnapshotEntries
+	}
+	if cfg.RemoveDelay == 0 {
+		cfg.RemoveDelay = DefaultRemoveDelay
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -208,29 +265,66 @@ func Open(ctx context.Context, cfg Config) (*Host, error) {
 		store.Close()
 		return nil, fmt.Errorf("consensus: start node host at %s: %v", cfg.RaftAddress, err)
 	}
-	h := &Host{cfg: cfg, log: log, nh: nh, store: store, shards: uint64(cfg.Shards)}
+	h := &Host{cfg: cfg, log: log, nh: nh, store: store, shards: uint64(cfg.Shards),
+		hosted: map[uint64]bool{}, startedAt: map[uint64]time.Time{},
+		recState: map[uint64]*reconcileState{}, dropped: map[uint64]bool{}, lastWant: map[uint64]map[uint64]string{}}
+	h.closing, h.startClose = context.WithCancel(context.Background())
+	fail := func(err error) (*Host, error) {
+		nh.Close()
+		store.Close()
+		return nil, err
+	}
+	recorded, err := store.Meta(metaHosted)
+	if err != nil {
+		return fail(fmt.Errorf("consensus: %w", err))
+	}
+	var toStart map[uint64]bool
+	switch {
+	case recorded != nil:
+		if toStart, err = decodeHosted(recorded, h.shards); err != nil {
+			return fail(err)
+		}
+	case cfg.Empty:
+		toStart = map[uint64]bool{}
+	default: // first start, or a data directory from before the hosted set
+		toStart = map[uint64]bool{}
+		for s := uint64(0); s < h.shards; s++ {
+			toStart[s] = true
+		}
+	}
 	members := make(map[uint64]dragonboat.Target, len(cfg.Members))
 	for id, addr := range cfg.Members {
 		members[id] = addr
 	}
+	now := time.Now()
 	for s := uint64(0); s < h.shards; s++ {
+		if !toStart[s] {
+			continue
+		}
 		rc := h.raftConfig(s)
 		var err error
 		switch {
 		case nh.HasNodeInfo(rc.ShardID, rc.ReplicaID): // restart
 			err = nh.StartOnDiskReplica(nil, false, store.NewStateMachine, rc)
-		case cfg.Join:
+		case cfg.Join || recorded != nil:
+			// A recorded shard without raft state was joined but never
+			// written to: join again.
 			err = nh.StartOnDiskReplica(nil, true, store.NewStateMachine, rc)
 		default:
 			err = nh.StartOnDiskReplica(members, false, store.NewStateMachine, rc)
 		}
 		if err != nil {
-			nh.Close()
-			store.Close()
-			return nil, fmt.Errorf("consensus: start shard %d: %v", s, err)
+			return fail(fmt.Errorf("consensus: start shard %d: %v", s, err))
+		}
+		h.hosted[s] = true
+		h.startedAt[s] = now
+	}
+	if recorded == nil {
+		if err := h.saveHosted(); err != nil {
+			return fail(err)
 		}
 	}
-	log.Info("consensus host started", "address", cfg.RaftAddress, "shards", cfg.Shards, "join", cfg.Join)
+	log.Info("consensus host started", "address", cfg.RaftAddress, "shards", cfg.Shards, "hosted", len(h.hosted), "join", cfg.Join, "empty", cfg.Empty)
 	return h, nil
 }
 
@@ -247,7 +341,7 @@ func (c *Config) validate() error {
 	case c.RTTMillisecond < MinRTTMillisecond:
 		return fmt.Errorf("consensus: config: RTTMillisecond is %d, want at least %d", c.RTTMillisecond, MinRTTMillisecond)
 	}
-	if !c.Join {
+	if !c.Join && !c.Empty {
 		addr, ok := c.Members[c.NodeID]
 		if !ok {
 			return fmt.Errorf("consensus: config: Members must include this node (%d: %q) unless Join is set", c.NodeID, c.RaftAddress)
@@ -310,6 +404,11 @@ func ShardOf(id blocks.ID, shards int) uint64 {
 func (h *Host) Close() error {
 	h.closeOnce.Do(func() {
 		h.closed.Store(true)
+		h.startClose()
+		h.life.Lock()
+		defer h.life.Unlock()
+		h.mu.Lock() // wait for a StartShard or StopShard in progress
+		defer h.mu.Unlock()
 		h.nh.Close()
 		if err := h.store.Close(); err != nil {
 			h.closeErr = fmt.Errorf("consensus: close: %w", err)
@@ -335,51 +434,63 @@ func (h *Host) Stats() Stats {
 func (h *Host) NumShards() int { return int(h.shards) }
 
 // Shards returns this node's view of every shard, in shard order: leader
-// and members as last known locally. It makes no network call.
+// and members as last known locally (see ShardInfo). It makes no network
+// call. ShardStatus is the same.
 func (h *Host) Shards() []ShardInfo {
 	out := make([]ShardInfo, 0, h.shards)
+	h.life.RLock()
+	defer h.life.RUnlock()
 	if h.closed.Load() {
 		return out
 	}
-	byID := map[uint64]dragonboat.ShardInfo{}
-	if nhi := h.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}); nhi != nil {
-		for _, si := range nhi.ShardInfoList {
-			byID[si.ShardID] = si
-		}
-	}
+	byID := h.localInfo()
+	hosted := h.Hosted()
+	h.wantMu.Lock()
+	defer h.wantMu.Unlock()
 	for s := uint64(0); s < h.shards; s++ {
-		info := ShardInfo{ID: s, Replicas: map[uint64]string{}}
+		info := ShardInfo{ID: s, Replicas: map[uint64]string{}, Hosted: slices.Contains(hosted, s)}
 		if leader, term, ok, err := h.nh.GetLeaderID(s + 1); err == nil && ok {
 			info.LeaderID, info.Term, info.LeaderKnown = leader, term, true
 		}
 		for id, addr := range byID[s+1].Replicas {
 			info.Replicas[id] = addr
 		}
+		if info.Hosted {
+			for id := range h.lastWant[s] {
+				if _, ok := info.Replicas[id]; !ok {
+					info.UnderReplicated = true
+				}
+			}
+		}
 		out = append(out, info)
 	}
 	return out
 }
 
-// Ready waits until every shard has a known leader, or ctx ends. It is
-// for startup ("serve once the cluster is up") and tests; calls work
-// without it, retrying inside their own deadlines.
+// Ready waits until every shard this node hosts has a known leader, or
+// ctx ends (a node that hosts nothing is ready at once). It is for startup
+// ("serve once the cluster is up") and tests; calls work without it,
+// retrying inside their own deadlines.
 func (h *Host) Ready(ctx context.Context) error {
 	for {
 		if h.closed.Load() {
 			return fmt.Errorf("consensus: ready: %w", blocks.ErrClosed)
 		}
 		missing := 0
-		for s := uint64(0); s < h.shards; s++ {
+		hosted := h.Hosted()
+		h.life.RLock()
+		for _, s := range hosted {
 			if _, _, ok, err := h.nh.GetLeaderID(s + 1); err != nil || !ok {
 				missing++
 			}
 		}
+		h.life.RUnlock()
 		if missing == 0 {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("consensus: ready: %d of %d shards have no leader: %w (%w)", missing, h.shards, blocks.ErrUnavailable, ctx.Err())
+			return fmt.Errorf("consensus: ready: %d of %d hosted shards have no leader: %w (%w)", missing, len(hosted), blocks.ErrUnavailable, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -521,6 +632,9 @@ func (h *Host) translate(op string, id blocks.ID, shard uint64, err error) error
 	h.failures.Add(1)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("consensus: %s %v (shard %d): %w (%w)", op, id, shard, blocks.ErrUnavailable, err)
+	}
+	if errors.Is(err, dragonboat.ErrShardNotFound) {
+		return fmt.Errorf("consensus: %s %v (shard %d): %w (%w)", op, id, shard, ErrNotHosted, blocks.ErrUnavailable)
 	}
 	reason := err.Error()
 	switch {

@@ -185,3 +185,35 @@ func TestStateMachine(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestDropShard(t *testing.T) {
+	s, err := OpenStore(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	id := [32]byte{1}
+	for _, shard := range []uint64{2, 3} {
+		m := s.NewStateMachine(shard, 1)
+		if _, err := m.Update([]sm.Entry{{Index: 5, Cmd: Command{Op: OpSet, ID: id, Payload: []byte("x")}.Encode(nil)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DropShard(2); err != nil {
+		t.Fatal(err)
+	}
+	m2, m3 := s.NewStateMachine(2, 1), s.NewStateMachine(3, 1)
+	if idx, _ := m2.Open(nil); idx != 0 {
+		t.Fatalf("dropped shard: applied %d", idx)
+	}
+	if v, _ := m2.Lookup(id); v.(Value).Version != 0 {
+		t.Fatalf("dropped shard still has %+v", v)
+	}
+	if v, _ := m3.Lookup(id); v.(Value).Version != 1 {
+		t.Fatalf("other shard lost its block: %+v", v)
+	}
+	s.Close()
+	if err := s.DropShard(3); !errors.Is(err, ErrClosed) {
+		t.Fatalf("drop after close: %v", err)
+	}
+}

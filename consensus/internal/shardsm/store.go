@@ -116,6 +116,22 @@ func (s *Store) SetMeta(name string, value []byte) error {
 	return nil
 }
 
+// DropShard durably deletes every key of shard (its blocks and applied
+// index). The caller must have stopped the shard's replica first (its state
+// machine must not be in use): it is for a replica removed from its shard.
+func (s *Store) DropShard(shard uint64) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	lo, hi := shardRange(shard)
+	if err := s.db.DeleteRange(lo, hi, pebble.Sync); err != nil {
+		return fmt.Errorf("shardsm: drop shard %d: %w", shard, err)
+	}
+	return nil
+}
+
 func shardPrefix(shard uint64) []byte {
 	k := make([]byte, 9, 9+1+32)
 	k[0] = prefixShard
