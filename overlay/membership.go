@@ -768,3 +768,25 @@ func (b logBridge) Write(p []byte) (int, error) {
 	b.m.log.Debug("memberlist: "+line, "memberlist_level", level)
 	return len(p), nil
 }
+
+// Contact asks the members at addrs to gossip with this node, merging
+// clusters that were split (a node restarted alone because its peers were
+// down rejoins them this way). It returns how many addresses answered.
+func (m *Membership) Contact(ctx context.Context, addrs []string) (int, error) {
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return 0, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := m.ml.Join(addrs)
+	if err != nil && n == 0 {
+		return 0, fmt.Errorf("%w: %s", ErrJoin, oneLine(err))
+	}
+	return n, nil
+}

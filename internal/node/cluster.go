@@ -40,6 +40,8 @@ type cluster struct {
 	server *peer.Server
 
 	removeAfter time.Duration
+	known       []string  // gossip addresses of the members last saved
+	lastContact time.Time // when remembered members were last called
 
 	mu      sync.Mutex // guards clients, v, suspect
 	clients map[string]*peer.Client
@@ -321,15 +323,27 @@ func (c *cluster) addHint(h hint, size int) {
 
 // giveBack moves handed-off pieces to their holders once they are back:
 // a node that was away gets exactly what changed meanwhile, never a full
-// copy.
+// copy. Pieces go back in batches: each holder is synced once per batch
+// before the fallback copies are deleted, and at most a batch per second
+// (8 MiB of 4 KiB pieces) so client I/O keeps going.
 func (c *cluster) giveBack(ctx context.Context) {
+	const batch = 2048
 	c.hmu.Lock()
 	var todo []hint
 	for h := range c.hints {
+		if len(todo) == batch {
+			break
+		}
 		todo = append(todo, h)
 	}
 	c.hmu.Unlock()
 	v := c.view()
+	type done struct {
+		hint
+		size int
+	}
+	var moved []done
+	synced := map[string]error{}
 	for _, h := range todo {
 		if !c.usable(v, h.holder) {
 			continue
@@ -338,21 +352,36 @@ func (c *cluster) giveBack(ctx context.Context) {
 		if err == nil {
 			err = c.holder(h.holder).PutPiece(ctx, h.key, data)
 		}
-		if err == nil {
-			err = c.holder(h.holder).Sync(ctx)
-		}
-		if err == nil {
-			err = c.holder(h.fallback).DeletePiece(ctx, h.key)
-			c.handedBack.Add(int64(len(data)))
-		}
-		if err != nil && !errors.Is(err, blocks.ErrNotFound) {
+		switch {
+		case err == nil:
+			moved = append(moved, done{h, len(data)})
+		case errors.Is(err, blocks.ErrNotFound):
+			c.dropHint(h) // deleted meanwhile (garbage collected)
+		default:
 			c.failed(h.holder, err)
+		}
+	}
+	for _, h := range moved {
+		err, ok := synced[h.holder]
+		if !ok {
+			err = c.holder(h.holder).Sync(ctx)
+			synced[h.holder] = err
+		}
+		if err != nil {
 			continue
 		}
-		c.hmu.Lock()
-		delete(c.hints, h)
-		c.hmu.Unlock()
+		if err := c.holder(h.fallback).DeletePiece(ctx, h.key); err != nil && !errors.Is(err, blocks.ErrUnavailable) {
+			continue
+		}
+		c.dropHint(h.hint)
+		c.handedBack.Add(int64(h.size))
 	}
+}
+
+func (c *cluster) dropHint(h hint) {
+	c.hmu.Lock()
+	delete(c.hints, h)
+	c.hmu.Unlock()
 }
 
 // pendingHints counts pieces waiting to go back to their holders.

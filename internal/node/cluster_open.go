@@ -91,10 +91,24 @@ func (n *Node) startCluster(ctx context.Context, secret []byte, dataAddr string)
 	if profile == "" {
 		profile = overlay.ProfileLAN
 	}
+	// A restarted node rejoins the members it knew, whether or not it
+	// was given seeds: the first node of a cluster restarts without any.
+	known := loadMembers(n.cfg.DataDir, cc.Listen)
+	seeds := append(append([]string(nil), cc.Seeds...), known...)
 	var ml *overlay.Membership
 	for attempt := 0; ; attempt++ {
-		ml, err = overlay.Join(ctx, overlay.Config{Self: c.self, BindAddr: cc.Listen, Seeds: cc.Seeds, Secret: secret, Logger: c.log, Profile: profile})
-		if err == nil || attempt == 20 || ctx.Err() != nil {
+		ml, err = overlay.Join(ctx, overlay.Config{Self: c.self, BindAddr: cc.Listen, Seeds: seeds, Secret: secret, Logger: c.log, Profile: profile})
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		if len(cc.Seeds) == 0 {
+			// Only remembered members, and none answers: start alone;
+			// the loop keeps calling them.
+			n.log.Warn("no remembered member answers; starting alone until one does", "members", known)
+			ml, err = overlay.Join(ctx, overlay.Config{Self: c.self, BindAddr: cc.Listen, Secret: secret, Logger: c.log, Profile: profile})
+			break
+		}
+		if attempt == 20 {
 			break
 		}
 		n.log.Info("joining the cluster: seeds not answering yet, retrying", "seeds", cc.Seeds, "err", err)
@@ -104,6 +118,7 @@ func (n *Node) startCluster(ctx context.Context, secret []byte, dataAddr string)
 		srv.Shutdown(context.Background())
 		return fmt.Errorf("node: joining the cluster through %v: %w", cc.Seeds, err)
 	}
+	c.known = known
 	c.ml = ml
 	if err := c.rebuild(); err != nil {
 		return err
@@ -130,6 +145,7 @@ func (c *cluster) loop(ctx context.Context) {
 			c.log.Warn("placement view", "err", err)
 			continue
 		}
+		c.remember(ctx)
 		c.giveBack(ctx)
 		c.reconcileShards(ctx)
 	}
