@@ -16,6 +16,7 @@ if [ "${1:-}" = test ] || [ "${1:-}" = bench ]; then
 	want fio fio
 	want nbdkit nbdkit
 	want fusermount3 fuse3
+	want nft nftables
 	want mkfs.ext4 e2fsprogs
 	want e2fsck e2fsprogs
 	want losetup mount

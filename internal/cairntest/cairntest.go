@@ -113,6 +113,7 @@ type Server struct {
 	Raft    string
 	Listen  string   // gossip address of a cluster node
 	Secret  string   // the cluster secret a first node printed
+	Netns   string   // network namespace to run in (see Net)
 	Args    []string // extra arguments to serve
 	cmd     *exec.Cmd
 	logMu   sync.Mutex
@@ -197,6 +198,9 @@ func (s *Server) Start(ctx context.Context) {
 		args = append([]string{"--data", s.Data, "node", "--listen", s.Listen, "--nbd", s.NBD, "--gossip-profile", "local"}, s.Args...)
 	}
 	s.cmd = exec.Command(bin, args...)
+	if s.Netns != "" {
+		s.cmd = exec.Command("ip", append([]string{"netns", "exec", s.Netns, bin}, args...)...)
+	}
 	s.cmd.Stdout = &lockedWriter{s}
 	s.cmd.Stderr = &lockedWriter{s}
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

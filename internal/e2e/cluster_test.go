@@ -276,3 +276,106 @@ func TestClusterRollingRestart(t *testing.T) {
 		t.Fatalf("verify after restarting A:\n%s", vout)
 	}
 }
+
+// TestSplitBrain: node A, attached as the volume's writer, is cut off from
+// B and C. A cannot complete a write (its FLUSH fails: the majority does
+// not see it); B takes the volume over once A's lease runs out and its
+// writes succeed; after the partition heals, the volume holds B's data,
+// never A's unacknowledged write. Two writers never both succeed.
+func TestSplitBrain(t *testing.T) {
+	cairntest.NeedTool(t, "nbdsh")
+	// Each node runs on a host of its own (a network namespace), so that
+	// A can be cut off from B and C while the test still reaches A.
+	nw := cairntest.NewNet(t, 3)
+	ctx := context.Background()
+	a := cairntest.NewNodeIn(t, nw, 0)
+	a.Start(ctx)
+	var nodes []*cairntest.Server
+	nodes = append(nodes, a)
+	for i := 1; i < 3; i++ {
+		s := cairntest.NewNodeIn(t, nw, i, "--join", a.Listen, "--secret", a.Secret)
+		s.Start(ctx)
+		nodes = append(nodes, s)
+	}
+	b := nodes[1]
+	waitFor(t, time.Minute, "3 nodes alive", func() bool {
+		alive := 0
+		for _, nd := range status(t, a).Nodes {
+			if nd.State == "alive" {
+				alive++
+			}
+		}
+		return alive == 3
+	})
+	if out, err := a.Cairn("volume", "create", "r3", "--size", "64MiB", "--policy", writePolicy(t, "[redundancy]\nreplicas = 3\n")); err != nil {
+		t.Fatal(err, out)
+	}
+	w := exec.Command("nbdsh", "-u", a.URI("r3"), "-c", `
+import sys, nbd
+h.pwrite(b"X" * 4096, 0)
+h.flush()
+print("x-flushed", flush=True)
+sys.stdin.readline()
+try:
+    h.pwrite(b"Y" * 4096, 0)
+    h.flush()
+    print("y-flushed", flush=True)
+except nbd.Error as e:
+    print("y-failed", e, flush=True)
+`)
+	w.Env = append(os.Environ(), "PATH=/usr/bin:"+os.Getenv("PATH"))
+	stdin, _ := w.StdinPipe()
+	var wout bytes.Buffer
+	pr, pw := io.Pipe()
+	w.Stdout, w.Stderr = pw, &wout
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 10)
+	if _, err := io.ReadFull(pr, line); err != nil || string(line) != "x-flushed\n" {
+		t.Fatalf("writer on A: %q %v %s", line, err, wout.String())
+	}
+	go io.Copy(&wout, pr)
+
+	heal := nw.Cut(0)
+	defer heal()
+	stdin.Write([]byte("go\n"))
+	stdin.Close()
+	wdone := make(chan error, 1)
+	go func() { wdone <- w.Wait() }()
+
+	// The majority side takes the volume over and writes.
+	start := time.Now()
+	var zout string
+	waitFor(t, 2*time.Minute, "B to take the volume over", func() bool {
+		o, err := nbdsh(t, b.URI("r3"), `
+h.pwrite(b"Z" * 4096, 0)
+h.flush()
+print("z-flushed")
+`)
+		zout = o
+		return err == nil && strings.Contains(o, "z-flushed")
+	})
+	t.Logf("B wrote and flushed %s after the partition", time.Since(start).Round(time.Second))
+	select {
+	case <-wdone:
+	case <-time.After(3 * time.Minute):
+		w.Process.Kill()
+		t.Fatalf("A's writer hung for 3 minutes")
+	}
+	pw.Close()
+	time.Sleep(100 * time.Millisecond)
+	if strings.Contains(wout.String(), "y-flushed") {
+		t.Fatalf("the cut-off node A completed a flush: %s (and B: %s)", wout.String(), zout)
+	}
+	if !strings.Contains(wout.String(), "y-failed") {
+		t.Fatalf("A's writer: %s", wout.String())
+	}
+	t.Logf("A's write: %s", lastLine(wout.String()))
+	heal()
+	time.Sleep(3 * time.Second)
+	out, err := nbdsh(t, b.URI("r3"), `print("first", h.pread(4096, 0)[:1])`)
+	if err != nil || !strings.Contains(out, "b'Z'") {
+		t.Fatalf("after healing, offset 0 holds %s (want B's Z): %v", out, err)
+	}
+}

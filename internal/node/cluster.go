@@ -183,6 +183,17 @@ func (c *cluster) holders(spread policies.Spread) func(blocks.Addr, int) []block
 			}
 			return out
 		}
+		// A node cut off from most of the cluster must not complete a
+		// write the others cannot see: refuse unless a majority of the
+		// block's pieces can land on distinct reachable nodes.
+		cands := append(append([]string(nil), primary...), fallbacks...)
+		if !c.quorate(v, cands, n/2+1) {
+			err := fmt.Errorf("node: fewer than %d of the nodes for this block are reachable (is this node cut off from the cluster?): %w", n/2+1, blocks.ErrUnavailable)
+			for i := range out {
+				out[i] = failing{err}
+			}
+			return out
+		}
 		for i := range out {
 			// The last resort for piece i is a node that holds another
 			// piece of the block: fewer distinct nodes, but every piece
@@ -194,7 +205,7 @@ func (c *cluster) holders(spread policies.Spread) func(blocks.Addr, int) []block
 					fb = append(fb, p)
 				}
 			}
-			out[i] = &slot{c: c, v: v, primary: primary[i], fallbacks: fb}
+			out[i] = &slot{c: c, v: v, primary: primary[i], fallbacks: fb, cands: cands, need: n/2 + 1}
 		}
 		return out
 	}
@@ -230,6 +241,19 @@ type slot struct {
 	v         *view
 	primary   string
 	fallbacks []string
+	cands     []string // every node this block's pieces may go to
+	need      int      // distinct reachable nodes a write needs (0: no check)
+}
+
+// quorate reports whether at least need of ids (distinct) are usable.
+func (c *cluster) quorate(v *view, ids []string, need int) bool {
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if !seen[id] && (id == c.self.ID || c.usable(v, id)) {
+			seen[id] = true
+		}
+	}
+	return len(seen) >= need
 }
 
 func (s *slot) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error {
@@ -241,6 +265,9 @@ func (s *slot) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 		s.c.failed(s.primary, err)
 	} else {
 		err = fmt.Errorf("node %s is down: %w", s.primary, blocks.ErrUnavailable)
+	}
+	if s.need > 0 && !s.c.quorate(s.v, s.cands, s.need) {
+		return fmt.Errorf("node: fewer than %d of the nodes for this block are reachable: %w", s.need, err)
 	}
 	for _, f := range s.fallbacks {
 		if !s.c.usable(s.v, f) && f != s.c.self.ID {

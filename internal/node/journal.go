@@ -88,15 +88,20 @@ func (s *journalSlot) move(ctx context.Context, bad string, cause error) (string
 		s.node = cand
 		return cand, nil
 	}
-	// No spare: go on degraded if another copy is up.
+	// No spare: go on degraded while a majority of the copies is up, so
+	// that a node cut off from the others cannot keep a journal alone.
+	up := 0
 	for _, o := range g.slots {
 		if o != s && !o.down {
-			c.log.Warn("journal copy lost, no spare node: going on with fewer copies until it is back", "log", g.log.String()[:12], "node", bad)
-			s.down = true
-			return "", errDown
+			up++
 		}
 	}
-	return "", fmt.Errorf("node: journal copy on %s lost and no spare node can take it: %w", bad, cause)
+	if up >= len(g.slots)/2+1 {
+		c.log.Warn("journal copy lost, no spare node: going on with fewer copies until it is back", "log", g.log.String()[:12], "node", bad)
+		s.down = true
+		return "", errDown
+	}
+	return "", fmt.Errorf("node: journal copy on %s lost, no spare node can take it, and too few copies are left (%d of %d): %w", bad, up, len(g.slots), cause)
 }
 
 // errDown: the slot is down and its operations are skipped.
