@@ -267,6 +267,7 @@ type ReconcileReport struct {
 
 // reconcileState is the leader-side memory of Reconcile, per shard.
 type reconcileState struct {
+	leadSince      time.Time            // when this node was first seen leading the shard
 	lastChange     time.Time            // last membership change made here
 	undesiredSince map[uint64]time.Time // replica -> first seen undesired
 }
@@ -288,14 +289,19 @@ type reconcileState struct {
 // replica is this node, it transfers leadership to a desired member
 // instead. An empty desired set changes nothing.
 //
+// A node that has just become a shard's leader removes nothing for
+// CatchUpWait, as it does not know when the last change was made.
+//
 // For every shard where this node is desired and runs no replica, it
-// starts one (StartShard with join; the leader adds it). For every shard
-// it runs but is not desired in: if the shard's membership (read through
-// the leader) no longer includes this node, it drops the replica and its
-// data (DropShard); a replica that was never added (it has applied
-// nothing) is stopped, keeping its data. A removed replica that cannot
-// reach the shard any more is left running: deleting data is only done on
-// proof of removal.
+// starts one (StartShard with join; the leader adds it). A replica that
+// applied its own removal (dragonboat then unloads it) is dropped with its
+// data (DropShard), desired or not. For every shard it runs but is not
+// desired in: if the shard's membership (read through the leader) lists
+// this node as removed, the replica is dropped; a replica that was never
+// added (it has applied nothing after CatchUpWait) is stopped, keeping its
+// data. Any other replica is left running: data is only deleted on proof
+// of removal, so a removed replica that never heard of its removal (it was
+// away) stays until an operator stops it.
 //
 // Per-shard failures are counted in the report and retried on the next
 // call; the error is non-nil only when ctx ends or the host is closed.
@@ -366,6 +372,9 @@ func (h *Host) reconcileShard(ctx context.Context, s uint64, want func(shard uin
 		if err != nil || !ok {
 			rep.Leaderless++
 		}
+		if !(err == nil && ok && leader == self) {
+			delete(h.recState, s) // forget what it did as leader
+		}
 		if err == nil && ok && leader == self {
 			rep.Led++
 			if err := h.lead(ctx, s, desired, rep); err != nil {
@@ -422,7 +431,7 @@ func (h *Host) lead(ctx context.Context, shard uint64, desired map[uint64]string
 	self := h.cfg.NodeID
 	st := h.recState[shard]
 	if st == nil {
-		st = &reconcileState{undesiredSince: map[uint64]time.Time{}}
+		st = &reconcileState{leadSince: time.Now(), undesiredSince: map[uint64]time.Time{}}
 		h.recState[shard] = st
 	}
 	var missing []uint64
@@ -471,6 +480,11 @@ func (h *Host) lead(ctx context.Context, shard uint64, desired map[uint64]string
 		st.lastChange = now
 		rep.Added++
 		h.log.Info("shard replica added", "shard", shard, "replica", id, "address", desired[id])
+		return nil
+	}
+	if now.Sub(st.leadSince) < h.catchUpWait() {
+		// A new leader does not know when the last change was made: no
+		// removal before a replica the old leader added has caught up.
 		return nil
 	}
 	slices.Sort(undesired)

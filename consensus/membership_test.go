@@ -332,6 +332,17 @@ func TestReconcile(t *testing.T) {
 	recs[2] = startReconciler(t, hosts[2], &wantP)
 
 	// Phase 2: node 2 is gone for good, node 4 is new: every shard on {1,3,4}.
+	// Node 2 leads shard 1 when it goes, so that shard elects a new leader.
+	for start := time.Now(); ; {
+		if l, _, ok, _ := hosts[2].nh.GetLeaderID(1 + 1); ok && l == 2 {
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatal("node 2 never took over shard 1")
+		}
+		_ = hosts[1].nh.RequestLeaderTransfer(1+1, 2)
+		time.Sleep(200 * time.Millisecond)
+	}
 	recs[2].halt()
 	hosts[2].Close()
 	delete(hosts, 2)

@@ -142,6 +142,11 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		// shards' leaders add it (see cluster.reconcileShards).
 		rc.Join, rc.Members = true, nil
 	}
+	if cfg.Cluster != nil {
+		// The view already waited RemoveAfter before it dropped a dead
+		// node; the shards need not wait again.
+		rc.RemoveDelay = 5 * time.Second
+	}
 	n.raft, err = consensus.Open(ctx, rc)
 	if err != nil {
 		n.closeCluster()

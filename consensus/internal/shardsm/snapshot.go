@@ -27,7 +27,9 @@ const snapMagic = "cairnss1"
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // WriteSnapshot writes a snapshot of applied index applied to w, with the
-// blocks that next yields until it reports ok == false or an error.
+// blocks that next yields until it reports ok == false or an error. A
+// payload next returns is written before next is called again, so it need
+// only stay valid until then.
 func WriteSnapshot(w io.Writer, applied uint64, next func() (id [32]byte, v Value, ok bool, err error)) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	crc := crc32.New(castagnoli)

@@ -342,11 +342,22 @@ func (m *stateMachine) SaveSnapshot(ctx interface{}, w io.Writer, stopc <-chan s
 		return err
 	}
 	defer it.Close()
+	// The iterator advances at the start of the following call, not before
+	// returning: the value slice is only valid until it moves (Pebble may
+	// release the block it points into), and WriteSnapshot has written the
+	// payload by then.
+	started := false
 	next := func() (id [32]byte, v Value, ok bool, err error) {
 		select {
 		case <-stopc:
 			return id, v, false, sm.ErrSnapshotStopped
 		default:
+		}
+		if started {
+			it.Next()
+		} else {
+			it.First()
+			started = true
 		}
 		if !it.Valid() {
 			return id, v, false, it.Error()
@@ -357,10 +368,8 @@ func (m *stateMachine) SaveSnapshot(ctx interface{}, w io.Writer, stopc <-chan s
 		}
 		copy(id[:], k[len(lo):])
 		v = Value{Version: binary.BigEndian.Uint64(val), Payload: val[8:]}
-		it.Next()
 		return id, v, true, nil
 	}
-	it.First()
 	return WriteSnapshot(w, applied, next)
 }
 
