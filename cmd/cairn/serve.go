@@ -67,6 +67,7 @@ func nodeCommand() *cli.Command {
 			&cli.StringFlag{Name: "secret", Sources: cli.EnvVars("CAIRN_SECRET"), Usage: "the cluster secret (needed to join; the first node prints it)"},
 			&cli.DurationFlag{Name: "remove-after", Value: 5 * time.Minute, Usage: "how long a dead node keeps its place before its data is rebuilt elsewhere"},
 			&cli.StringFlag{Name: "gossip-profile", Value: overlay.ProfileLAN, Usage: "gossip timings: lan, or local for nodes sharing one machine"},
+			&cli.DurationFlag{Name: "scrub-every", Value: time.Hour, Usage: "period of anti-entropy passes (one also runs whenever a node joins or leaves for good)"},
 		),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			listen := cmd.String("listen")
@@ -85,7 +86,7 @@ func nodeCommand() *cli.Command {
 			}
 			cfg := node.Config{Cluster: &node.ClusterConfig{
 				Listen: listen, Seeds: seeds, Zone: cmd.String("zone"), Secret: cmd.String("secret"),
-				NBDAddr: cmd.String("nbd"), RemoveAfter: cmd.Duration("remove-after"), Profile: cmd.String("gossip-profile"),
+				NBDAddr: cmd.String("nbd"), RemoveAfter: cmd.Duration("remove-after"), Profile: cmd.String("gossip-profile"), ScrubEvery: cmd.Duration("scrub-every"),
 			}}
 			return runNode(ctx, cmd, cfg, len(seeds) == 0)
 		},

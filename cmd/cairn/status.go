@@ -37,6 +37,9 @@ func statusCommand() *cli.Command {
 			if len(st.Nodes) > 0 {
 				fmt.Fprintf(tw, "repair:\t%d pieces waiting for their holder; %s handed off, %s given back\n",
 					st.Repair.Pending, formatSize(st.Repair.HandedOffBytes), formatSize(st.Repair.HandedBackBytes))
+				fmt.Fprintf(tw, "shards led here lacking replicas:\t%d\n", st.Repair.UnderReplicated)
+				fmt.Fprintf(tw, "anti-entropy:\t%d passes; last: %d blocks checked, %d pieces rewritten, %d unreadable (running: %v)\n",
+					st.Repair.ScrubPasses, st.Repair.ScrubChecked, st.Repair.ScrubRepaired, st.Repair.ScrubUnreadable, st.Repair.ScrubRunning)
 				fmt.Fprintf(tw, "nodes:\t%d\n", len(st.Nodes))
 				for _, nd := range st.Nodes {
 					fmt.Fprintf(tw, "  %s\t%s\tzone %q\tnbd %s\n", nd.ID, nd.State, nd.Zone, nd.NBD)
@@ -57,6 +60,24 @@ func gcCommand() *cli.Command {
 				return remote(err)
 			}
 			fmt.Fprintf(cmd.Root().Writer, "marked %d live blocks, swept %d; disk %s -> %s\n", res.Marked, res.Swept, formatSize(res.DiskBytesFrom), formatSize(res.DiskBytesTo))
+			return nil
+		},
+	}
+}
+
+func scrubCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "scrub",
+		Usage: "run an anti-entropy pass now: every block this node holds a piece of is checked on all its holders and repaired",
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			res, err := client(cmd).Scrub(ctx)
+			if err != nil {
+				return remote(err)
+			}
+			fmt.Fprintf(cmd.Root().Writer, "checked %d blocks, rewrote %d pieces, %d unreadable\n", res.ScrubChecked, res.ScrubRepaired, res.ScrubUnreadable)
+			if res.ScrubUnreadable > 0 {
+				return fmt.Errorf("%d blocks have no intact copy left", res.ScrubUnreadable)
+			}
 			return nil
 		},
 	}

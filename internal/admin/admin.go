@@ -16,6 +16,7 @@
 //	PUT    /v1/volumes/{name}/data     raw image body (import; Content-Length required) -> VolumeInfo
 //	GET    /v1/volumes/{name}/data     -> raw image body (export)
 //	POST   /v1/gc                         -> GCResult
+//	POST   /v1/scrub                      -> RepairStatus (an anti-entropy pass, run now)
 //
 // Errors are an HTTP status with an Error body; Code is one of the Code*
 // constants, so clients map them back to sentinel errors.
@@ -120,6 +121,13 @@ type RepairStatus struct {
 	HandedOffBytes  int64 `json:"handed_off_bytes"`  // bytes written to fallback nodes
 	HandedBackBytes int64 `json:"handed_back_bytes"` // bytes given back to their holders
 	UnderReplicated int   `json:"under_replicated_shards"`
+	// The anti-entropy pass (see node.ScrubStatus).
+	ScrubRunning    bool      `json:"scrub_running"`
+	ScrubPasses     int       `json:"scrub_passes"`
+	ScrubDone       time.Time `json:"scrub_done"`
+	ScrubChecked    int64     `json:"scrub_checked"`
+	ScrubRepaired   int64     `json:"scrub_repaired"`
+	ScrubUnreadable int64     `json:"scrub_unreadable"`
 }
 
 // StorageStatus is the node's silo.

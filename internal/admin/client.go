@@ -181,3 +181,10 @@ func (c *Client) CollectGarbage(ctx context.Context) (GCResult, error) {
 	err := c.do(ctx, "POST", "/v1/gc", nil, 0, &res)
 	return res, err
 }
+
+// Scrub runs an anti-entropy pass on the node and returns its counts.
+func (c *Client) Scrub(ctx context.Context) (RepairStatus, error) {
+	var res RepairStatus
+	err := c.do(ctx, "POST", "/v1/scrub", nil, 0, &res)
+	return res, err
+}

@@ -34,6 +34,8 @@ type Backend interface {
 	// ExportVolume writes the whole volume to w.
 	ExportVolume(ctx context.Context, name string, w io.Writer) error
 	CollectGarbage(ctx context.Context) (GCResult, error)
+	// Scrub runs an anti-entropy pass now and returns its counts.
+	Scrub(ctx context.Context) (RepairStatus, error)
 }
 
 // CodeOf classifies an error for the wire: the one table that maps Cairn's
@@ -82,6 +84,7 @@ func NewServer(backend Backend, log *slog.Logger) *Server {
 	mux.HandleFunc("PUT /v1/volumes/{name}/data", s.importData)
 	mux.HandleFunc("GET /v1/volumes/{name}/data", s.exportData)
 	mux.HandleFunc("POST /v1/gc", s.gc)
+	mux.HandleFunc("POST /v1/scrub", s.scrub)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s
 }
@@ -266,6 +269,15 @@ func (s *Server) exportData(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) gc(w http.ResponseWriter, r *http.Request) {
 	res, err := s.backend.CollectGarbage(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	reply(w, res)
+}
+
+func (s *Server) scrub(w http.ResponseWriter, r *http.Request) {
+	res, err := s.backend.Scrub(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -379,3 +379,61 @@ print("z-flushed")
 		t.Fatalf("after healing, offset 0 holds %s (want B's Z): %v", out, err)
 	}
 }
+
+// TestClusterHealsAfterNodeRemovedForGood: 4 nodes, a replicas = 3
+// volume; one node dies for good. Without any command, once it has been
+// gone longer than --remove-after, every block gets its third copy back on
+// the remaining nodes and every raft shard drops the dead replica; the
+// test reports how long that took. Every byte still reads back.
+func TestClusterHealsAfterNodeRemovedForGood(t *testing.T) {
+	cairntest.NeedTool(t, "nbdcopy")
+	nodes := startCluster(t, 4, "--remove-after", "10s")
+	a, d := nodes[0], nodes[3]
+	if out, err := a.Cairn("volume", "create", "r3", "--size", "32MiB", "--policy", writePolicy(t, "[redundancy]\nreplicas = 3\n")); err != nil {
+		t.Fatal(err, out)
+	}
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.img")
+	makeImage(t, in, 32<<20, 5)
+	Run(t, 5*time.Minute, "nbdcopy", "--flush", in, a.URI("r3"))
+	d.Kill()
+	killed := time.Now()
+	live := nodes[:3]
+	took := waitFor(t, 5*time.Minute, "the anti-entropy pass after the removal, and every shard without the dead replica", func() bool {
+		under := 0
+		for _, s := range live {
+			st := status(t, s)
+			if st.Repair.ScrubRunning || st.Repair.ScrubDone.Before(killed.Add(10*time.Second)) {
+				return false // the pass that follows the removal has not finished everywhere
+			}
+			under += st.Repair.UnderReplicated
+		}
+		return under == 0
+	})
+	var rewrote int64
+	for _, s := range live {
+		rewrote += status(t, s).Repair.ScrubRepaired
+	}
+	if rewrote == 0 {
+		t.Fatalf("the automatic pass after the removal rewrote nothing: the dead node's copies were not replaced")
+	}
+	// A fresh pass on every node finds nothing left to rewrite: the
+	// automatic one already brought every block back to 3 copies.
+	for _, s := range live {
+		out, err := s.Cairn("scrub")
+		if err != nil || !strings.Contains(out, "rewrote 0 pieces") {
+			t.Fatalf("a manual pass after healing still found work: %v %s", err, out)
+		}
+	}
+	t.Logf("the automatic passes rewrote %d pieces", rewrote)
+	t.Logf("healed %s after the kill (the node was dropped from placement after 10 s)", took.Round(time.Second))
+	out := filepath.Join(dir, "out.img")
+	Run(t, 5*time.Minute, "nbdcopy", a.URI("r3"), out)
+	if x, y := fileSHA(t, in), fileSHA(t, out); x != y {
+		o, _ := RunErr(t, time.Minute, "cmp", "-l", in, out)
+		lines := cairntest.Lines(o)
+		t.Fatalf("data differs after healing: %d bytes differ, first: %v", len(lines), lines[:min(5, len(lines))])
+	}
+	st := status(t, a)
+	t.Logf("node A: %d blocks checked in its last pass", st.Repair.ScrubChecked)
+}

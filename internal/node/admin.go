@@ -72,6 +72,9 @@ func (n *Node) Status(ctx context.Context) (admin.Status, error) {
 			s.Nodes = append(s.Nodes, admin.NodeStatus{ID: m.Node.ID, Zone: m.Node.Zone, State: strings.ToLower(m.State.String()), Storage: m.Node.Storage, NBD: m.Node.NBDAddr, InView: in})
 		}
 		s.Repair = admin.RepairStatus{Pending: c.pendingHints(), HandedOffBytes: c.handedOff.Load(), HandedBackBytes: c.handedBack.Load(), UnderReplicated: int(c.underReplicated.Load())}
+		sc := c.scrubStatus()
+		s.Repair.ScrubRunning, s.Repair.ScrubPasses, s.Repair.ScrubDone = sc.Running, sc.Passes, sc.LastDone
+		s.Repair.ScrubChecked, s.Repair.ScrubRepaired, s.Repair.ScrubUnreadable = sc.Checked, sc.Repaired, sc.Unreadable
 	}
 	n.mu.Lock()
 	nbd := n.nbd
@@ -270,4 +273,14 @@ func (n *Node) CollectGarbage(ctx context.Context) (admin.GCResult, error) {
 		return admin.GCResult{}, err
 	}
 	return admin.GCResult{Marked: st.Marked, Swept: st.Swept, DiskBytesFrom: before, DiskBytesTo: n.silo.Stats().DiskBytes}, nil
+}
+
+// Scrub implements admin.Backend: one anti-entropy pass, run now.
+func (n *Node) Scrub(ctx context.Context) (admin.RepairStatus, error) {
+	if n.cluster == nil {
+		return admin.RepairStatus{}, fmt.Errorf("node: anti-entropy runs between cluster nodes; a single node checks its blocks on every read: %w", volume.ErrInvalid)
+	}
+	n.cluster.scrubPass(ctx)
+	st, err := n.Status(ctx)
+	return st.Repair, err
 }

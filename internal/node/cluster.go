@@ -48,6 +48,8 @@ type cluster struct {
 	v       *view
 	suspect map[string]time.Time // node ID -> until when this node avoids it after a failed call
 
+	scrub scrubber
+
 	hmu   sync.Mutex // guards hints
 	hints map[hint]struct{}
 
@@ -95,9 +97,25 @@ func (c *cluster) rebuild() error {
 	}
 	v.placer = p
 	c.mu.Lock()
+	old := c.v
 	c.v = v
 	c.mu.Unlock()
+	if old != nil && !sameNodes(old, v) {
+		c.kickScrub()
+	}
 	return nil
+}
+
+func sameNodes(a, b *view) bool {
+	if len(a.nodes) != len(b.nodes) {
+		return false
+	}
+	for id := range a.nodes {
+		if _, ok := b.nodes[id]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *cluster) view() *view {

@@ -36,6 +36,9 @@ type ClusterConfig struct {
 	// RemoveAfter is how long a dead node keeps its place in placement
 	// before its pieces are rebuilt elsewhere. Default 5 minutes.
 	RemoveAfter time.Duration
+	// ScrubEvery is the period of anti-entropy passes (default 1 hour);
+	// a pass also runs whenever a node enters or leaves the view.
+	ScrubEvery time.Duration
 	// Profile names the gossip timings: overlay.ProfileLAN (default) or
 	// overlay.ProfileLocal for nodes sharing one machine.
 	Profile string
@@ -69,6 +72,10 @@ func (n *Node) startCluster(ctx context.Context, secret []byte, dataAddr string)
 		n: n, log: n.log.With("layer", "cluster"), secret: secret,
 		removeAfter: cc.RemoveAfter,
 		clients:     map[string]*peer.Client{}, suspect: map[string]time.Time{}, hints: map[hint]struct{}{},
+		scrub: scrubber{kick: make(chan struct{}, 1), period: cc.ScrubEvery},
+	}
+	if c.scrub.period <= 0 {
+		c.scrub.period = time.Hour
 	}
 	if c.removeAfter <= 0 {
 		c.removeAfter = 5 * time.Minute

@@ -174,6 +174,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		n.cancel = cancel
 		go n.cluster.loop(lctx)
+		go n.cluster.scrubLoop(lctx)
 	}
 	return n, nil
 }

@@ -1,0 +1,111 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"cairn/blocks"
+	"cairn/blocks/redundant"
+	"cairn/policies"
+)
+
+// ScrubStatus reports the anti-entropy pass: every block this node holds a
+// piece of is read whole from its holders (as placement names them now),
+// verified, and its missing or bad pieces rewritten. A node that left for
+// good is healed this way: its blocks get their pieces back on the nodes
+// that placement now picks in its place.
+type ScrubStatus struct {
+	Running    bool
+	Passes     int       // passes completed
+	LastDone   time.Time // when the last pass ended
+	Checked    int64     // blocks checked in the last (or current) pass
+	Repaired   int64     // pieces rewritten in the last (or current) pass
+	Unreadable int64     // blocks no intact copy of which could be found
+}
+
+type scrubber struct {
+	mu     sync.Mutex // guards st
+	st     ScrubStatus
+	kick   chan struct{}
+	period time.Duration
+}
+
+// scrubLoop runs a pass when kicked (the view lost or gained a node) and
+// at least every period.
+func (c *cluster) scrubLoop(ctx context.Context) {
+	t := time.NewTimer(c.scrub.period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.scrub.kick:
+		case <-t.C:
+		}
+		c.scrubPass(ctx)
+		t.Reset(c.scrub.period)
+	}
+}
+
+func (c *cluster) kickScrub() {
+	select {
+	case c.scrub.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *cluster) scrubStatus() ScrubStatus {
+	c.scrub.mu.Lock()
+	defer c.scrub.mu.Unlock()
+	return c.scrub.st
+}
+
+// scrubPass checks every block with a piece in this node's silo.
+func (c *cluster) scrubPass(ctx context.Context) {
+	c.scrub.mu.Lock()
+	c.scrub.st.Running, c.scrub.st.Checked, c.scrub.st.Repaired, c.scrub.st.Unreadable = true, 0, 0, 0
+	c.scrub.mu.Unlock()
+	seen := map[blocks.Addr]bool{}
+	var keys []blocks.Addr
+	_ = c.n.silo.Walk(ctx, func(k blocks.Addr) error {
+		keys = append(keys, k)
+		return nil
+	})
+	for _, k := range keys {
+		if ctx.Err() != nil {
+			break
+		}
+		p, err := c.n.silo.GetPiece(ctx, k)
+		if err != nil {
+			continue
+		}
+		l, err := redundant.PieceLayout(p)
+		if err != nil || seen[l.Addr] {
+			continue
+		}
+		seen[l.Addr] = true
+		st, err := c.n.redundantFor(policies.Redundancy{Replicas: l.Replicas, Data: l.Data, Parity: l.Parity}, policies.SpreadNode)
+		if err != nil {
+			continue
+		}
+		n, err := st.(*redundant.Store).Repair(ctx, l.Addr)
+		c.scrub.mu.Lock()
+		c.scrub.st.Checked++
+		c.scrub.st.Repaired += int64(n)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			c.scrub.st.Unreadable++
+		}
+		c.scrub.mu.Unlock()
+	}
+	c.scrub.mu.Lock()
+	c.scrub.st.Running = false
+	c.scrub.st.Passes++
+	c.scrub.st.LastDone = time.Now()
+	st := c.scrub.st
+	c.scrub.mu.Unlock()
+	if st.Repaired > 0 || st.Unreadable > 0 {
+		c.log.Info("anti-entropy pass", "checked", st.Checked, "repaired", st.Repaired, "unreadable", st.Unreadable)
+	}
+}
