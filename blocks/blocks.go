@@ -25,6 +25,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"reflect"
 )
 
 // Sentinel errors. Every layer wraps them with %w; callers test them with
@@ -213,6 +214,87 @@ type MutableStore interface {
 // compression and encryption, before redundancy), for space accounting.
 type SizedPutter interface {
 	PutSized(ctx context.Context, data []byte) (Addr, int, error)
+}
+
+// Local is an optional capability of a Holder. IsLocal reports true when
+// the holder keeps its pieces on this node's own disks behind its own
+// record checksums (the silo), not across a network or in another trust
+// domain. A Local holder promises two things that callers may rely on:
+//
+//   - GetPiece returns only bytes that passed the holder's own checksum of
+//     key and payload, read from this node's disk. The redundancy layer
+//     then trusts a piece whose own header and payload checksums also
+//     pass, and skips recomputing the block's SHA-256 on the read path
+//     (bit rot and torn writes fail a CRC; a misplaced piece fails the
+//     key, header-address and index checks; nothing on this node lies on
+//     purpose). Pieces from holders that are not Local, scrub, and every
+//     read that meets a mismatch still verify the full hash.
+//   - It does not retain the slices passed to it once a call returns, so
+//     callers may reuse their buffers (pool them).
+type Local interface {
+	IsLocal() bool
+}
+
+// HolderIsLocal reports whether h implements Local and says it is local.
+func HolderIsLocal(h any) bool {
+	l, ok := h.(Local)
+	return ok && l.IsLocal()
+}
+
+// SyncHolders is an optional capability of a Store whose Sync is exactly a
+// Sync of each holder SyncHolders returns, and nothing more. A caller that
+// syncs the store together with other holders (a volume syncs its store
+// and its journal holders at every FLUSH; on one node they are the same
+// silo) may instead sync each distinct holder once (see SameHolder). The
+// returned slice belongs to the caller; the holders may change between
+// calls (membership), so ask at each sync. A nil result means the store
+// cannot tell (a wrapper over a store without the capability): the caller
+// must call Sync instead.
+type SyncHolders interface {
+	SyncHolders() []Holder
+}
+
+// SameHolder reports whether a and b are provably the same holder (or
+// journal holder): equal pointers of one type. Values of other kinds are
+// never reported equal (comparing them could panic or mislead), which only
+// costs a redundant Sync.
+func SameHolder(a, b any) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	if ta != tb || ta.Kind() != reflect.Pointer {
+		return false
+	}
+	return a == b
+}
+
+// PartsPutter is an optional capability of a Store: PutParts(ctx, head,
+// body) is Put(ctx, head||body) without the caller building the
+// concatenation (the sealing layer puts its small header in front of the
+// block this way, saving a copy of every block). It does not retain head
+// or body.
+type PartsPutter interface {
+	PutParts(ctx context.Context, head, body []byte) (Addr, error)
+}
+
+// PieceGetterInto is an optional capability of a Holder: GetPieceInto is
+// GetPiece that may read into dst's array (up to cap(dst), also as scratch
+// space) instead of allocating. The result may or may not share dst's
+// array; on an error dst's contents are unspecified. The caller owns dst
+// and the result. Verification is GetPiece's.
+type PieceGetterInto interface {
+	GetPieceInto(ctx context.Context, key Addr, dst []byte) ([]byte, error)
+}
+
+// GetterInto is an optional capability of a Store: GetInto is Get that may
+// build the block in dst's array (up to cap(dst), also as scratch space)
+// instead of allocating, so a reader can reuse one buffer (pool it). The
+// result may or may not share dst's array; on an error dst's contents are
+// unspecified. The caller owns dst and the result. Verification and errors
+// are Get's.
+type GetterInto interface {
+	GetInto(ctx context.Context, addr Addr, dst []byte) ([]byte, error)
 }
 
 // Limits shared by every layer.

@@ -17,9 +17,17 @@
 // Options.PutParallel), sets them in the map and queues one journal change
 // chunk -> addr each. Flush pushes, appends the queued changes as batched
 // records (one record per up to 26,214 changes) to every journal holder,
-// then Syncs the store and every holder in parallel: it returns only when
-// all of it is durable. Concurrent Flushes share the work (a Flush whose
-// changes an earlier one covered returns at once). Raft is not on this path.
+// then Syncs the store and every holder in parallel, each distinct holder
+// once (a store that names its holders through blocks.SyncHolders is synced
+// through them; on one node the store's holder and the journal's are the
+// same silo, so a Flush costs one Sync): it returns only when all of it is
+// durable. Concurrent Flushes share the work (a Flush whose changes an
+// earlier one covered returns at once). Raft is not on this path.
+//
+// Reads take dirty data first, else the map's block, read through a pooled
+// buffer when the store implements blocks.GetterInto. A read of up to 128
+// KiB runs inline; a larger one reads groups of chunks of that size in
+// parallel (bounded by Options.PutParallel).
 //
 // A checkpoint (every Options.CheckpointEvery, after
 // Options.CheckpointRecords records, when the map's dirty pages pass half of

@@ -50,7 +50,28 @@ type trackedStore struct {
 	gc *gcTracker
 }
 
-var _ blocks.SizedPutter = (*trackedStore)(nil)
+var (
+	_ blocks.SizedPutter = (*trackedStore)(nil)
+	_ blocks.SyncHolders = (*trackedStore)(nil)
+	_ blocks.GetterInto  = (*trackedStore)(nil)
+)
+
+// GetInto implements blocks.GetterInto: the wrapped store's, or its Get.
+func (s *trackedStore) GetInto(ctx context.Context, a blocks.Addr, dst []byte) ([]byte, error) {
+	if gi, ok := s.Store.(blocks.GetterInto); ok {
+		return gi.GetInto(ctx, a, dst)
+	}
+	return s.Store.Get(ctx, a)
+}
+
+// SyncHolders implements blocks.SyncHolders: the wrapped store's, or nil
+// ("call Sync") when it cannot tell. Sync is the wrapped store's.
+func (s *trackedStore) SyncHolders() []blocks.Holder {
+	if sh, ok := s.Store.(blocks.SyncHolders); ok {
+		return sh.SyncHolders()
+	}
+	return nil
+}
 
 // Put implements blocks.Putter.
 func (s *trackedStore) Put(ctx context.Context, data []byte) (blocks.Addr, error) {

@@ -1,10 +1,12 @@
 package volume
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -46,6 +48,7 @@ type volumeImpl struct {
 	log      *slog.Logger
 	m        *chunkmap.Map
 	pool     sync.Pool // chunk-sized buffers
+	readBufs sync.Pool // of *[]byte: chunk plus readSlack, for GetInto
 
 	life    sync.RWMutex // I/O holds it shared; Close and resize exclusively
 	stripes [stripes]sync.Mutex
@@ -356,16 +359,29 @@ func (v *volumeImpl) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if int64(len(p)) <= v.bs-off%v.bs {
 		return v.readChunk(ctx, uint64(off/v.bs), p, off%v.bs)
 	}
-	// Several chunks: read them in parallel.
+	// Several chunks. Small reads run inline: a goroutine per chunk costs
+	// more than the chunk (a page-cache read). Large reads go in parallel
+	// across groups of chunks, each group read in order by one goroutine.
 	first := off / v.bs
 	count := int((off+int64(len(p))-1)/v.bs - first + 1)
-	return parallel(ctx, count, v.c.opts.PutParallel, func(i int) error {
-		chunk := first + int64(i)
-		lo := max(chunk*v.bs, off)
-		hi := min((chunk+1)*v.bs, off+int64(len(p)))
-		return v.readChunk(ctx, uint64(chunk), p[lo-off:hi-off], lo-chunk*v.bs)
+	per := max(1, int(readGroupBytes/v.bs))
+	groups := (count + per - 1) / per
+	return parallel(ctx, groups, v.c.opts.PutParallel, func(g int) error {
+		for i := g * per; i < min((g+1)*per, count); i++ {
+			chunk := first + int64(i)
+			lo := max(chunk*v.bs, off)
+			hi := min((chunk+1)*v.bs, off+int64(len(p)))
+			if err := v.readChunk(ctx, uint64(chunk), p[lo-off:hi-off], lo-chunk*v.bs); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
+
+// readGroupBytes is how much of a large read one goroutine reads: reads up
+// to this size run inline, larger ones in parallel across groups.
+const readGroupBytes = 128 << 10
 
 // readChunk fills p from chunk at offset in: dirty data first, then the map.
 func (v *volumeImpl) readChunk(ctx context.Context, chunk uint64, p []byte, in int64) error {
@@ -388,7 +404,22 @@ func (v *volumeImpl) readChunk(ctx context.Context, chunk uint64, p []byte, in i
 		clear(p)
 		return nil
 	}
-	b, err := v.store.Get(ctx, a)
+	var b []byte
+	if gi, ok := v.store.(blocks.GetterInto); ok {
+		// Read through a pooled buffer, with room for what the layers
+		// below put around the chunk (piece and record headers).
+		bp, _ := v.readBufs.Get().(*[]byte)
+		if bp == nil {
+			bp = new([]byte)
+		}
+		if want := int(v.bs) + readSlack; cap(*bp) < want {
+			*bp = make([]byte, want)
+		}
+		defer v.readBufs.Put(bp)
+		b, err = gi.GetInto(ctx, a, (*bp)[:0])
+	} else {
+		b, err = v.store.Get(ctx, a)
+	}
 	if err != nil {
 		return fmt.Errorf("volume %q: read chunk %d: %w", v.name, chunk, err)
 	}
@@ -398,6 +429,11 @@ func (v *volumeImpl) readChunk(ctx context.Context, chunk uint64, p []byte, in i
 	copy(p, b[in:])
 	return nil
 }
+
+// readSlack is the room a read buffer keeps beyond a chunk for the headers
+// of the layers below (sealing, piece and record headers), so that they
+// can read into it without allocating.
+const readSlack = 512
 
 // WriteAt implements Volume.
 func (v *volumeImpl) WriteAt(ctx context.Context, p []byte, off int64) error {
@@ -605,7 +641,7 @@ func (v *volumeImpl) pushLocked(ctx context.Context) (uint64, error) {
 	if len(items) == 0 {
 		return cover, nil
 	}
-	sort.Slice(items, func(i, j int) bool { return items[i].chunk < items[j].chunk })
+	slices.SortFunc(items, func(a, b pushItem) int { return cmp.Compare(a.chunk, b.chunk) })
 	sp, _ := v.store.(blocks.SizedPutter)
 	var putL, putS atomic.Uint64
 	_ = parallel(ctx, len(items), v.c.opts.PutParallel, func(i int) error {
@@ -655,6 +691,11 @@ func (v *volumeImpl) pushLocked(ctx context.Context) (uint64, error) {
 			v.pool.Put(it.data)
 		}
 	}
+	if len(v.dirty) == 0 {
+		// A Go map never shrinks: after a burst of writes the old one would
+		// keep its buckets, and every lookup and walk would pay for them.
+		v.dirty = map[uint64]*dirtyChunk{}
+	}
 	v.mu.Unlock()
 	if firstErr != nil {
 		return 0, firstErr
@@ -690,18 +731,51 @@ func (v *volumeImpl) appendLocked(ctx context.Context) error {
 	return nil
 }
 
-// syncAll syncs the store and every journal holder, in parallel.
+// syncAll syncs the store and every journal holder, in parallel, each
+// distinct holder once: on one node the store's only holder and the
+// journal holder are the same silo, and one Sync covers both (see
+// blocks.SyncHolders). With a single holder it runs inline.
 func (v *volumeImpl) syncAll(ctx context.Context) error {
-	err := parallel(ctx, len(v.journals)+1, len(v.journals)+1, func(i int) error {
-		if i == 0 {
-			return v.store.Sync(ctx)
-		}
-		return v.journals[i-1].Sync(ctx)
-	})
+	ts := v.syncTargets()
+	err := parallel(ctx, len(ts), len(ts), func(i int) error { return ts[i].Sync(ctx) })
 	if err != nil {
 		return fmt.Errorf("volume %q: sync: %w", v.name, err)
 	}
 	return nil
+}
+
+// syncer is anything syncAll syncs: a holder, a journal holder, a store.
+type syncer interface {
+	Sync(ctx context.Context) error
+}
+
+// syncTargets returns what syncAll must sync: the store's holders (or the
+// store itself when it cannot name them) and the journal holders, without
+// duplicates.
+func (v *volumeImpl) syncTargets() []syncer {
+	ts := make([]syncer, 0, len(v.journals)+1)
+	add := func(x syncer) {
+		for _, t := range ts {
+			if blocks.SameHolder(t, x) {
+				return
+			}
+		}
+		ts = append(ts, x)
+	}
+	var hs []blocks.Holder
+	if sh, ok := v.store.(blocks.SyncHolders); ok {
+		hs = sh.SyncHolders()
+	}
+	if hs == nil {
+		add(v.store)
+	}
+	for _, h := range hs {
+		add(h)
+	}
+	for _, j := range v.journals {
+		add(j)
+	}
+	return ts
 }
 
 // Flush implements Volume: push the dirty chunks, append their journal

@@ -113,12 +113,21 @@ func (h *header) payloadLen() int {
 // checkPayload reports whether p's payload has the length and checksum its
 // header h promises.
 func checkPayload(h header, p []byte) error {
-	payload := p[HeaderSize:]
-	if len(payload) != h.payloadLen() {
-		return fmt.Errorf("redundant: piece payload of %d bytes, header says %d", len(payload), h.payloadLen())
+	if err := checkPayloadLen(h, p); err != nil {
+		return err
 	}
+	payload := p[HeaderSize:]
 	if got := crc32.Checksum(payload, castagnoli); got != h.crc {
 		return fmt.Errorf("redundant: piece payload checksum %08x, want %08x", got, h.crc)
+	}
+	return nil
+}
+
+// checkPayloadLen reports whether p's payload has the length its header h
+// promises (checkPayload without the checksum).
+func checkPayloadLen(h header, p []byte) error {
+	if n := len(p) - HeaderSize; n != h.payloadLen() {
+		return fmt.Errorf("redundant: piece payload of %d bytes, header says %d", n, h.payloadLen())
 	}
 	return nil
 }

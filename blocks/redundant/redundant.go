@@ -9,7 +9,11 @@
 //
 // # Reads verify and repair
 //
-// Get never returns bytes whose SHA-256 is not the address asked for. A
+// Get never returns bytes whose SHA-256 is not the address asked for, as
+// far as checksums can tell: pieces from remote holders are hashed on every
+// read; a piece from a blocks.Local holder (this node's silo) whose record
+// CRC, header CRC and payload CRC all pass is trusted without rehashing
+// (see Store.trusted for the reasoning); Scrub hashes everything. A
 // piece that is missing, fails its checksums or belongs to another block is
 // skipped; once the block is rebuilt from good pieces, every bad or missing
 // piece the read came across is rewritten on its holder (DeletePiece, then
@@ -19,16 +23,20 @@
 //
 // # Writes
 //
-// Put writes every piece, in parallel, and succeeds only when all of them
-// are written. (A later change will accept a write quorum and leave the rest
+// Put hashes the block once (its address), frames each piece once (header
+// and payload, in a pooled buffer when every holder is blocks.Local) and
+// writes every piece, in parallel (inline for a single piece), and
+// succeeds only when all of them are written. (A later change will accept a write quorum and leave the rest
 // to repair.)
 package redundant
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"log/slog"
 	"sync"
@@ -39,8 +47,11 @@ import (
 )
 
 var (
-	_ blocks.Store  = (*Store)(nil)
-	_ blocks.Walker = (*Store)(nil)
+	_ blocks.Store       = (*Store)(nil)
+	_ blocks.Walker      = (*Store)(nil)
+	_ blocks.PartsPutter = (*Store)(nil)
+	_ blocks.SyncHolders = (*Store)(nil)
+	_ blocks.GetterInto  = (*Store)(nil)
 )
 
 // MaxData is the largest block Put accepts: a replica (header and block)
@@ -82,6 +93,8 @@ type Store struct {
 	n, k, m int                 // pieces, data pieces (1 for replicas), parity
 	kind    uint8               // kindReplica or kindShard
 	enc     reedsolomon.Encoder // nil for replicas; safe for concurrent use
+	bufs    sync.Pool           // of *[]byte: piece buffers for local holders
+	hashes  sync.Pool           // of hash.Hash: SHA-256 of two-part blocks
 }
 
 // New returns a Store with opts. It fails when opts are inconsistent.
@@ -152,43 +165,103 @@ func (s *Store) each(n int, fn func(i int) error) []error {
 }
 
 // encode returns the n pieces (header and payload) of data, whose address
-// is addr. All pieces share one freshly allocated buffer.
+// is addr, in one freshly allocated buffer (the repair path's encoding).
 func (s *Store) encode(addr blocks.Addr, data []byte) ([][]byte, error) {
 	pieces := make([][]byte, s.n)
-	h := header{kind: s.kind, k: uint8(s.k), m: uint8(s.m), length: uint32(len(data)), addr: addr}
+	if err := s.frame(pieces, nil, addr, nil, data); err != nil {
+		return nil, err
+	}
+	return pieces, nil
+}
+
+// frame fills pieces (len s.n) with the pieces (header and payload) of the
+// block head||body, whose address is addr. The pieces share buf's storage
+// when buf is not nil (grown as needed), else a fresh buffer. The payload
+// is copied from head and body once per piece; each CRC is computed once
+// (replicas share theirs).
+func (s *Store) frame(pieces [][]byte, buf *[]byte, addr blocks.Addr, head, body []byte) error {
+	length := len(head) + len(body)
+	h := header{kind: s.kind, k: uint8(s.k), m: uint8(s.m), length: uint32(length), addr: addr}
+	size := HeaderSize + length
+	if s.kind == kindShard {
+		size = HeaderSize + shardSize(length, s.k)
+	}
+	var all []byte
+	if buf != nil {
+		if cap(*buf) < s.n*size {
+			*buf = make([]byte, s.n*size)
+		}
+		all = (*buf)[:s.n*size]
+	} else {
+		all = make([]byte, s.n*size)
+	}
+	for i := range pieces {
+		pieces[i] = all[i*size : (i+1)*size : (i+1)*size]
+	}
 	if s.kind == kindReplica {
-		size := HeaderSize + len(data)
-		buf := make([]byte, s.n*size)
-		h.crc = crc32.Checksum(data, castagnoli)
-		for i := range pieces {
-			p := buf[i*size : (i+1)*size : (i+1)*size]
+		first := pieces[0][HeaderSize:]
+		copy(first[copy(first, head):], body)
+		h.crc = crc32.Checksum(first, castagnoli)
+		for i, p := range pieces {
+			if i > 0 {
+				copy(p[HeaderSize:], first)
+			}
 			h.index = uint8(i)
 			h.put(p)
-			copy(p[HeaderSize:], data)
-			pieces[i] = p
 		}
-		return pieces, nil
+		return nil
 	}
-	ss := shardSize(len(data), s.k)
-	size := HeaderSize + ss
-	buf := make([]byte, s.n*size)
+	ss := size - HeaderSize
 	shards := make([][]byte, s.n)
-	for i := range pieces {
-		pieces[i] = buf[i*size : (i+1)*size : (i+1)*size]
-		shards[i] = pieces[i][HeaderSize:]
-		if i < s.k && i*ss < len(data) {
-			copy(shards[i], data[i*ss:])
+	for i, p := range pieces {
+		shards[i] = p[HeaderSize:]
+		if i < s.k {
+			copyRange(shards[i], i*ss, head, body)
+		} else {
+			clear(shards[i]) // a pooled buffer holds old bytes; Encode overwrites parity anyway
 		}
 	}
 	if err := s.enc.Encode(shards); err != nil {
-		return nil, fmt.Errorf("redundant: encode %v: %w", addr, err)
+		return fmt.Errorf("redundant: encode %v: %w", addr, err)
 	}
 	for i, p := range pieces {
 		h.index = uint8(i)
 		h.crc = crc32.Checksum(shards[i], castagnoli)
 		h.put(p)
 	}
-	return pieces, nil
+	return nil
+}
+
+// copyRange fills dst with the bytes of head||body from offset off on, and
+// zeroes what lies past their end.
+func copyRange(dst []byte, off int, head, body []byte) {
+	n := 0
+	if off < len(head) {
+		n = copy(dst, head[off:])
+		off = len(head)
+	}
+	if o := off - len(head); o < len(body) {
+		n += copy(dst[n:], body[o:])
+	}
+	clear(dst[n:])
+}
+
+// sum returns the SHA-256 of head||body.
+func (s *Store) sum(head, body []byte) blocks.Addr {
+	if len(head) == 0 {
+		return blocks.Sum(body)
+	}
+	d, _ := s.hashes.Get().(hash.Hash)
+	if d == nil {
+		d = sha256.New()
+	}
+	d.Reset()
+	d.Write(head)
+	d.Write(body)
+	var a blocks.Addr
+	d.Sum(a[:0])
+	s.hashes.Put(d)
+	return a
 }
 
 // Put implements blocks.Putter: it stores every piece of data and returns
@@ -197,20 +270,48 @@ func (s *Store) encode(addr blocks.Addr, data []byte) ([][]byte, error) {
 // holders ignore a second put of a key. Errors: blocks.ErrTooLarge above
 // MaxData, blocks.ErrUnavailable, the holders' errors, ctx's error.
 func (s *Store) Put(ctx context.Context, data []byte) (blocks.Addr, error) {
-	if len(data) > MaxData {
-		return blocks.Addr{}, fmt.Errorf("redundant: put of %d bytes, more than %d: %w", len(data), MaxData, blocks.ErrTooLarge)
+	return s.PutParts(ctx, nil, data)
+}
+
+// PutParts implements blocks.PartsPutter: Put of head||body, framed
+// straight from the two parts. When every holder of the block is
+// blocks.Local (which promises not to retain what it is given), the pieces
+// are framed in a pooled buffer; otherwise in a fresh one.
+func (s *Store) PutParts(ctx context.Context, head, body []byte) (blocks.Addr, error) {
+	if n := len(head) + len(body); n > MaxData {
+		return blocks.Addr{}, fmt.Errorf("redundant: put of %d bytes, more than %d: %w", n, MaxData, blocks.ErrTooLarge)
 	}
 	if err := ctx.Err(); err != nil {
 		return blocks.Addr{}, fmt.Errorf("redundant: put: %w", err)
 	}
-	addr := blocks.Sum(data)
+	// The content address: hashed once, here, from the caller's bytes
+	// (which the Putter contract forbids changing during the call).
+	addr := s.sum(head, body)
 	hs, err := s.placement(addr)
 	if err != nil {
 		return blocks.Addr{}, err
 	}
-	pieces, err := s.encode(addr, data)
-	if err != nil {
+	var buf *[]byte
+	if allLocal(hs) {
+		buf, _ = s.bufs.Get().(*[]byte)
+		if buf == nil {
+			buf = new([]byte)
+		}
+		defer s.bufs.Put(buf)
+	}
+	var one [1][]byte
+	pieces := one[:]
+	if s.n > 1 {
+		pieces = make([][]byte, s.n)
+	}
+	if err := s.frame(pieces, buf, addr, head, body); err != nil {
 		return blocks.Addr{}, err
+	}
+	if s.n == 1 { // no goroutine, no error slice
+		if err := hs[0].PutPiece(ctx, blocks.PieceKey(addr, 0), pieces[0]); err != nil {
+			return blocks.Addr{}, fmt.Errorf("redundant: put %v piece 0: %w", addr, err)
+		}
+		return addr, nil
 	}
 	errs := s.each(s.n, func(i int) error {
 		return hs[i].PutPiece(ctx, blocks.PieceKey(addr, i), pieces[i])
@@ -221,6 +322,16 @@ func (s *Store) Put(ctx context.Context, data []byte) (blocks.Addr, error) {
 		}
 	}
 	return addr, nil
+}
+
+// allLocal reports whether every holder in hs is blocks.Local.
+func allLocal(hs []blocks.Holder) bool {
+	for _, h := range hs {
+		if !blocks.HolderIsLocal(h) {
+			return false
+		}
+	}
+	return true
 }
 
 // piece states, as a read found them.
@@ -239,9 +350,24 @@ type piece struct {
 	err     error  // why not good
 }
 
-// fetch reads and checks piece i of addr from holder h.
-func (s *Store) fetch(ctx context.Context, h blocks.Holder, addr blocks.Addr, i int) piece {
-	p, err := h.GetPiece(ctx, blocks.PieceKey(addr, i))
+// fetch reads and checks piece i of addr from holder h: its header (magic,
+// version, checksum, block address, index, kind, geometry) and its payload
+// length. Unless the piece is trusted (hash unset; see trusted), it also
+// checks the payload checksum, and hashes a replica (SHA-256 against addr).
+func (s *Store) fetch(ctx context.Context, h blocks.Holder, addr blocks.Addr, i int, hash bool) piece {
+	return s.fetchInto(ctx, h, addr, i, hash, nil)
+}
+
+// fetchInto is fetch reading into dst's array when dst is not nil and h
+// implements blocks.PieceGetterInto.
+func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr, i int, hash bool, dst []byte) piece {
+	var p []byte
+	var err error
+	if gi, ok := h.(blocks.PieceGetterInto); ok && dst != nil {
+		p, err = gi.GetPieceInto(ctx, blocks.PieceKey(addr, i), dst)
+	} else {
+		p, err = h.GetPiece(ctx, blocks.PieceKey(addr, i))
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, blocks.ErrNotFound):
@@ -252,8 +378,15 @@ func (s *Store) fetch(ctx context.Context, h blocks.Holder, addr blocks.Addr, i 
 		return piece{state: failed, err: err}
 	}
 	hd, err := parseHeader(p)
-	if err == nil {
+	switch {
+	case err != nil:
+	case hash:
 		err = checkPayload(hd, p)
+	default:
+		// Trusted (a local holder, see trusted): the holder's own CRC-32C
+		// covered these exact bytes, header and payload, so the payload's
+		// CRC in the header would check them a second time.
+		err = checkPayloadLen(hd, p)
 	}
 	if err == nil {
 		switch {
@@ -265,7 +398,7 @@ func (s *Store) fetch(ctx context.Context, h blocks.Holder, addr blocks.Addr, i 
 			err = fmt.Errorf("redundant: piece of kind %d, want %d", hd.kind, s.kind)
 		case s.kind == kindShard && (int(hd.k) != s.k || int(hd.m) != s.m):
 			err = fmt.Errorf("redundant: shard of %d+%d, want %d+%d", hd.k, hd.m, s.k, s.m)
-		case s.kind == kindReplica && blocks.Sum(p[HeaderSize:]) != addr:
+		case s.kind == kindReplica && hash && blocks.Sum(p[HeaderSize:]) != addr:
 			err = errors.New("redundant: replica does not hash to its address")
 		}
 	}
@@ -275,13 +408,30 @@ func (s *Store) fetch(ctx context.Context, h blocks.Holder, addr blocks.Addr, i 
 	return piece{state: good, h: hd, payload: p[HeaderSize:]}
 }
 
-// fetchAll reads the pieces listed in idx in parallel into pcs.
-func (s *Store) fetchAll(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pcs []piece, idx []int) {
+// fetchAll reads the pieces listed in idx in parallel into pcs, hashing
+// replicas unless trusted.
+func (s *Store) fetchAll(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pcs []piece, idx []int, full bool) {
 	s.each(len(idx), func(j int) error {
 		i := idx[j]
-		pcs[i] = s.fetch(ctx, hs[i], addr, i)
+		pcs[i] = s.fetch(ctx, hs[i], addr, i, !s.trusted(hs[i], full))
 		return nil
 	})
+}
+
+// trusted reports whether a piece read from h that passes its checksums
+// may be used without recomputing the block's SHA-256. That is so for a
+// blocks.Local holder on an ordinary read: the holder verified its own
+// CRC-32C of key and payload, fetch verifies the piece header's CRC (which
+// names the block and the piece index) and the payload's CRC, and nothing
+// on this node forges pieces on purpose, so the hash would only catch what
+// the CRCs already catch (rot, torn writes, misplaced records) at many
+// times their cost (it was a quarter of the CPU of a large read). A remote
+// holder is another trust domain and its bytes crossed a network: they are
+// always hashed. Scrub (full) always hashes, so a silent CRC collision is
+// still found eventually, and any read that meets a bad piece falls back
+// to the verified slow paths.
+func (s *Store) trusted(h blocks.Holder, full bool) bool {
+	return !full && blocks.HolderIsLocal(h)
 }
 
 // Get implements blocks.Getter. It reads as few pieces as it can (piece 0
@@ -292,13 +442,23 @@ func (s *Store) fetchAll(ctx context.Context, hs []blocks.Holder, addr blocks.Ad
 // intact block can be built from them; blocks.ErrUnavailable when holders
 // failed and a retry might succeed; ctx's error.
 func (s *Store) Get(ctx context.Context, addr blocks.Addr) ([]byte, error) {
-	data, _, err := s.read(ctx, addr, false)
+	data, _, err := s.read(ctx, addr, false, nil)
+	return data, err
+}
+
+// GetInto implements blocks.GetterInto: Get that reads the first replica
+// into dst's array when its holder implements blocks.PieceGetterInto (the
+// block is then dst[HeaderSize:], plus the holder's slack). Other pieces,
+// and erasure-coded blocks, are read into fresh buffers.
+func (s *Store) GetInto(ctx context.Context, addr blocks.Addr, dst []byte) ([]byte, error) {
+	data, _, err := s.read(ctx, addr, false, dst)
 	return data, err
 }
 
 // read gets the block at addr, reading every piece when full, and repairs
-// what it found bad. It returns the number of pieces repaired.
-func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool) ([]byte, int, error) {
+// what it found bad. It returns the number of pieces repaired. dst, when
+// not nil, is where the first replica read may go (see GetInto).
+func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool, dst []byte) ([]byte, int, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, fmt.Errorf("redundant: get %v: %w", addr, err)
 	}
@@ -306,11 +466,29 @@ func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool) ([]byte, 
 	if err != nil {
 		return nil, 0, err
 	}
+	if s.kind == kindReplica && !full {
+		// The common case, without allocating: the first replica is intact,
+		// so there is nothing to repair.
+		p := s.fetchInto(ctx, hs[0], addr, 0, !s.trusted(hs[0], false), dst)
+		if p.state == good {
+			return p.payload, 0, nil
+		}
+		pcs := make([]piece, s.n)
+		pcs[0] = p
+		data := s.readReplicas(ctx, hs, addr, pcs, 1, false)
+		if err := ctx.Err(); err != nil {
+			return nil, 0, fmt.Errorf("redundant: get %v: %w", addr, err)
+		}
+		if data == nil {
+			return nil, 0, s.noBlock(addr, pcs)
+		}
+		return data, s.repair(ctx, hs, addr, data, pcs, false), nil
+	}
 	pcs := make([]piece, s.n)
 	var data []byte
 	suspect := full // compare every good piece with the rebuilt block
 	if s.kind == kindReplica {
-		data = s.readReplicas(ctx, hs, addr, pcs, full)
+		data = s.readReplicas(ctx, hs, addr, pcs, 0, full)
 	} else {
 		var slow bool
 		data, slow = s.readShards(ctx, hs, addr, pcs, full)
@@ -325,15 +503,16 @@ func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool) ([]byte, 
 	return data, s.repair(ctx, hs, addr, data, pcs, suspect), nil
 }
 
-// readReplicas returns the first intact replica, reading one at a time
-// (all at once when full).
-func (s *Store) readReplicas(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pcs []piece, full bool) []byte {
+// readReplicas returns the first intact replica, reading all of them at
+// once when full, else one at a time from replica from on (those before it
+// are already in pcs).
+func (s *Store) readReplicas(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pcs []piece, from int, full bool) []byte {
 	if full {
-		s.fetchAll(ctx, hs, addr, pcs, seq(0, s.n))
+		s.fetchAll(ctx, hs, addr, pcs, seq(0, s.n), true)
 	}
 	for i := range pcs {
-		if !full {
-			pcs[i] = s.fetch(ctx, hs[i], addr, i)
+		if !full && i >= from {
+			pcs[i] = s.fetch(ctx, hs[i], addr, i, !s.trusted(hs[i], false))
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -350,16 +529,18 @@ func (s *Store) readReplicas(ctx context.Context, hs []blocks.Holder, addr block
 // pieces alone did not do.
 func (s *Store) readShards(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pcs []piece, full bool) (data []byte, slow bool) {
 	if full {
-		s.fetchAll(ctx, hs, addr, pcs, seq(0, s.n))
+		s.fetchAll(ctx, hs, addr, pcs, seq(0, s.n), true)
 	} else {
-		s.fetchAll(ctx, hs, addr, pcs, seq(0, s.k))
+		s.fetchAll(ctx, hs, addr, pcs, seq(0, s.k), false)
 		if ctx.Err() != nil {
 			return nil, false
 		}
-		if data := s.join(pcs); data != nil && blocks.Sum(data) == addr {
+		// The data pieces alone, each checksum-verified; unhashed only when
+		// every one of them comes from a trusted (local) holder.
+		if data := s.join(pcs); data != nil && (allLocal(hs[:s.k]) || blocks.Sum(data) == addr) {
 			return data, false
 		}
-		s.fetchAll(ctx, hs, addr, pcs, seq(s.k, s.n))
+		s.fetchAll(ctx, hs, addr, pcs, seq(s.k, s.n), false)
 	}
 	if ctx.Err() != nil {
 		return nil, true
@@ -603,6 +784,12 @@ func (s *Store) Sync(ctx context.Context) error {
 	return nil
 }
 
+// SyncHolders implements blocks.SyncHolders: Sync syncs exactly the holders
+// of Options.All. (With none, the result is nil: "call Sync", a no-op.)
+func (s *Store) SyncHolders() []blocks.Holder {
+	return append([]blocks.Holder(nil), s.all()...)
+}
+
 // Walk implements blocks.Walker: it calls fn once for the address of each
 // block with at least one piece on a holder of Options.All that implements
 // blocks.Walker. It lists each holder's keys first (32 bytes of memory per
@@ -664,7 +851,7 @@ func (s *Store) Walk(ctx context.Context, fn func(addr blocks.Addr) error) error
 // scrub and is returned.
 func (s *Store) Scrub(ctx context.Context, fn func(addr blocks.Addr, repaired int, err error) error) error {
 	return s.Walk(ctx, func(addr blocks.Addr) error {
-		_, n, err := s.read(ctx, addr, true)
+		_, n, err := s.read(ctx, addr, true, nil)
 		if cerr := ctx.Err(); cerr != nil {
 			return cerr
 		}

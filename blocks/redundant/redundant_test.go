@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -20,6 +21,7 @@ type config struct {
 	name                   string
 	replicas, data, parity int
 	holders                int
+	local                  bool // holders say they are blocks.Local
 }
 
 var configs = []config{
@@ -48,8 +50,39 @@ func (c config) tolerates() int {
 // node's would.
 type flaky struct {
 	*memory.Store
-	down atomic.Bool
+	down  atomic.Bool
+	local bool
+	sums  sync.Map // when local: key -> CRC-32C of the piece, as a silo keeps
 }
+
+// PutPiece implements blocks.Holder; a local holder remembers a checksum.
+func (f *flaky) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error {
+	if f.local {
+		if ok, _ := f.Store.HasPiece(ctx, key); !ok {
+			f.sums.Store(key, crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)))
+		}
+	}
+	return f.Store.PutPiece(ctx, key, data)
+}
+
+// DeletePiece implements blocks.Holder.
+func (f *flaky) DeletePiece(ctx context.Context, key blocks.Addr) error {
+	f.sums.Delete(key)
+	return f.Store.DeletePiece(ctx, key)
+}
+
+// GetPieceInto implements blocks.PieceGetterInto: the piece copied into
+// dst when it fits, as the silo does.
+func (f *flaky) GetPieceInto(ctx context.Context, key blocks.Addr, dst []byte) ([]byte, error) {
+	p, err := f.GetPiece(ctx, key)
+	if err != nil || cap(dst) < len(p) {
+		return p, err
+	}
+	return append(dst[:0], p...), nil
+}
+
+// IsLocal implements blocks.Local (true only in local configurations).
+func (f *flaky) IsLocal() bool { return f.local }
 
 var errDown = errors.New("test: holder down")
 
@@ -57,7 +90,14 @@ func (f *flaky) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 	if f.down.Load() {
 		return nil, errDown
 	}
-	return f.Store.GetPiece(ctx, key)
+	p, err := f.Store.GetPiece(ctx, key)
+	if err == nil && f.local {
+		// A blocks.Local holder verifies its own checksum (the contract).
+		if sum, ok := f.sums.Load(key); !ok || sum.(uint32) != crc32.Checksum(p, crc32.MakeTable(crc32.Castagnoli)) {
+			return nil, fmt.Errorf("test holder: %w", blocks.ErrCorrupt)
+		}
+	}
+	return p, err
 }
 
 // cluster is a Store over memory holders, with the means to reach the
@@ -83,7 +123,7 @@ func newCluster(t testing.TB, cfg config) *cluster {
 	t.Helper()
 	c := &cluster{cfg: cfg}
 	for range cfg.holders {
-		m := &flaky{Store: memory.New(0)}
+		m := &flaky{Store: memory.New(0), local: cfg.local}
 		c.mems = append(c.mems, m)
 		c.holders = append(c.holders, m)
 	}

@@ -63,6 +63,8 @@ import (
 var (
 	_ blocks.Store       = (*Store)(nil)
 	_ blocks.SizedPutter = (*Store)(nil)
+	_ blocks.SyncHolders = (*Store)(nil)
+	_ blocks.GetterInto  = (*Store)(nil)
 )
 
 // Format constants (version 1).
@@ -106,7 +108,7 @@ type Store struct {
 	dedup    bool
 	macs     sync.Pool // of hash.Hash: HMAC-SHA256 under the nonce key
 	lz4s     sync.Pool // of *lz4.Compressor
-	bufs     sync.Pool // of *[]byte: compression scratch space
+	bufs     sync.Pool // of *[]byte: compression and encryption scratch space
 }
 
 // New returns a Store that seals into inner under opts. It fails on an
@@ -171,6 +173,20 @@ func derive(key []byte, info string) ([]byte, error) {
 
 // seal returns the sealed form of p in a new slice.
 func (s *Store) seal(p []byte) ([]byte, error) {
+	var out []byte
+	err := s.sealTo(p, func(head, body []byte) error {
+		out = append(append(make([]byte, 0, len(head)+len(body)), head...), body...)
+		return nil
+	})
+	return out, err
+}
+
+// sealTo seals p and passes the sealed block to put as two parts, head and
+// body (the block is head||body), valid only during the call. With no
+// cipher the body is p itself or the compressed form in a pooled buffer,
+// so nothing is copied; with a cipher the whole block is in body, in a
+// pooled buffer, and head is empty.
+func (s *Store) sealTo(p []byte, put func(head, body []byte) error) error {
 	var head [1 + lengthSize]byte
 	head[0] = formatVersion<<4 | s.cipherID
 	ad := head[:1]
@@ -182,14 +198,8 @@ func (s *Store) seal(p []byte) ([]byte, error) {
 		}
 		// A destination smaller than the input: lz4 gives up (n == 0 or an
 		// error) when the data does not shrink enough to pay for the length.
-		bp, _ := s.bufs.Get().(*[]byte)
-		if bp == nil {
-			bp = new([]byte)
-		}
+		bp := s.getBuf(len(p))
 		defer s.bufs.Put(bp)
-		if cap(*bp) < len(p) {
-			*bp = make([]byte, len(p))
-		}
 		buf := (*bp)[:len(p)-lengthSize-1]
 		n, err := c.CompressBlock(p, buf)
 		s.lz4s.Put(c)
@@ -201,11 +211,12 @@ func (s *Store) seal(p []byte) ([]byte, error) {
 		}
 	}
 	if s.aead == nil {
-		out := make([]byte, 0, len(ad)+len(body))
-		return append(append(out, ad...), body...), nil
+		return put(ad, body)
 	}
 	ns := s.aead.NonceSize()
-	out := make([]byte, len(ad)+ns, len(ad)+ns+len(body)+s.aead.Overhead())
+	op := s.getBuf(len(ad) + ns + len(body) + s.aead.Overhead())
+	defer s.bufs.Put(op)
+	out := (*op)[:len(ad)+ns]
 	copy(out, ad)
 	var nonce [chacha20poly1305.NonceSizeX]byte
 	if s.dedup {
@@ -218,10 +229,23 @@ func (s *Store) seal(p []byte) ([]byte, error) {
 		s.macs.Put(mac)
 		copy(nonce[:ns], sum[:])
 	} else if _, err := rand.Read(nonce[:ns]); err != nil {
-		return nil, fmt.Errorf("sealed: nonce: %w", err)
+		return fmt.Errorf("sealed: nonce: %w", err)
 	}
 	copy(out[len(ad):], nonce[:ns])
-	return s.aead.Seal(out, nonce[:ns], body, ad), nil
+	return put(nil, s.aead.Seal(out, nonce[:ns], body, ad))
+}
+
+// getBuf returns a pooled buffer of at least n bytes (capacity); the
+// caller puts it back in s.bufs when done.
+func (s *Store) getBuf(n int) *[]byte {
+	bp, _ := s.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	if cap(*bp) < n {
+		*bp = make([]byte, n)
+	}
+	return bp
 }
 
 // errCorrupt builds a corruption error.
@@ -312,15 +336,35 @@ func (s *Store) PutSized(ctx context.Context, data []byte) (blocks.Addr, int, er
 	if err := ctx.Err(); err != nil {
 		return blocks.Addr{}, 0, fmt.Errorf("sealed: put: %w", err)
 	}
-	c, err := s.seal(data)
+	// The sealed block goes to the inner store straight from the parts
+	// (no concatenation) when it can take them; either way nothing here
+	// outlives the call (the Putter contract: Put does not retain data).
+	pp, _ := s.inner.(blocks.PartsPutter)
+	var addr blocks.Addr
+	var size int
+	err := s.sealTo(data, func(head, body []byte) error {
+		var err error
+		size = len(head) + len(body)
+		switch {
+		case len(head) == 0:
+			addr, err = s.inner.Put(ctx, body)
+		case pp != nil:
+			addr, err = pp.PutParts(ctx, head, body)
+		default:
+			bp := s.getBuf(size)
+			c := append(append((*bp)[:0], head...), body...)
+			addr, err = s.inner.Put(ctx, c)
+			s.bufs.Put(bp)
+		}
+		if err != nil {
+			return fmt.Errorf("sealed: put: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return blocks.Addr{}, 0, err
 	}
-	addr, err := s.inner.Put(ctx, c)
-	if err != nil {
-		return blocks.Addr{}, 0, fmt.Errorf("sealed: put: %w", err)
-	}
-	return addr, len(c), nil
+	return addr, size, nil
 }
 
 // Get implements blocks.Getter: it gets the sealed block from the inner
@@ -339,6 +383,26 @@ func (s *Store) Get(ctx context.Context, addr blocks.Addr) ([]byte, error) {
 	return p, nil
 }
 
+// GetInto implements blocks.GetterInto: Get that lets the inner store read
+// the sealed block into dst's array when it can (blocks.GetterInto), and
+// opens it there (authentication and decryption work in place). A
+// compressed block is decompressed into a new slice.
+func (s *Store) GetInto(ctx context.Context, addr blocks.Addr, dst []byte) ([]byte, error) {
+	gi, ok := s.inner.(blocks.GetterInto)
+	if !ok {
+		return s.Get(ctx, addr)
+	}
+	c, err := gi.GetInto(ctx, addr, dst)
+	if err != nil {
+		return nil, fmt.Errorf("sealed: get: %w", err)
+	}
+	p, err := s.open(c)
+	if err != nil {
+		return nil, fmt.Errorf("sealed: get %v: %w", addr, err)
+	}
+	return p, nil
+}
+
 // Has implements blocks.Store (the inner store's Has).
 func (s *Store) Has(ctx context.Context, addr blocks.Addr) (bool, error) {
 	return s.inner.Has(ctx, addr)
@@ -347,6 +411,16 @@ func (s *Store) Has(ctx context.Context, addr blocks.Addr) (bool, error) {
 // Delete implements blocks.Store (the inner store's Delete).
 func (s *Store) Delete(ctx context.Context, addr blocks.Addr) error {
 	return s.inner.Delete(ctx, addr)
+}
+
+// SyncHolders implements blocks.SyncHolders with the inner store's holders
+// (Sync is the inner store's Sync); nil, which tells the caller to call
+// Sync, when the inner store does not have the capability.
+func (s *Store) SyncHolders() []blocks.Holder {
+	if sh, ok := s.inner.(blocks.SyncHolders); ok {
+		return sh.SyncHolders()
+	}
+	return nil
 }
 
 // Sync implements blocks.Store (the inner store's Sync).

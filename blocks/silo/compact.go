@@ -96,7 +96,7 @@ func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
 	size := seg.size
 	s.mu.RUnlock()
 	var recs []scanned
-	_, _, err := scanSegment(seg.f, size, false, func(off int64, h *header) {
+	_, _, _, err := scanSegment(seg.f, size, false, func(off int64, h *header) {
 		recs = append(recs, scanned{uint32(off), *h})
 	}, func(off, n int64, why error) {
 		s.log.Warn("silo: compaction skips corrupt bytes", "segment", seg.name, "offset", off, "length", n, "err", why)
@@ -138,7 +138,7 @@ func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
 		// The record is copied verbatim, stamp and checksums included: a
 		// rotten payload stays detectable, and the scan at open resolves
 		// the two copies a crash may leave by stamp.
-		nseg, noff, err := s.appendLocked(*bp)
+		nseg, noff, err := s.appendLocked(nil, 0, nil, *bp)
 		if err == nil {
 			s.relocateLocked(seg.id, r.off, &r.h, loc{seg: nseg.id, off: noff, n: r.h.n})
 			if r.h.typ == recPiece && !checkRecord(*bp, &r.h) {

@@ -290,9 +290,12 @@ func TestNoSpace(t *testing.T) {
 	if err := s.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Writes into preallocated segments need no space: the disk fills
+	// when a new segment cannot be made (the background spare first).
+	waitSpare(t, s)
 	fsys.setSpace(3 * 4096)
 	var failed int
-	for i := 20; i < 40; i++ {
+	for i := 20; i < 200; i++ {
 		err := s.PutPiece(ctx, keyOf(i), pieceData(i, 4096))
 		if err != nil {
 			if !errors.Is(err, blocks.ErrNoSpace) {
@@ -318,7 +321,7 @@ func TestNoSpace(t *testing.T) {
 		t.Fatal("the failed put is held")
 	}
 	fsys.setSpace(-1)
-	for i := failed; i < 60; i++ {
+	for i := failed; i < failed+40; i++ {
 		if err := s.PutPiece(ctx, keyOf(i), pieceData(i, 4096)); err != nil {
 			t.Fatalf("PutPiece after space returned: %v", err)
 		}
@@ -334,7 +337,7 @@ func TestNoSpace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	for i := range 60 {
+	for i := range failed + 40 {
 		mustGet(t, s2, keyOf(i), pieceData(i, 4096))
 	}
 }

@@ -26,10 +26,6 @@ func (s *Silo) Append(ctx context.Context, log blocks.ID, epoch blocks.Epoch, se
 	if seq == 0 {
 		return fmt.Errorf("silo: journal record with seq 0 (seqs start at 1)")
 	}
-	bp := getBuf(hdrSize + len(rec))
-	defer putBuf(bp)
-	buf := *bp
-	copy(buf[hdrSize:], rec)
 	pcrc := crc32.Checksum(rec, castagnoli)
 	h := header{typ: recJournal, n: uint32(len(rec)), key: log, a: uint64(epoch), b: seq}
 
@@ -52,8 +48,7 @@ func (s *Silo) Append(ctx context.Context, log blocks.ID, epoch blocks.Epoch, se
 	}
 	s.stamp++
 	h.stamp = s.stamp
-	putHeader(buf, &h, pcrc)
-	seg, off, err := s.appendLocked(buf)
+	seg, off, err := s.appendLocked(&h, pcrc, rec, nil)
 	if err != nil {
 		return err
 	}
@@ -86,8 +81,6 @@ func (s *Silo) Seal(ctx context.Context, log blocks.ID, epoch blocks.Epoch) erro
 }
 
 func (s *Silo) writeSeal(log blocks.ID, epoch blocks.Epoch) error {
-	bp := getBuf(hdrSize)
-	defer putBuf(bp)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkOpen(); err != nil {
@@ -99,8 +92,7 @@ func (s *Silo) writeSeal(log blocks.ID, epoch blocks.Epoch) error {
 	}
 	s.stamp++
 	h := header{typ: recSeal, key: log, a: uint64(epoch), stamp: s.stamp}
-	putHeader(*bp, &h, 0)
-	seg, off, err := s.appendLocked(*bp)
+	seg, off, err := s.appendLocked(&h, 0, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -159,12 +151,9 @@ func (s *Silo) Replay(ctx context.Context, log blocks.ID, from uint64, fn func(e
 			continue // trimmed meanwhile
 		}
 		seg := s.segs[r.seg]
-		seg.mu.RLock()
-		s.mu.RUnlock()
 		var h header
 		var err error
 		buf, err = s.readRecord(seg, r.loc, buf, &h)
-		seg.mu.RUnlock()
 		if err == nil && (h.typ != recJournal || h.key != log || h.b != seq || blocks.Epoch(h.a) != r.epoch) {
 			err = fmt.Errorf("silo: record is not log %s seq %d: %w", log, seq, blocks.ErrCorrupt)
 		}
@@ -187,8 +176,6 @@ func (s *Silo) Trim(ctx context.Context, log blocks.ID, before uint64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	bp := getBuf(hdrSize)
-	defer putBuf(bp)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkOpen(); err != nil {
@@ -200,8 +187,7 @@ func (s *Silo) Trim(ctx context.Context, log blocks.ID, before uint64) error {
 	}
 	s.stamp++
 	h := header{typ: recTrim, key: log, b: before, stamp: s.stamp}
-	putHeader(*bp, &h, 0)
-	seg, off, err := s.appendLocked(*bp)
+	seg, off, err := s.appendLocked(&h, 0, nil, nil)
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,9 @@ func newMemFS() *memFS {
 // Crash returns the file system a power cut would leave: synced directory
 // entries with their synced bytes. With rnd non-nil, each file also keeps
 // a random prefix of its unsynced appended bytes, some of them zeroed, as a
-// torn tail.
+// torn tail, and unsynced overwrites of synced bytes (appends into a
+// preallocated segment) reach the disk page by page, each 4 KiB page at
+// random, some of them zeroed (torn).
 func (m *memFS) Crash(rnd *rand.Rand) *memFS {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -50,6 +52,9 @@ func (m *memFS) Crash(rnd *rand.Rand) *memFS {
 		if c == nil {
 			ino.mu.Lock()
 			data := append([]byte(nil), ino.synced...)
+			if rnd != nil {
+				tearPages(rnd, data, ino.data)
+			}
 			if rnd != nil && len(ino.data) > len(ino.synced) && string(ino.data[:len(ino.synced)]) == string(ino.synced) {
 				extra := ino.data[len(ino.synced):]
 				keep := rnd.IntN(len(extra) + 1)
@@ -253,3 +258,19 @@ func (f *memFile) Size() (int64, error) {
 }
 
 func (f *memFile) Close() error { return nil }
+
+// tearPages copies to synced, page by page at random, the pages of data
+// (the unsynced contents) that differ from it, some of them only in part.
+func tearPages(rnd *rand.Rand, synced, data []byte) {
+	const page = 4096
+	for p := 0; p < len(synced) && p < len(data); p += page {
+		end := min(p+page, len(synced), len(data))
+		if string(synced[p:end]) == string(data[p:end]) || rnd.IntN(2) == 0 {
+			continue
+		}
+		if rnd.IntN(4) == 0 {
+			end = p + rnd.IntN(end-p+1) // a torn page: only its start arrived
+		}
+		copy(synced[p:end], data[p:end])
+	}
+}

@@ -4,17 +4,19 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"cairn/blocks"
 )
 
-// gateFS blocks the first file Sync until released.
+// gateFS blocks the first file Sync after it is armed until released.
 type gateFS struct {
 	*memFS
 	entered, release chan struct{}
 	once             sync.Once
+	armed            atomic.Bool
 }
 
 type gateFile struct {
@@ -39,6 +41,9 @@ func (g *gateFS) Create(name string) (File, error) {
 }
 
 func (f gateFile) Sync() error {
+	if !f.g.armed.Load() {
+		return f.File.Sync()
+	}
 	f.g.once.Do(func() {
 		close(f.g.entered)
 		<-f.g.release
@@ -56,6 +61,8 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	waitSpare(t, s) // its sync must not take the gate
+	g.armed.Store(true)
 	if err := s.PutPiece(ctx, keyOf(0), []byte("first")); err != nil {
 		t.Fatal(err)
 	}
@@ -235,5 +242,22 @@ func TestBackgroundCompaction(t *testing.T) {
 	}
 	for i := 0; i < n; i += 5 {
 		mustGet(t, s, keyOf(i), pieceData(i, 4096))
+	}
+}
+
+// waitSpare waits until the background spare segment is ready.
+func waitSpare(t testing.TB, s *Silo) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; {
+		s.spareMu.Lock()
+		ok := s.spare != nil
+		s.spareMu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no spare segment after a minute")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

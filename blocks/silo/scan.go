@@ -27,9 +27,15 @@ import (
 // never with a hole. after counts the intact records past the cut: a torn
 // write leaves few or none; many suggest rot in synced data.
 //
+// A segment may end in zero bytes (the preallocated tail, see active.go):
+// in both kinds of scan, a header of zero bytes followed by nothing but
+// zeros to the end of the file ends the records, and zeroTail reports that
+// [end, size) holds only zeros. A zero header followed by other bytes is a
+// bad header like any other.
+//
 // scanSegment never panics on any file content; it fails only on I/O
 // errors.
-func scanSegment(f File, size int64, full bool, visit func(off int64, h *header), bad func(off, n int64, why error)) (end int64, after int, err error) {
+func scanSegment(f File, size int64, full bool, visit func(off int64, h *header), bad func(off, n int64, why error)) (end int64, after int, zeroTail bool, err error) {
 	var (
 		hbuf [hdrSize]byte
 		pbuf []byte
@@ -42,11 +48,23 @@ func scanSegment(f File, size int64, full bool, visit func(off int64, h *header)
 		err := readHeaderAt(f, off, size, hbuf[:], &h)
 		if err != nil {
 			if !errors.Is(err, errBadHeader) {
-				return 0, 0, err
+				return 0, 0, false, err
+			}
+			if isZero(hbuf[:min(hdrSize, size-off)]) {
+				z, zerr := allZero(f, off, size)
+				if zerr != nil {
+					return 0, 0, false, zerr
+				}
+				if z {
+					if end < 0 || !full {
+						return off, after, true, nil
+					}
+					return end, after, false, nil
+				}
 			}
 			next, rerr := resync(f, off+1, size)
 			if rerr != nil {
-				return 0, 0, rerr
+				return 0, 0, false, rerr
 			}
 			if full {
 				if end < 0 {
@@ -67,7 +85,7 @@ func scanSegment(f File, size int64, full bool, visit func(off int64, h *header)
 				}
 				rec := pbuf[:hdrSize+h.n]
 				if _, err := f.ReadAt(rec, off); err != nil {
-					return 0, 0, err
+					return 0, 0, false, err
 				}
 				ok = checkRecord(rec, &h)
 			}
@@ -85,15 +103,19 @@ func scanSegment(f File, size int64, full bool, visit func(off int64, h *header)
 		off = recEnd
 	}
 	if !full || end < 0 {
-		return size, after, nil
+		return size, after, true, nil
 	}
-	return end, after, nil
+	return end, after, false, nil
 }
 
 // readHeaderAt reads and decodes the header at off, checking that its
 // record fits in the file.
 func readHeaderAt(f File, off, size int64, buf []byte, h *header) error {
 	if size-off < hdrSize {
+		clear(buf)
+		if _, err := f.ReadAt(buf[:size-off], off); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
 		return fmt.Errorf("%w: %d trailing bytes", errBadHeader, size-off)
 	}
 	if _, err := f.ReadAt(buf[:hdrSize], off); err != nil {

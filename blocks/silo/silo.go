@@ -80,8 +80,9 @@ func (o *Options) setDefaults() error {
 type Stats struct {
 	Pieces    int64 // live pieces
 	LiveBytes int64 // payload bytes of live pieces and journal records
-	DiskBytes int64 // bytes of all segment files
-	Segments  int   // segment files
+	DiskBytes int64 // bytes of all segment files, the preallocated included
+	Prealloc  int64 // bytes of DiskBytes preallocated for appends (zeros)
+	Segments  int   // segment files holding records
 }
 
 // loc is where a record lives: segment id, offset, payload length.
@@ -130,16 +131,18 @@ type logState struct {
 }
 
 type segment struct {
-	id   uint32
-	name string
-	f    File
-	mu   sync.RWMutex // held shared by readers of f, exclusively to close it
-	size int64        // bytes written (guarded by Silo.mu)
-	live int64        // bytes of live piece and journal records (guarded by Silo.mu)
+	id    uint32
+	name  string
+	f     File
+	mu    sync.RWMutex // held shared by readers of f, exclusively to close it
+	size  int64        // bytes of records, buffered ones included (guarded by Silo.mu)
+	alloc int64        // the file's length: size plus a preallocated zero tail (guarded by Silo.mu)
+	live  int64        // bytes of live piece and journal records (guarded by Silo.mu)
 }
 
 type batch struct {
 	done    chan struct{}
+	gen     uint64 // the write generation the sync covers (0 until known; guarded by smu)
 	err     error
 	waiters int // callers queued (for tests)
 }
@@ -167,6 +170,12 @@ type Silo struct {
 	drops  map[blocks.ID]marker // the latest drop (Trim to MaxUint64) per log
 	live   int64                // LiveBytes
 	ghosts []uint32             // removed segments whose removal may not be durable yet
+	wbuf   []byte               // records at the end of the active segment not yet written to its file
+
+	spareMu   sync.Mutex // guards spare; taken after mu, never before it
+	spare     *segment   // a preallocated segment, the one after the active, or nil
+	spareKick chan struct{}
+	spareDone chan struct{}
 
 	writeGen atomic.Uint64 // incremented under mu by every write
 	syncs    atomic.Int64  // fdatasyncs run by Sync (for tests and benchmarks)
@@ -174,7 +183,8 @@ type Silo struct {
 	smu        sync.Mutex // guards the group-commit fields below
 	scond      *sync.Cond
 	syncing    bool
-	next       *batch
+	cur        *batch // the sync in flight (when syncing)
+	next       *batch // the sync callers queue for
 	durableGen uint64
 	stopped    bool
 
@@ -230,6 +240,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
 		logs:  map[blocks.ID]*logState{},
 		drops: map[blocks.ID]marker{},
 		kick:  make(chan struct{}, 1),
+		wbuf:  make([]byte, 0, writeBufSize),
+
+		spareKick: make(chan struct{}, 1),
+		spareDone: make(chan struct{}),
 	}
 	s.scond = sync.NewCond(&s.smu)
 	if err := s.load(ctx); err != nil {
@@ -241,7 +255,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
 	s.cancel = cancel
 	s.bgDone = make(chan struct{})
 	go s.compactLoop(bg)
+	go s.spareLoop(bg)
 	s.kickCompactor()
+	s.kickSpare()
 	return s, nil
 }
 
@@ -257,6 +273,9 @@ func (s *Silo) load(ctx context.Context) error {
 		}
 	}
 	slices.Sort(ids)
+	if ids, err = s.dropEmptyTail(ctx, ids); err != nil {
+		return err
+	}
 	st := newScanState(s)
 	for i, id := range ids {
 		if err := ctx.Err(); err != nil {
@@ -279,7 +298,7 @@ func (s *Silo) load(ctx context.Context) error {
 			return fmt.Errorf("silo: open segment %s: %d bytes, over the 4 GiB a segment may hold", name, size)
 		}
 		last := i == len(ids)-1
-		end, after, err := scanSegment(f, size, last, func(off int64, h *header) {
+		end, after, zeroTail, err := scanSegment(f, size, last, func(off int64, h *header) {
 			st.apply(id, uint32(off), h)
 		}, func(off, n int64, why error) {
 			s.log.Warn("silo: corrupt bytes in segment", "segment", name, "offset", off, "length", n, "err", why)
@@ -287,89 +306,131 @@ func (s *Silo) load(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("silo: scan segment %s: %w", name, err)
 		}
-		if last && end < size {
+		seg.size, seg.alloc = end, size
+		switch {
+		case end < size && !zeroTail:
 			level := slog.LevelWarn
 			if after > 1 {
 				level = slog.LevelError // more than a torn write: rot?
 			}
 			s.log.Log(ctx, level, "silo: cutting the active segment after its longest valid prefix",
 				"segment", name, "offset", end, "length", size-end, "intact_records_cut", after)
+			fallthrough
+		case end < size && !last:
+			// A sealed segment keeps no zero tail (a crash may leave one
+			// between sealing and its truncation).
 			if err := f.Truncate(end); err != nil {
-				return mapErr("truncate torn tail", err)
+				return mapErr("truncate segment", err)
 			}
 			if err := f.Sync(); err != nil {
 				return mapErr("sync", err)
 			}
-			size = end
+			seg.alloc = end
 		}
-		seg.size = size
+		if last && seg.alloc < s.opts.SegmentSize {
+			s.preallocActive(seg)
+		}
 	}
 	st.resolve()
 	s.cleanupLocked()
 	if len(ids) == 0 {
-		if err := s.newSegment(1); err != nil {
+		seg, err := s.makeSegment(1)
+		if err != nil {
 			return err
 		}
+		s.segs[1] = seg
+		s.order = append(s.order, 1)
 	}
 	s.active = s.segs[s.order[len(s.order)-1]]
 	return nil
 }
 
-// newSegment creates segment id, makes its creation durable and appends it
-// to order. Called with mu held (or before the Silo is shared).
-func (s *Silo) newSegment(id uint32) error {
-	name := filepath.Join(s.dir, segName(id))
-	f, err := s.fs.Create(name)
-	if err != nil {
-		return mapErr("create segment", err)
+// dropEmptyTail removes the last segments of ids while they start with
+// zero bytes: such a segment holds no record that a Sync covered (a spare,
+// or an active segment none of whose records reached the disk, or whose
+// first header rotted to zeros). Intact records found in one are logged at
+// error level. The one right after the last remaining segment is kept as
+// the spare instead if it is SegmentSize bytes, all zeros. It returns the
+// remaining ids.
+func (s *Silo) dropEmptyTail(ctx context.Context, ids []uint32) ([]uint32, error) {
+	removed := false
+	var keep *segment // a spare candidate
+	for len(ids) > 0 {
+		id := ids[len(ids)-1]
+		name := filepath.Join(s.dir, segName(id))
+		f, err := s.fs.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("silo: open segment: %w", err)
+		}
+		size, err := f.Size()
+		var empty bool
+		if err == nil {
+			empty, err = allZero(f, 0, min(size, hdrSize))
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("silo: open segment %s: %w", name, err)
+		}
+		if !empty {
+			f.Close()
+			break
+		}
+		_, after, zero, err := scanSegment(f, size, true, func(int64, *header) {}, nil)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("silo: scan segment %s: %w", name, err)
+		}
+		if after > 0 {
+			s.log.Log(ctx, slog.LevelError, "silo: dropping a last segment whose first record is missing",
+				"segment", name, "intact_records_cut", after)
+		}
+		seg := &segment{id: id, name: name, f: f, alloc: size}
+		if keep != nil {
+			s.dropFile(keep)
+			removed = true
+		}
+		keep = nil
+		if size == s.opts.SegmentSize && zero {
+			keep = seg // all zeros: a spare
+		} else {
+			s.dropFile(seg)
+			removed = true
+		}
+		ids = ids[:len(ids)-1]
 	}
-	if err := s.fs.SyncDir(s.dir); err != nil {
-		f.Close()
-		_ = s.fs.Remove(name)
-		return mapErr("sync directory", err)
-	}
-	s.segs[id] = &segment{id: id, name: name, f: f}
-	s.order = append(s.order, id)
-	return nil
-}
-
-// rollLocked seals the active segment (durably) and starts the next one.
-func (s *Silo) rollLocked() error {
-	if err := s.active.f.Sync(); err != nil {
-		s.failed = mapErr("sync sealed segment", err)
-		return s.failed
-	}
-	id := s.active.id + 1
-	if err := s.newSegment(id); err != nil {
-		return err
-	}
-	s.active = s.segs[id]
-	s.kickCompactor()
-	return nil
-}
-
-// appendLocked writes a whole record at the end of the active segment,
-// rolling to a new segment first when the active one is full.
-func (s *Silo) appendLocked(rec []byte) (*segment, uint32, error) {
-	if s.failed != nil {
-		return nil, 0, s.failed
-	}
-	if s.active.size >= s.opts.SegmentSize {
-		if err := s.rollLocked(); err != nil {
-			return nil, 0, err
+	if keep != nil {
+		if len(ids) > 0 && keep.id == ids[len(ids)-1]+1 {
+			s.spare = keep
+		} else {
+			s.dropFile(keep)
+			removed = true
 		}
 	}
-	seg := s.active
-	off := seg.size
-	if _, err := seg.f.WriteAt(rec, off); err != nil {
-		// Cut whatever part was written, so no half record stays behind a
-		// later one. (Truncating frees space; it succeeds on a full disk.)
-		_ = seg.f.Truncate(off)
-		return nil, 0, mapErr("write", err)
+	if removed {
+		if err := s.fs.SyncDir(s.dir); err != nil {
+			return nil, mapErr("sync directory", err)
+		}
 	}
-	seg.size += int64(len(rec))
-	s.writeGen.Add(1)
-	return seg, uint32(off), nil
+	return ids, nil
+}
+
+// preallocActive extends the active segment found at open with zeros to
+// SegmentSize (best effort: on a full disk it stays as it is, and appends
+// extend it).
+func (s *Silo) preallocActive(seg *segment) {
+	if seg.size >= s.opts.SegmentSize {
+		return
+	}
+	err := writeZeros(seg.f, seg.alloc, s.opts.SegmentSize)
+	if err == nil {
+		err = seg.f.Sync()
+	}
+	if err != nil {
+		_ = seg.f.Truncate(seg.alloc)
+		s.log.Warn("silo: could not preallocate the active segment", "segment", seg.name, "err", err)
+		return
+	}
+	seg.alloc = s.opts.SegmentSize
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, hdrSize+8<<10); return &b }}
@@ -447,17 +508,8 @@ func (s *Silo) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 	if len(data) > blocks.MaxPiece {
 		return fmt.Errorf("silo: piece of %d bytes: %w", len(data), blocks.ErrTooLarge)
 	}
-	s.mu.RLock()
-	e, ok := s.index[key]
-	s.mu.RUnlock()
-	if ok && !e.bad {
-		return nil
-	}
-	bp := getBuf(hdrSize + len(data))
-	defer putBuf(bp)
-	buf := *bp
-	copy(buf[hdrSize:], data)
-	pcrc := crc32.Checksum(data, castagnoli)
+	pcrc := crc32.Checksum(data, castagnoli) // outside the lock
+
 	h := header{typ: recPiece, n: uint32(len(data)), key: key}
 
 	s.mu.Lock()
@@ -471,8 +523,7 @@ func (s *Silo) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 	}
 	s.stamp++
 	h.stamp = s.stamp
-	putHeader(buf, &h, pcrc)
-	seg, off, err := s.appendLocked(buf)
+	seg, off, err := s.appendLocked(&h, pcrc, data, nil)
 	if err != nil {
 		return err
 	}
@@ -492,27 +543,15 @@ func (s *Silo) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 	return nil
 }
 
-// readRecord reads the record at l into buf (grown as needed) and checks
-// its header and checksum. It returns the record (header and payload).
+// readRecord reads the record at l of seg into buf (grown as needed) and
+// checks its header and checksum. It returns the record (header and
+// payload). It is called with s.mu held shared and releases it.
 func (s *Silo) readRecord(seg *segment, l loc, buf []byte, h *header) ([]byte, error) {
-	n := int(l.size())
-	if cap(buf) < n {
-		buf = make([]byte, n)
+	buf, err := s.fetchRecord(seg, l, buf)
+	if err != nil {
+		return buf, err
 	}
-	buf = buf[:n]
-	if _, err := seg.f.ReadAt(buf, int64(l.off)); err != nil {
-		if errors.Is(err, io.EOF) {
-			return buf, fmt.Errorf("silo: segment %s offset %d: short record: %w", seg.name, l.off, blocks.ErrCorrupt)
-		}
-		return buf, mapErr("read", err)
-	}
-	if err := decodeHeader(buf, h); err != nil {
-		return buf, fmt.Errorf("silo: segment %s offset %d: %v: %w", seg.name, l.off, err, blocks.ErrCorrupt)
-	}
-	if h.n != l.n || !checkRecord(buf, h) {
-		return buf, fmt.Errorf("silo: segment %s offset %d: checksum mismatch: %w", seg.name, l.off, blocks.ErrCorrupt)
-	}
-	return buf, nil
+	return buf, checkFetched(seg, l, buf, h)
 }
 
 // GetPiece implements blocks.Holder. The piece's record checksum is
@@ -520,6 +559,20 @@ func (s *Silo) readRecord(seg *segment, l loc, buf []byte, h *header) ([]byte, e
 // blocks.ErrNotFound, blocks.ErrCorrupt (wrapped; the bytes are never
 // returned), blocks.ErrClosed, or an I/O error.
 func (s *Silo) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
+	return s.GetPieceInto(ctx, key, nil)
+}
+
+// ReadSlack is the room beyond a piece's length that GetPieceInto needs in
+// dst to read the piece without allocating: the record header, read and
+// checked with the payload.
+const ReadSlack = hdrSize
+
+// GetPieceInto is GetPiece reading into dst's array: when cap(dst) is at
+// least the piece's length plus ReadSlack it returns dst[:len(piece)]
+// (overwriting dst[:len(piece)+ReadSlack]), else a newly allocated slice.
+// The checksum is verified as by GetPiece; on an error the contents of dst
+// are unspecified. The caller owns dst and the result.
+func (s *Silo) GetPieceInto(ctx context.Context, key blocks.Addr, dst []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -534,11 +587,8 @@ func (s *Silo) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 		return nil, fmt.Errorf("silo: piece %s: %w", key, blocks.ErrNotFound)
 	}
 	seg := s.segs[e.seg]
-	seg.mu.RLock()
-	s.mu.RUnlock()
 	var h header
-	buf, err := s.readRecord(seg, e.loc, nil, &h)
-	seg.mu.RUnlock()
+	buf, err := s.readRecord(seg, e.loc, dst[:0], &h)
 	if err == nil && (h.typ != recPiece || h.key != key) {
 		err = fmt.Errorf("silo: segment %s offset %d: record is not piece %s: %w", seg.name, e.off, key, blocks.ErrCorrupt)
 	}
@@ -547,6 +597,9 @@ func (s *Silo) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 			s.markBad(key, e.loc)
 		}
 		return nil, err
+	}
+	if dst != nil && cap(dst) >= len(buf) {
+		return buf[:copy(buf, buf[hdrSize:])], nil
 	}
 	return buf[hdrSize:], nil
 }
@@ -582,8 +635,6 @@ func (s *Silo) DeletePiece(ctx context.Context, key blocks.Addr) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	bp := getBuf(hdrSize)
-	defer putBuf(bp)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkOpen(); err != nil {
@@ -595,8 +646,7 @@ func (s *Silo) DeletePiece(ctx context.Context, key blocks.Addr) error {
 	}
 	s.stamp++
 	h := header{typ: recTomb, key: key, stamp: s.stamp}
-	putHeader(*bp, &h, 0)
-	seg, off, err := s.appendLocked(*bp)
+	seg, off, err := s.appendLocked(&h, 0, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -642,7 +692,16 @@ func (s *Silo) Stats() Stats {
 	defer s.mu.RUnlock()
 	st := Stats{Pieces: int64(len(s.index)), LiveBytes: s.live, Segments: len(s.order)}
 	for _, id := range s.order {
-		st.DiskBytes += s.segs[id].size
+		seg := s.segs[id]
+		st.DiskBytes += max(seg.size, seg.alloc)
+		st.Prealloc += max(seg.alloc-seg.size, 0)
+	}
+	if s.spareMu.TryLock() { // else it is being made or taken: not counted
+		if s.spare != nil {
+			st.DiskBytes += s.spare.alloc
+			st.Prealloc += s.spare.alloc
+		}
+		s.spareMu.Unlock()
 	}
 	return st
 }
@@ -650,21 +709,25 @@ func (s *Silo) Stats() Stats {
 // Sync implements blocks.Holder and is the silo's group commit: it returns
 // once every piece, tombstone and journal record written before the call
 // is durable (fdatasync of the active segment; sealed segments were synced
-// when sealed). Concurrent callers share one fdatasync: a caller arriving
-// while one is in flight waits for the next, which one caller runs for all
-// that queued. A failed fdatasync is sticky (the kernel may have dropped
-// the dirty pages): every later write and Sync fails until the silo is
-// reopened, which rescans the active segment.
+// when sealed). Concurrent callers share fdatasyncs: each sync covers the
+// writes made before it started (a write generation). A caller whose writes
+// are all covered by a completed sync returns at once; one whose writes are
+// covered by the sync in flight waits for it; any other caller queues for
+// the next, which one caller runs for all that queued. A failed fdatasync
+// is sticky (the kernel may have dropped the dirty pages): every later
+// write and Sync fails until the silo is reopened, which rescans the
+// active segment.
 func (s *Silo) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	want := s.writeGen.Load() // covers every write that returned before now
 	s.smu.Lock()
 	if s.stopped {
 		s.smu.Unlock()
 		return fmt.Errorf("silo: %w", blocks.ErrClosed)
 	}
-	if s.writeGen.Load() <= s.durableGen {
+	if want <= s.durableGen {
 		s.smu.Unlock()
 		s.mu.RLock()
 		err := s.failed
@@ -672,11 +735,14 @@ func (s *Silo) Sync(ctx context.Context) error {
 		return err
 	}
 	if s.syncing {
-		if s.next == nil {
-			s.next = &batch{done: make(chan struct{})}
+		b := s.cur
+		if b == nil || b.gen < want {
+			if s.next == nil {
+				s.next = &batch{done: make(chan struct{})}
+			}
+			b = s.next
+			b.waiters++
 		}
-		b := s.next
-		b.waiters++
 		s.smu.Unlock()
 		select {
 		case <-b.done:
@@ -686,49 +752,60 @@ func (s *Silo) Sync(ctx context.Context) error {
 		}
 	}
 	s.syncing = true
+	b := &batch{done: make(chan struct{})}
+	s.cur = b
 	s.smu.Unlock()
-	return s.lead(nil)
+	return s.lead(b)
 }
 
-// lead runs one fdatasync for batch b (nil: the caller alone), then hands
-// the next queued batch to a new goroutine.
+// lead runs one fdatasync for batch b (now s.cur), then hands the next
+// queued batch to a new goroutine.
 func (s *Silo) lead(b *batch) error {
-	gen, err := s.syncActive()
+	gen, err := s.syncActive(b)
 	s.smu.Lock()
 	if err == nil && gen > s.durableGen {
 		s.durableGen = gen
 	}
 	nb := s.next
 	s.next = nil
+	s.cur = nb
 	if nb == nil {
 		s.syncing = false
 		s.scond.Broadcast()
 	}
 	s.smu.Unlock()
-	if b != nil {
-		b.err = err
-		close(b.done)
-	}
+	b.err = err
+	close(b.done)
 	if nb != nil {
 		go s.lead(nb)
 	}
 	return err
 }
 
-func (s *Silo) syncActive() (uint64, error) {
-	s.mu.RLock()
-	if s.failed != nil {
-		s.mu.RUnlock()
-		return 0, s.failed
-	}
+// syncActive makes every write up to the current generation durable and
+// returns that generation. It publishes the generation in b first, so that
+// Sync callers whose writes it covers wait for it rather than the next.
+func (s *Silo) syncActive(b *batch) (uint64, error) {
+	s.mu.Lock()
 	if s.closed {
-		s.mu.RUnlock()
+		s.mu.Unlock()
 		return 0, fmt.Errorf("silo: %w", blocks.ErrClosed)
+	}
+	if err := s.flushLocked(); err != nil {
+		s.mu.Unlock()
+		return 0, err
+	}
+	if s.failed != nil {
+		s.mu.Unlock()
+		return 0, s.failed
 	}
 	seg := s.active
 	gen := s.writeGen.Load()
 	seg.mu.RLock()
-	s.mu.RUnlock()
+	s.mu.Unlock()
+	s.smu.Lock()
+	b.gen = gen
+	s.smu.Unlock()
 	err := seg.f.Sync()
 	seg.mu.RUnlock()
 	s.syncs.Add(1)
@@ -753,6 +830,7 @@ func (s *Silo) Close() error {
 		s.closing.Store(true)
 		s.cancel()
 		<-s.bgDone
+		<-s.spareDone
 		s.compactMu.Lock() // wait for an explicit Compact to stop
 		s.compactMu.Unlock()
 		err := s.Sync(context.Background())
@@ -779,5 +857,9 @@ func (s *Silo) closeFiles() {
 		seg.mu.Lock()
 		seg.f.Close()
 		seg.mu.Unlock()
+	}
+	if s.spare != nil {
+		s.spare.f.Close() // it stays on disk: the next Open removes it
+		s.spare = nil
 	}
 }

@@ -1,0 +1,353 @@
+package silo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"cairn/blocks"
+)
+
+// The active segment's write path.
+//
+// Segments are created at full Options.SegmentSize, filled with real zero
+// blocks and synced (a spare one ahead of need, by a background goroutine),
+// so that appends overwrite blocks the file system has already allocated
+// and an fdatasync flushes data only, not the file's size and extents.
+// Appends collect in a write buffer (up to writeBufSize bytes) and go out
+// with one pwrite when the buffer is full, on Sync, and when the segment is
+// sealed; reads of records still in the buffer are served from it. A
+// record that does not fit the buffer or the preallocated space is written
+// with its own pwrite (past the preallocated end it extends the file, as a
+// plain append does). Sealing truncates the zero tail and syncs.
+
+// writeBufSize bounds the bytes buffered before a pwrite.
+const writeBufSize = 256 << 10
+
+// zeroChunk is the size of the zero writes that preallocate a segment.
+const zeroChunk = 1 << 20
+
+var zeros = make([]byte, zeroChunk)
+
+// appendLocked appends one record at the end of the active segment, rolling
+// to a new segment first when the active one is full: the header h (whose
+// stamp the caller has set) with payload (CRC32C pcrc), or, when raw is not
+// nil, the whole encoded record raw verbatim. The record goes to the write
+// buffer when it fits there and in the preallocated space.
+func (s *Silo) appendLocked(h *header, pcrc uint32, payload, raw []byte) (*segment, uint32, error) {
+	if s.failed != nil {
+		return nil, 0, s.failed
+	}
+	if s.active.size >= s.opts.SegmentSize {
+		if err := s.rollLocked(); err != nil {
+			return nil, 0, err
+		}
+	}
+	n := hdrSize + len(payload)
+	if raw != nil {
+		n = len(raw)
+	}
+	seg := s.active
+	off := seg.size
+	if len(s.wbuf)+n > cap(s.wbuf) {
+		if err := s.flushLocked(); err != nil {
+			return nil, 0, err
+		}
+	}
+	if n <= cap(s.wbuf) && off+int64(n) <= seg.alloc {
+		i := len(s.wbuf)
+		s.wbuf = s.wbuf[:i+n]
+		encodeInto(s.wbuf[i:], h, pcrc, payload, raw)
+	} else {
+		if err := s.flushLocked(); err != nil {
+			return nil, 0, err
+		}
+		bp := getBuf(n)
+		encodeInto(*bp, h, pcrc, payload, raw)
+		_, err := seg.f.WriteAt(*bp, off)
+		putBuf(bp)
+		if err != nil {
+			s.undoWriteLocked(seg, off, n)
+			return nil, 0, mapErr("write", err)
+		}
+		if end := off + int64(n); end > seg.alloc {
+			seg.alloc = end
+		}
+	}
+	seg.size += int64(n)
+	s.writeGen.Add(1)
+	return seg, uint32(off), nil
+}
+
+func encodeInto(b []byte, h *header, pcrc uint32, payload, raw []byte) {
+	if raw != nil {
+		copy(b, raw)
+		return
+	}
+	putHeader(b, h, pcrc)
+	copy(b[hdrSize:], payload)
+}
+
+// undoWriteLocked cuts whatever part of a failed write of n bytes at off
+// was written, so that no half record stays behind a later one: the part
+// inside the preallocated space is zeroed again, the part past it truncated
+// (truncating frees space, so it succeeds on a full disk). If the zeroing
+// fails the silo refuses writes until reopened.
+func (s *Silo) undoWriteLocked(seg *segment, off int64, n int) {
+	if off >= seg.alloc {
+		_ = seg.f.Truncate(off)
+		return
+	}
+	_ = seg.f.Truncate(seg.alloc)
+	if err := writeZeros(seg.f, off, min(off+int64(n), seg.alloc)); err != nil && s.failed == nil {
+		s.failed = mapErr("clear a failed write", err)
+		s.log.Error("silo: could not clear a failed write; writes refused until reopen", "err", err)
+	}
+}
+
+// flushLocked writes the write buffer to the active segment. A failure is
+// sticky, like a failed fdatasync: records already acknowledged to their
+// writers are not on disk, so the silo refuses writes and syncs until it is
+// reopened (reads of the buffered records are still served).
+func (s *Silo) flushLocked() error {
+	if len(s.wbuf) == 0 {
+		return nil
+	}
+	if s.failed != nil {
+		return s.failed
+	}
+	seg := s.active
+	off := seg.size - int64(len(s.wbuf))
+	if _, err := seg.f.WriteAt(s.wbuf, off); err != nil {
+		s.failed = mapErr("write", err)
+		s.log.Error("silo: writing buffered records failed; writes refused until reopen", "err", err)
+		return s.failed
+	}
+	s.wbuf = s.wbuf[:0]
+	return nil
+}
+
+// bufferedLocked returns the bytes of the record at l if they are still in
+// the write buffer (s.mu held, shared or exclusive).
+func (s *Silo) bufferedLocked(seg *segment, l loc) ([]byte, bool) {
+	if seg != s.active || len(s.wbuf) == 0 {
+		return nil, false
+	}
+	start := seg.size - int64(len(s.wbuf))
+	if int64(l.off) < start {
+		return nil, false
+	}
+	i := int64(l.off) - start
+	end := i + l.size()
+	if end > int64(len(s.wbuf)) {
+		return nil, false
+	}
+	return s.wbuf[i:end], true
+}
+
+// fetchRecord reads the bytes of the record at l of seg into buf (grown as
+// needed) and returns them, unchecked. It is called with s.mu held shared
+// and releases it.
+func (s *Silo) fetchRecord(seg *segment, l loc, buf []byte) ([]byte, error) {
+	n := int(l.size())
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if b, ok := s.bufferedLocked(seg, l); ok {
+		copy(buf, b)
+		s.mu.RUnlock()
+		return buf, nil
+	}
+	seg.mu.RLock()
+	s.mu.RUnlock()
+	_, err := seg.f.ReadAt(buf, int64(l.off))
+	seg.mu.RUnlock()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return buf, fmt.Errorf("silo: segment %s offset %d: short record: %w", seg.name, l.off, blocks.ErrCorrupt)
+		}
+		return buf, mapErr("read", err)
+	}
+	return buf, nil
+}
+
+// checkFetched checks the header and checksum of a record fetched from l.
+func checkFetched(seg *segment, l loc, buf []byte, h *header) error {
+	if err := decodeHeader(buf, h); err != nil {
+		return fmt.Errorf("silo: segment %s offset %d: %v: %w", seg.name, l.off, err, blocks.ErrCorrupt)
+	}
+	if h.n != l.n || !checkRecord(buf, h) {
+		return fmt.Errorf("silo: segment %s offset %d: checksum mismatch: %w", seg.name, l.off, blocks.ErrCorrupt)
+	}
+	return nil
+}
+
+// rollLocked seals the active segment and makes the spare (or, if none is
+// ready, a new segment) active. Sealing writes out the buffer, truncates
+// the zero tail and fdatasyncs, so every segment but the active one is
+// durable whole.
+func (s *Silo) rollLocked() error {
+	if err := s.flushLocked(); err != nil {
+		return err
+	}
+	old := s.active
+	if old.alloc > old.size {
+		if err := old.f.Truncate(old.size); err != nil {
+			return mapErr("truncate sealed segment", err)
+		}
+		old.alloc = old.size
+	}
+	if err := old.f.Sync(); err != nil {
+		s.failed = mapErr("sync sealed segment", err)
+		return s.failed
+	}
+	id := old.id + 1
+	seg, err := s.takeSpare(id)
+	if err != nil {
+		return err
+	}
+	s.segs[id] = seg
+	s.order = append(s.order, id)
+	s.active = seg
+	s.kickSpare()
+	s.kickCompactor()
+	return nil
+}
+
+// takeSpare returns the spare segment if it has id, else makes segment id
+// now (the writer waits). Called with s.mu held.
+func (s *Silo) takeSpare(id uint32) (*segment, error) {
+	s.spareMu.Lock()
+	defer s.spareMu.Unlock()
+	sp := s.spare
+	s.spare = nil
+	if sp != nil {
+		if sp.id == id {
+			return sp, nil
+		}
+		s.dropFile(sp)
+		if err := s.fs.SyncDir(s.dir); err != nil {
+			return nil, mapErr("sync directory", err)
+		}
+	}
+	return s.makeSegment(id)
+}
+
+// makeSegment creates segment file id, preallocated: SegmentSize zero
+// bytes, synced, its directory entry synced. On failure it removes what it
+// made.
+func (s *Silo) makeSegment(id uint32) (*segment, error) {
+	name := filepath.Join(s.dir, segName(id))
+	f, err := s.fs.Create(name)
+	if err != nil {
+		return nil, mapErr("create segment", err)
+	}
+	seg := &segment{id: id, name: name, f: f, alloc: s.opts.SegmentSize}
+	err = writeZeros(f, 0, s.opts.SegmentSize)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = s.fs.SyncDir(s.dir)
+	}
+	if err != nil {
+		s.dropFile(seg)
+		return nil, mapErr("create segment", err)
+	}
+	return seg, nil
+}
+
+// dropFile truncates (returning its space at once), closes and removes a
+// segment file that holds no records. The removal is durable at the next
+// SyncDir.
+func (s *Silo) dropFile(seg *segment) {
+	_ = seg.f.Truncate(0)
+	seg.f.Close()
+	_ = s.fs.Remove(seg.name)
+}
+
+// writeZeros writes zero bytes over [from, to) of f.
+func writeZeros(f File, from, to int64) error {
+	for off := from; off < to; {
+		n := min(to-off, zeroChunk)
+		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+// allZero reports whether [from, to) of f holds only zero bytes (bytes past
+// the end of the file count as zero).
+func allZero(f File, from, to int64) (bool, error) {
+	buf := make([]byte, min(to-from, zeroChunk))
+	for off := from; off < to; {
+		n := min(to-off, int64(len(buf)))
+		m, err := f.ReadAt(buf[:n], off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false, err
+		}
+		if !isZero(buf[:m]) {
+			return false, nil
+		}
+		if m < int(n) {
+			return true, nil
+		}
+		off += n
+	}
+	return true, nil
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= len(zeros) {
+		if !bytes.Equal(b[:len(zeros)], zeros) {
+			return false
+		}
+		b = b[len(zeros):]
+	}
+	return bytes.Equal(b, zeros[:len(b)])
+}
+
+// kickSpare asks the spare maker for a spare after the active segment.
+func (s *Silo) kickSpare() {
+	select {
+	case s.spareKick <- struct{}{}:
+	default:
+	}
+}
+
+// spareLoop keeps one spare segment ready (the one after the active), so
+// that rolling to a new segment does not wait for its preallocation.
+func (s *Silo) spareLoop(ctx context.Context) {
+	defer close(s.spareDone)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.spareKick:
+		}
+		s.mu.RLock()
+		if s.closed || s.failed != nil {
+			s.mu.RUnlock()
+			continue
+		}
+		id := s.active.id + 1
+		s.mu.RUnlock()
+		s.spareMu.Lock()
+		if s.spare == nil && !s.closing.Load() {
+			sp, err := s.makeSegment(id)
+			if err != nil {
+				// Rolling will try again, and report the error to a writer.
+				s.log.Warn("silo: could not prepare a spare segment", "segment", id, "err", err)
+			} else {
+				s.spare = sp
+			}
+		}
+		s.spareMu.Unlock()
+	}
+}

@@ -1,0 +1,208 @@
+package silo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"cairn/blocks"
+)
+
+// TestPreallocatedSegments: the active segment is SegmentSize bytes from
+// the start (records then zeros), a spare is made ahead, sealing truncates
+// the zero tail, and reopening reuses the spare and keeps everything.
+func TestPreallocatedSegments(t *testing.T) {
+	ctx := context.Background()
+	fsys := newMemFS()
+	const segSize = 64 << 10
+	opts := Options{SegmentSize: segSize, FS: fsys, Logger: testLogger(t)}
+	s, err := Open(ctx, "/silo", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSpare(t, s)
+	size := func(name string) int {
+		fsys.mu.Lock() // the spare maker may be creating a file
+		ino := fsys.names["/silo/"+name]
+		fsys.mu.Unlock()
+		if ino == nil {
+			return -1
+		}
+		ino.mu.Lock()
+		defer ino.mu.Unlock()
+		return len(ino.data)
+	}
+	if got := size("0000000000000001.seg"); got != segSize {
+		t.Fatalf("active segment is %d bytes, want %d preallocated", got, segSize)
+	}
+	if got := size("0000000000000002.seg"); got != segSize {
+		t.Fatalf("spare segment is %d bytes, want %d", got, segSize)
+	}
+	const n = 40 // about 2.5 segments
+	for i := range n {
+		if err := s.PutPiece(ctx, keyOf(i), pieceData(i, 4096)); err != nil {
+			t.Fatal(err)
+		}
+		if i == 5 {
+			mustGet(t, s, keyOf(i), pieceData(i, 4096)) // from the write buffer
+		}
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := size("0000000000000001.seg"), 16*(hdrSize+4096); got != want {
+		t.Fatalf("sealed segment is %d bytes, want %d (its records only)", got, want)
+	}
+	waitSpare(t, s)
+	st := s.Stats()
+	if st.DiskBytes-st.Prealloc != n*(hdrSize+4096) || st.Prealloc < segSize {
+		t.Fatalf("Stats = %+v", st)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	spareName := "0000000000000004.seg"
+	if size(spareName) != segSize {
+		t.Fatalf("no spare %s at close", spareName)
+	}
+	s, err = Open(ctx, "/silo", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.spareMu.Lock()
+	reused := s.spare != nil && s.spare.id == 4
+	s.spareMu.Unlock()
+	if !reused {
+		t.Fatal("the spare was not reused at open")
+	}
+	for i := range n {
+		mustGet(t, s, keyOf(i), pieceData(i, 4096))
+	}
+	if st2 := s.Stats(); st2.Pieces != n || st2.LiveBytes != st.LiveBytes {
+		t.Fatalf("Stats after reopen = %+v, before %+v", st2, st)
+	}
+}
+
+// TestPreallocatedTailDamage: bytes found in the zero tail of the active
+// segment at open are cut and zeroed again, so that no stale record can
+// follow later appends; a sealed segment left with a zero tail (a crash
+// between sealing and truncating) opens cleanly and is truncated.
+func TestPreallocatedTailDamage(t *testing.T) {
+	ctx := context.Background()
+	fsys := newMemFS()
+	const segSize = 64 << 10
+	opts := Options{SegmentSize: segSize, FS: fsys, Logger: testLogger(t)}
+	s, err := Open(ctx, "/silo", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 { // segment 1 sealed, segment 2 active
+		if err := s.PutPiece(ctx, keyOf(i), pieceData(i, 4096)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, files := fsys.files()
+	sealed, active := files["/silo/0000000000000001.seg"], files["/silo/0000000000000002.seg"]
+	used := 4 * (hdrSize + 4096)
+	stale := encodeRecord(header{typ: recPiece, stamp: 1 << 40, key: keyOf(1000)}, pieceData(1000, 100))
+	active.mu.Lock()
+	copy(active.data[used+5000:], stale) // not where the next record goes
+	active.mu.Unlock()
+	sealed.mu.Lock()
+	sealedLen := len(sealed.data)
+	sealed.data = append(sealed.data, make([]byte, 3000)...)
+	sealed.mu.Unlock()
+
+	s, err = Open(ctx, "/silo", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetPiece(ctx, keyOf(1000)); !errors.Is(err, blocks.ErrNotFound) {
+		t.Fatalf("a record past the zero end was indexed: %v", err)
+	}
+	for i := range 20 {
+		mustGet(t, s, keyOf(i), pieceData(i, 4096))
+	}
+	sealed.mu.Lock()
+	gotSealed := len(sealed.data)
+	sealed.mu.Unlock()
+	if gotSealed != sealedLen {
+		t.Fatalf("sealed segment is %d bytes, want %d", gotSealed, sealedLen)
+	}
+	active.mu.Lock()
+	tailZero := len(active.data) == segSize && isZero(active.data[used:])
+	active.mu.Unlock()
+	if !tailZero {
+		t.Fatal("the active segment's tail was not zeroed again")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(ctx, "/silo", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 20 {
+		mustGet(t, s, keyOf(i), pieceData(i, 4096))
+	}
+	if got := s.Stats().Pieces; got != 20 {
+		t.Fatalf("%d pieces", got)
+	}
+}
+
+// TestSyncCoalescing: a Sync with nothing new to make durable runs no
+// fdatasync, and a Sync after a write runs exactly one.
+func TestSyncCoalescing(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, t.TempDir(), Options{SegmentSize: 1 << 20})
+	if err := s.PutPiece(ctx, keyOf(1), []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	before := s.syncs.Load()
+	for range 3 {
+		if err := s.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.syncs.Load() - before; got != 1 {
+		t.Fatalf("%d fdatasyncs for a write and 3 Syncs, want 1", got)
+	}
+}
+
+// TestGetPieceInto: the piece is read into dst's array when it has room,
+// into a new slice when not, and served from the write buffer alike.
+func TestGetPieceInto(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, t.TempDir(), Options{})
+	data := pieceData(7, 5000)
+	if err := s.PutPiece(ctx, keyOf(7), data); err != nil {
+		t.Fatal(err)
+	}
+	for _, synced := range []bool{false, true} {
+		if synced {
+			if err := s.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range []int{0, len(data), len(data) + ReadSlack, 3 * len(data)} {
+			dst := make([]byte, 3, c+3)[3:]
+			got, err := s.GetPieceInto(ctx, keyOf(7), dst)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("cap %d: %v, equal %v", c, err, bytes.Equal(got, data))
+			}
+			inPlace := cap(dst) > 0 && &got[0] == &dst[:1][0]
+			if want := c >= len(data)+ReadSlack; inPlace != want {
+				t.Fatalf("cap %d: read in place %v, want %v", c, inPlace, want)
+			}
+		}
+	}
+	if _, err := s.GetPieceInto(ctx, keyOf(8), make([]byte, 0, 8192)); !errors.Is(err, blocks.ErrNotFound) {
+		t.Fatalf("absent piece: %v", err)
+	}
+}
