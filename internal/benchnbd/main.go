@@ -53,6 +53,15 @@ type options struct {
 	size      int64         // size of the volume and of nbdkit's file
 	benchtime string        // -benchtime of the Go benchmarks
 	rows      []row         // the fio rows to run (-rows filters suiteRows)
+
+	single        bool          // run the single-node section (cairn serve vs nbdkit)
+	cluster       bool          // run the cluster section
+	clusterRounds int           // rounds of the cluster's fio suite
+	clusterRegion int64         // bytes of the cluster's volume the suite touches
+	healSize      int64         // bytes written before a node is lost in the healing run
+	removeAfter   time.Duration // --remove-after of the healing run's nodes
+	healLimit     time.Duration // longest wait for the healing
+	healLoad      time.Duration // how long into the rebuild the client job runs
 }
 
 func main() {
@@ -69,6 +78,14 @@ func main() {
 	flag.StringVar(&region, "region", "1GiB", "region of the disk the suite touches (filled before the reads)")
 	flag.StringVar(&size, "size", "4GiB", "size of cairn's volume and of nbdkit's file")
 	flag.StringVar(&o.benchtime, "benchtime", "2s", "-benchtime of the Go benchmarks")
+	flag.BoolVar(&o.single, "single", true, "run the single-node section: cairn serve vs nbdkit")
+	flag.BoolVar(&o.cluster, "cluster", true, "run the cluster section: a 3-node replicas = 3 volume vs a 1-node one, a short absence, and healing after a node loss")
+	flag.IntVar(&o.clusterRounds, "cluster-rounds", 1, "rounds of the cluster's fio suite; each row reports its best round")
+	clusterRegion := flag.String("cluster-region", "512MiB", "region of the cluster's volume the suite touches (filled before the reads)")
+	healSize := flag.String("heal-size", "1GiB", "bytes written to the cluster before a node is lost for good")
+	flag.DurationVar(&o.removeAfter, "remove-after", 10*time.Second, "--remove-after of the healing run's nodes")
+	flag.DurationVar(&o.healLimit, "heal-limit", 10*time.Minute, "longest wait for the healing (a miss is reported, not an error)")
+	flag.DurationVar(&o.healLoad, "heal-load", 30*time.Second, "how long into the rebuild the client job keeps running (it also runs from the kill to the removal)")
 	rowsFlag := flag.String("rows", "", "run only the fio rows whose name contains this (e.g. fsync, \"rand read\")")
 	flag.Parse()
 
@@ -79,10 +96,22 @@ func main() {
 	if o.size, err = parseSize(size); err != nil {
 		fatal(err)
 	}
+	if o.clusterRegion, err = parseSize(*clusterRegion); err != nil {
+		fatal(err)
+	}
+	if o.healSize, err = parseSize(*healSize); err != nil {
+		fatal(err)
+	}
 	if o.quick {
-		o.runtime, o.ramp, o.rounds, o.benchtime = time.Second, 0, 1, "100ms"
+		o.runtime, o.ramp, o.rounds, o.clusterRounds, o.benchtime = time.Second, 0, 1, 1, "100ms"
 		if !flagSet("region") {
 			o.region = 128 << 20
+		}
+		if !flagSet("cluster-region") {
+			o.clusterRegion = 64 << 20
+		}
+		if !flagSet("heal-size") {
+			o.healSize = 64 << 20
 		}
 	}
 	for _, r := range suiteRows {
@@ -95,6 +124,9 @@ func main() {
 	}
 	if o.rounds < 1 || o.region <= 0 || o.region > o.size || o.runtime < time.Second {
 		fatal(errors.New("benchnbd: need -rounds >= 1, 0 < -region <= -size, -runtime >= 1s"))
+	}
+	if o.clusterRounds < 1 || o.clusterRegion > clusterVolumeSize || o.healSize > clusterVolumeSize || o.removeAfter <= 0 || o.healLimit <= 0 {
+		fatal(errors.New("benchnbd: need -cluster-rounds >= 1, -cluster-region and -heal-size <= 2GiB, -remove-after and -heal-limit > 0"))
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -119,7 +151,11 @@ func flagSet(name string) bool {
 // run does the whole harness; every process it starts and the temporary
 // directory are gone when it returns.
 func run(ctx context.Context, o options) error {
-	for _, tool := range []string{"fio", "nbdkit"} {
+	tools := []string{"fio"}
+	if o.single {
+		tools = append(tools, "nbdkit")
+	}
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found (scripts/deps.sh bench installs it): %w", tool, err)
 		}
@@ -148,13 +184,31 @@ func run(ctx context.Context, o options) error {
 	}
 
 	var md strings.Builder
-	nbdTable, err := nbdSuite(ctx, o, bin, tmp)
-	if err != nil {
-		return err
+	if o.single {
+		nbdTable, err := nbdSuite(ctx, o, bin, tmp)
+		if err != nil {
+			return err
+		}
+		fmt.Println()
+		nbdTable.text(os.Stdout)
+		nbdTable.markdown(&md)
 	}
-	fmt.Println()
-	nbdTable.text(os.Stdout)
-	nbdTable.markdown(&md)
+	if o.cluster {
+		start := time.Now()
+		cl, err := clusterSuite(ctx, o, bin, tmp)
+		if err != nil {
+			return err
+		}
+		cl.took = time.Since(start)
+		for _, t := range cl.tables() {
+			fmt.Println()
+			t.text(os.Stdout)
+			if md.Len() > 0 {
+				md.WriteString("\n")
+			}
+			t.markdown(&md)
+		}
+	}
 
 	if o.goBench {
 		goTable, err := goSuite(ctx, o, root)
@@ -163,7 +217,9 @@ func run(ctx context.Context, o options) error {
 		}
 		fmt.Println()
 		goTable.text(os.Stdout)
-		md.WriteString("\n")
+		if md.Len() > 0 {
+			md.WriteString("\n")
+		}
 		goTable.markdown(&md)
 	}
 	if o.out != "" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -77,5 +78,79 @@ func TestProcStats(t *testing.T) {
 	rss, hwm, err := memory(pid)
 	if err != nil || rss <= 0 || hwm < rss {
 		t.Errorf("memory = %d, %d, %v", rss, hwm, err)
+	}
+}
+
+func TestInterpolate(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := []sample{{t0, 100}, {t0.Add(time.Second), 200}, {t0.Add(3 * time.Second), 400}}
+	for _, tc := range []struct {
+		at   time.Duration
+		want int64
+	}{
+		{-time.Second, 100}, {0, 100}, {500 * time.Millisecond, 150}, {time.Second, 200},
+		{2 * time.Second, 300}, {3 * time.Second, 400}, {10 * time.Second, 400},
+	} {
+		if got := interpolate(s, t0.Add(tc.at)); got != tc.want {
+			t.Errorf("interpolate at %v = %d, want %d", tc.at, got, tc.want)
+		}
+	}
+	if got := interpolate(nil, t0); got != 0 {
+		t.Errorf("interpolate(nil) = %d", got)
+	}
+}
+
+func TestRewrittenSince(t *testing.T) {
+	log := `time=2026-01-01T00:00:00Z level=INFO msg="anti-entropy pass" checked=10 repaired=7 unreadable=0
+time=2026-01-01T00:00:01Z level=INFO msg="something else" repaired=1000
+time=2026-01-01T00:00:02Z level=INFO msg="anti-entropy pass" checked=20 repaired=5 unreadable=0
+`
+	p := filepath.Join(t.TempDir(), "node.log")
+	if err := os.WriteFile(p, []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := rewrittenSince(p, 0); got != 12 {
+		t.Errorf("rewrittenSince(0) = %d, want 12", got)
+	}
+	second := int64(strings.Index(log, "time=2026-01-01T00:00:01Z"))
+	if got := rewrittenSince(p, second); got != 5 {
+		t.Errorf("rewrittenSince(second line) = %d, want 5", got)
+	}
+	if got := rewrittenSince(filepath.Join(t.TempDir(), "missing"), 0); got != 0 {
+		t.Errorf("rewrittenSince(missing) = %d", got)
+	}
+}
+
+func TestClusterTarget(t *testing.T) {
+	for _, r := range suiteRows {
+		want := 0.8
+		if strings.Contains(r.name, "write") {
+			want = 0.4
+		}
+		if got := clusterTarget(r); got != want {
+			t.Errorf("clusterTarget(%s) = %v, want %v", r.name, got, want)
+		}
+	}
+}
+
+func TestReadFioStream(t *testing.T) {
+	in := `fio: some warning
+{"jobs": [{"error": 0, "write": {"io_bytes": 4096, "iops": 1}}]}
+{"jobs": [{"error": 0, "write": {"io_bytes": 8192, "iops": 2}}]}
+{"jobs": [{"error": 0, "write": {"io_bytes": 16384, "iops": 3, "total_ios": 4}}]}
+`
+	var p progress
+	last, got, err := readFioStream(strings.NewReader(in), &p)
+	if err != nil || !got {
+		t.Fatalf("readFioStream: %v, %v", got, err)
+	}
+	if len(p.samples) != 3 || p.samples[2].written != 16384 || last.Jobs[0].Write.TotalIOs != 4 {
+		t.Errorf("samples %v, last %+v", p.samples, last)
+	}
+	if _, got, err := readFioStream(strings.NewReader("no json here"), &p); got || err != nil {
+		t.Errorf("no JSON: got %v, err %v", got, err)
+	}
+	if _, _, err := readFioStream(strings.NewReader(`{"jobs": [`), &p); err == nil {
+		t.Errorf("truncated JSON: no error")
 	}
 }

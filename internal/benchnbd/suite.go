@@ -35,9 +35,11 @@ var suiteRows = []row{
 
 // measure is one fio run against one server.
 type measure struct {
-	iops      float64
-	bw        float64 // bytes/s
-	ios       int64   // I/Os completed in the measured window
+	iops      float64 // of the write side when the job wrote, else of the read side
+	bw        float64 // bytes/s, of the same side
+	readIOPS  float64 // both sides apart, for mixed jobs
+	writeIOPS float64
+	ios       int64 // I/Os completed in the measured window
 	cpuPerIO  time.Duration
 	rss       int64 // VmRSS at the end of the run
 	p99       time.Duration
@@ -57,15 +59,16 @@ type fioStats struct {
 	IOPS     float64 `json:"iops"`
 	BW       float64 `json:"bw_bytes"`
 	TotalIOs int64   `json:"total_ios"`
+	IOBytes  int64   `json:"io_bytes"`
 	Clat     struct {
 		Percentile map[string]float64 `json:"percentile"`
 	} `json:"clat_ns"`
 }
 
-// fio runs one fio job against uri and returns its parsed summary. cpuPID,
-// if not 0, is the server whose CPU time is sampled once the ramp is over
-// and again when fio exits.
-func fio(ctx context.Context, uri string, args []string, ramp time.Duration, cpuPID int) (measure, error) {
+// fio runs one fio job against uri and returns its parsed summary.
+// cpuPIDs (zeros ignored) are the server processes whose CPU time, summed,
+// is sampled once the ramp is over and again when fio exits.
+func fio(ctx context.Context, uri string, args []string, ramp time.Duration, cpuPIDs ...int) (measure, error) {
 	full := append([]string{"--name=bench", "--ioengine=nbd", "--uri=" + uri, "--output-format=json"}, args...)
 	cmd := exec.CommandContext(ctx, "fio", full...)
 	var stdout, stderr bytes.Buffer
@@ -78,18 +81,23 @@ func fio(ctx context.Context, uri string, args []string, ramp time.Duration, cpu
 		err error
 	}
 	first := make(chan sample, 1)
-	timer := time.AfterFunc(ramp, func() {
-		var s sample
-		if cpuPID != 0 {
-			s.cpu, s.err = cpuTime(cpuPID)
+	var pids []int
+	for _, p := range cpuPIDs {
+		if p != 0 {
+			pids = append(pids, p)
 		}
-		first <- s
-	})
-	err := cmd.Wait()
-	var last sample
-	if cpuPID != 0 {
-		last.cpu, last.err = cpuTime(cpuPID)
 	}
+	cpuSum := func() (s sample) {
+		for _, p := range pids {
+			c, err := cpuTime(p)
+			s.cpu += c
+			s.err = errors.Join(s.err, err)
+		}
+		return s
+	}
+	timer := time.AfterFunc(ramp, func() { first <- cpuSum() })
+	err := cmd.Wait()
+	last := cpuSum()
 	if err != nil {
 		timer.Stop()
 		return measure{}, fmt.Errorf("fio %v: %w\n%s%s", args, err, stderr.String(), tailBytes(stdout.Bytes(), 2000))
@@ -112,8 +120,9 @@ func fio(ctx context.Context, uri string, args []string, ramp time.Duration, cpu
 		st = j.Write
 	}
 	m.iops, m.bw, m.ios = st.IOPS, st.BW, st.TotalIOs
+	m.readIOPS, m.writeIOPS = j.Read.IOPS, j.Write.IOPS
 	m.p99 = time.Duration(st.Clat.Percentile["99.000000"])
-	if cpuPID != 0 {
+	if len(pids) > 0 {
 		s0 := <-first // the timer has fired: the ramp is shorter than the run
 		if err := errors.Join(s0.err, last.err); err != nil {
 			return measure{}, fmt.Errorf("reading cpu time: %w", err)
@@ -186,7 +195,7 @@ func nbdSuite(ctx context.Context, o options, bin, tmp string) (*nbdResult, erro
 		"--size=" + strconv.FormatInt(o.region, 10), "--end_fsync=1"}
 	for _, s := range []*server{c, k} {
 		fmt.Fprintf(os.Stderr, "benchnbd: filling %d MiB of %s\n", o.region>>20, s.name)
-		m, err := fio(ctx, s.uri, fill, 0, 0)
+		m, err := fio(ctx, s.uri, fill, 0)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}

@@ -325,17 +325,18 @@ except nbd.Error as e:
 `)
 	w.Env = append(os.Environ(), "PATH=/usr/bin:"+os.Getenv("PATH"))
 	stdin, _ := w.StdinPipe()
-	var wout bytes.Buffer
+	var wout, werr bytes.Buffer // wout is written by the copier below until copied is closed
 	pr, pw := io.Pipe()
-	w.Stdout, w.Stderr = pw, &wout
+	w.Stdout, w.Stderr = pw, &werr
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
 	line := make([]byte, 10)
 	if _, err := io.ReadFull(pr, line); err != nil || string(line) != "x-flushed\n" {
-		t.Fatalf("writer on A: %q %v %s", line, err, wout.String())
+		t.Fatalf("writer on A: %q %v", line, err)
 	}
-	go io.Copy(&wout, pr)
+	copied := make(chan struct{})
+	go func() { io.Copy(&wout, pr); close(copied) }()
 
 	heal := nw.Cut(0)
 	defer heal()
@@ -364,12 +365,12 @@ print("z-flushed")
 		t.Fatalf("A's writer hung for 3 minutes")
 	}
 	pw.Close()
-	time.Sleep(100 * time.Millisecond)
+	<-copied
 	if strings.Contains(wout.String(), "y-flushed") {
 		t.Fatalf("the cut-off node A completed a flush: %s (and B: %s)", wout.String(), zout)
 	}
 	if !strings.Contains(wout.String(), "y-failed") {
-		t.Fatalf("A's writer: %s", wout.String())
+		t.Fatalf("A's writer: %s %s", wout.String(), werr.String())
 	}
 	t.Logf("A's write: %s", lastLine(wout.String()))
 	heal()

@@ -229,17 +229,66 @@ func (c *cluster) holders(spread policies.Spread) func(blocks.Addr, int) []block
 	}
 }
 
-// allHolders returns every usable storage node, for Sync.
+// allHolders returns the holder the redundancy layer syncs: every usable
+// storage node at once (see syncGroup).
 func (c *cluster) allHolders() []blocks.Holder {
+	return []blocks.Holder{syncGroup{c}}
+}
+
+// syncGroup is a holder whose Sync syncs every reachable storage node in
+// parallel and succeeds only if a majority of the nodes in the view did:
+// a FLUSH on a node cut off from most of the cluster fails, even when the
+// pieces it wrote before the cut had reached the others. Its other
+// methods are never called by the redundancy layer.
+type syncGroup struct{ c *cluster }
+
+func (g syncGroup) Sync(ctx context.Context) error {
+	c := g.c
 	v := c.view()
-	var out []blocks.Holder
+	var ids []string
 	for id := range v.nodes {
-		if c.usable(v, id) || id == c.self.ID {
-			out = append(out, &slot{c: c, v: v, primary: id})
+		if id == c.self.ID || c.usable(v, id) {
+			ids = append(ids, id)
 		}
 	}
-	return out
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = c.holder(id).Sync(ctx); errs[i] != nil {
+				c.failed(id, errs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	var firstErr error
+	for _, err := range errs {
+		if err == nil {
+			ok++
+		} else if firstErr == nil {
+			firstErr = err
+		}
+	}
+	if need := len(v.nodes)/2 + 1; ok < need {
+		if firstErr == nil {
+			firstErr = blocks.ErrUnavailable
+		}
+		return fmt.Errorf("node: only %d of %d nodes confirmed a sync (need %d): %w", ok, len(v.nodes), need, firstErr)
+	}
+	return nil
 }
+
+func (g syncGroup) PutPiece(context.Context, blocks.Addr, []byte) error { return errNotAHolder }
+func (g syncGroup) GetPiece(context.Context, blocks.Addr) ([]byte, error) {
+	return nil, errNotAHolder
+}
+func (g syncGroup) HasPiece(context.Context, blocks.Addr) (bool, error) { return false, errNotAHolder }
+func (g syncGroup) DeletePiece(context.Context, blocks.Addr) error      { return errNotAHolder }
+
+var errNotAHolder = errors.New("node: the sync group holds no pieces")
 
 // failing is a holder that fails every call (no placement possible).
 type failing struct{ err error }
@@ -390,6 +439,12 @@ func (c *cluster) giveBack(ctx context.Context) {
 	var moved []done
 	synced := map[string]error{}
 	for _, h := range todo {
+		if _, ok := v.nodes[h.holder]; !ok {
+			// The holder left for good: anti-entropy rebuilds its pieces
+			// where placement now wants them.
+			c.dropHint(h)
+			continue
+		}
 		if !c.usable(v, h.holder) {
 			continue
 		}
