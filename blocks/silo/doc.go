@@ -6,17 +6,27 @@
 // # Model
 //
 // Every change (a piece, a tombstone, a journal record, a seal, a trim) is
-// one record appended to the active segment with a pwrite, and an
-// in-memory index maps each key to its record (segment, offset, length).
-// Writes are write-back: PutPiece and Append return once the record is in
-// the page cache. Sync is group commit: one fdatasync of the active segment
-// makes everything written before it durable, pieces and journal records
-// alike, and concurrent Sync callers share it (a caller arriving while one
-// is in flight waits for the next, which serves everyone queued). When the
-// active segment reaches Options.SegmentSize it is fdatasynced (sealed) and
-// a new one is created, with the directory synced, so every segment but the
-// last is durable whole (writers wait for that fdatasync, once per segment;
-// with regular Syncs little is left to flush). Seal syncs before it returns.
+// one record appended to the active segment, and an in-memory index maps
+// each key to its record (segment, offset, length). Writes are write-back:
+// PutPiece and Append return once the record is in the silo's write buffer
+// (up to 256 KiB, written to the file with one pwrite when full, at Sync
+// and at sealing; reads of buffered records are served from it). Sync is
+// group commit: it writes the buffer out and one fdatasync of the active
+// segment makes everything written before it durable, pieces and journal
+// records alike. Sync callers share fdatasyncs by write generation: a
+// caller whose writes a completed sync covered returns at once, one whose
+// writes the sync in flight covers waits for it, the others queue for the
+// next, which serves everyone queued.
+//
+// Segments are preallocated: each is created at Options.SegmentSize bytes
+// of written zeros and synced, a spare one ahead of need by a background
+// goroutine, so appends overwrite allocated blocks and an fdatasync writes
+// data, not the file's size or extents. When the active segment reaches
+// Options.SegmentSize it is sealed: its zero tail is truncated and it is
+// fdatasynced, and the spare becomes active (made on the spot if not
+// ready), so every segment but the last is durable whole (writers wait for
+// that fdatasync, once per segment; with regular Syncs little is left to
+// flush). Seal syncs before it returns.
 //
 // Every read is checked: GetPiece and Replay verify the record's CRC32C
 // and return blocks.ErrCorrupt rather than bytes that fail it.
@@ -41,7 +51,12 @@
 //
 // # Opening
 //
-// Open lists the segment files and scans them in order. Sealed segments are
+// Open lists the segment files. Trailing segments whose first 80 bytes are
+// zero hold no record any Sync covered (a spare, or an active segment none
+// of whose records reached the disk): they are removed (intact records
+// found in one are logged at error level), except that one of exactly
+// Options.SegmentSize zero bytes right after the active segment is kept as
+// the spare. The rest are scanned in order. Sealed segments are
 // scanned by their headers only: the header has its own checksum, so the
 // lengths it gives can be trusted to skip the payload, and a large silo
 // opens without reading its data (one small pread per record). A rotten
@@ -53,7 +68,12 @@
 // tail from a crash, is cut off, so each journal recovers to a prefix of
 // what was appended, never with a hole (rot in synced bytes of the active
 // segment also cuts there; the cut is logged, at error level when intact
-// records follow it).
+// records follow it). A zero header followed by nothing but zeros ends the
+// records cleanly (the preallocated tail; in a sealed segment, one a crash
+// left between sealing and truncating, which Open then truncates). Any
+// other bytes after the valid prefix of the active segment are cut and the
+// tail written with zeros again, so that no stale record can ever line up
+// behind later appends.
 //
 // We chose header scans over an index file written at seal time: there is
 // one source of truth, nothing to keep consistent across crashes, and the
@@ -63,11 +83,16 @@
 //
 // # On-disk format
 //
-// The directory holds LOCK (flock'd while a Silo has the directory open)
-// and segment files named by their id, 16 lower-case hex digits and ".seg"
-// (0000000000000001.seg, ...; ids grow by one; the highest is the active
-// segment). A segment file is a sequence of records, with no file header
-// and no padding. A record is an 80-byte header followed by the payload;
+// Format version 1 (the record magic "CRN1" names it). The directory holds
+// LOCK (flock'd while a Silo has the directory open) and segment files
+// named by their id, 16 lower-case hex digits and ".seg"
+// (0000000000000001.seg, ...; ids grow by one; the highest holding a record
+// is the active segment, and one after it may be an all-zero spare). A
+// segment file is a sequence of records, with no file header and no
+// padding between records, optionally followed by zero bytes to the end of
+// the file (a preallocated tail; silos before preallocation wrote none, and
+// read such tails as a torn tail of the active segment, so both directions
+// stay compatible). A record is an 80-byte header followed by the payload;
 // integers are little-endian:
 //
 //	offset size field
@@ -92,9 +117,12 @@
 //
 // # Errors
 //
-// ENOSPC (and EDQUOT) from the file system come back as blocks.ErrNoSpace;
-// a failed write is cut off again, so the silo stays consistent, readable,
-// and writable once space returns. A failed fdatasync is sticky: the kernel
-// may have dropped the dirty pages, so the silo refuses writes and syncs
-// until it is reopened (reopening rescans and cuts the torn tail).
+// Appends into a preallocated segment need no space; the disk fills when a
+// new segment cannot be made, and ENOSPC (and EDQUOT) then come back as
+// blocks.ErrNoSpace to the writer whose record needed it (a record written
+// past the preallocated end that fails is cut off again), so the silo
+// stays consistent, readable, and writable once space returns. A failed
+// fdatasync, or a failed write of buffered records (already acknowledged to
+// their writers), is sticky: the silo refuses writes and syncs until it is
+// reopened (reopening rescans and cuts the torn tail).
 package silo

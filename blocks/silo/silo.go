@@ -23,7 +23,17 @@ var (
 	_ blocks.Holder  = (*Silo)(nil)
 	_ blocks.Walker  = (*Silo)(nil)
 	_ blocks.Journal = (*Silo)(nil)
+
+	_ blocks.Local           = (*Silo)(nil)
+	_ blocks.PieceGetterInto = (*Silo)(nil)
 )
+
+// IsLocal implements blocks.Local: it reports true. GetPiece and
+// GetPieceInto return only bytes read from this node's disk (or the write
+// buffer) that pass the record checksum, which covers the record header,
+// key included, and the payload, and whose key is the one asked for; no
+// method retains a slice passed to it.
+func (s *Silo) IsLocal() bool { return true }
 
 var errNoSpace = blocks.ErrNoSpace
 
@@ -567,11 +577,12 @@ func (s *Silo) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 // checked with the payload.
 const ReadSlack = hdrSize
 
-// GetPieceInto is GetPiece reading into dst's array: when cap(dst) is at
-// least the piece's length plus ReadSlack it returns dst[:len(piece)]
-// (overwriting dst[:len(piece)+ReadSlack]), else a newly allocated slice.
-// The checksum is verified as by GetPiece; on an error the contents of dst
-// are unspecified. The caller owns dst and the result.
+// GetPieceInto implements blocks.PieceGetterInto: GetPiece reading into
+// dst's array. When cap(dst) is at least the piece's length plus ReadSlack
+// it returns dst[:len(piece)] (using dst[:len(piece)+ReadSlack] as scratch),
+// else a newly allocated slice. The checksum is verified as by GetPiece; on
+// an error the contents of dst are unspecified. The caller owns dst and
+// the result.
 func (s *Silo) GetPieceInto(ctx context.Context, key blocks.Addr, dst []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
