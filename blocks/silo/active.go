@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"path/filepath"
 
@@ -52,6 +53,17 @@ func (s *Silo) appendLocked(h *header, pcrc uint32, payload, raw []byte) (*segme
 	}
 	seg := s.active
 	off := seg.size
+	if raw != nil {
+		// A record copied whole (compaction) carries its old segment's
+		// durable mark: re-encode it with this segment's.
+		var rh header
+		if err := decodeHeader(raw, &rh); err != nil {
+			return nil, 0, err
+		}
+		h, payload, raw = &rh, raw[hdrSize:], nil
+		pcrc = crc32.Checksum(payload, castagnoli)
+	}
+	h.durable = uint32(seg.synced)
 	if len(s.wbuf)+n > cap(s.wbuf) {
 		if err := s.flushLocked(); err != nil {
 			return nil, 0, err

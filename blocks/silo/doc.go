@@ -97,11 +97,13 @@
 //
 //	offset size field
 //	0      4    magic "CRN1" (0x43 0x52 0x4e 0x31)
-//	4      1    type: 1 piece, 2 tombstone, 3 journal record, 4 seal, 5 trim
+//	4      1    type: 1 piece, 2 tombstone, 3 journal record, 4 seal, 5 trim,
+//	            6 sync mark (no key, no payload)
 //	5      3    zero
 //	8      4    payload length n (piece: <= blocks.MaxPiece; journal
 //	            record: <= blocks.MaxRecord; other types: 0)
-//	12     4    zero
+//	12     4    durable: how far into this segment a completed sync had
+//	            reached when the record was written (0: unknown)
 //	16     8    stamp (see above)
 //	24     32   piece key (piece, tombstone) or log ID (journal types)
 //	56     8    epoch (journal record, seal); else 0
@@ -114,6 +116,20 @@
 //
 // A header is intact when its magic, header CRC, type and length bound
 // hold; a record is intact when its record CRC also holds.
+//
+// # Torn tails and rot in the active segment
+//
+// A crash can leave the unsynced end of the active segment torn (page
+// cache write-back persists pages in any order), so open keeps a prefix:
+// it ends the records at the first bad one. But a bad record that a later
+// intact record vouches for (its durable mark lies past the bad one) was
+// synced, so it is rot, not a torn write: open reports it, indexes it if
+// its header is intact (reads then find it corrupt, not absent) and goes
+// on, so one rotten byte never costs the synced records after it. Close
+// writes a sync mark after its final sync, so after a clean shutdown every
+// record is vouched for; after a crash, rot in the records of the very last
+// sync is still taken for a torn tail. Open syncs what it recovered before
+// anything new is written, so later marks only vouch for durable bytes.
 //
 // # Errors
 //

@@ -17,6 +17,7 @@ const (
 	recJournal byte = 3 // a journal record: log, epoch (a), seq (b), payload
 	recSeal    byte = 4 // a journal seal: log, epoch (a)
 	recTrim    byte = 5 // a journal trim: log, before (b); MaxUint64 drops the log
+	recMark    byte = 6 // a sync mark: no key, no payload (see header.durable)
 )
 
 const (
@@ -30,14 +31,19 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // header is a decoded record header (see doc.go for the layout).
 type header struct {
-	typ   byte
-	n     uint32 // payload length
-	stamp uint64
-	key   [32]byte // piece key or log ID
-	a     uint64   // epoch (journal record, seal)
-	b     uint64   // seq (journal record) or before (trim)
-	hcrc  uint32
-	crc   uint32
+	typ byte
+	n   uint32 // payload length
+	// durable is how far into this record's segment a completed sync had
+	// reached when the record was written (0: unknown). At open, a bad
+	// record below a later record's durable mark was synced, so it is rot,
+	// not a torn write: the scan steps over it instead of cutting there.
+	durable uint32
+	stamp   uint64
+	key     [32]byte // piece key or log ID
+	a       uint64   // epoch (journal record, seal)
+	b       uint64   // seq (journal record) or before (trim)
+	hcrc    uint32
+	crc     uint32
 }
 
 // errBadHeader reports a header that is not a record header (bad magic,
@@ -63,7 +69,7 @@ func putHeader(b []byte, h *header, payloadCRC uint32) {
 	binary.LittleEndian.PutUint32(b[0:], hdrMagic)
 	b[4], b[5], b[6], b[7] = h.typ, 0, 0, 0
 	binary.LittleEndian.PutUint32(b[8:], h.n)
-	binary.LittleEndian.PutUint32(b[12:], 0)
+	binary.LittleEndian.PutUint32(b[12:], h.durable)
 	binary.LittleEndian.PutUint64(b[16:], h.stamp)
 	copy(b[24:56], h.key[:])
 	binary.LittleEndian.PutUint64(b[56:], h.a)
@@ -90,13 +96,14 @@ func decodeHeader(b []byte, h *header) error {
 	}
 	h.typ = b[4]
 	h.n = binary.LittleEndian.Uint32(b[8:])
+	h.durable = binary.LittleEndian.Uint32(b[12:])
 	h.stamp = binary.LittleEndian.Uint64(b[16:])
 	copy(h.key[:], b[24:56])
 	h.a = binary.LittleEndian.Uint64(b[56:])
 	h.b = binary.LittleEndian.Uint64(b[64:])
 	h.crc = binary.LittleEndian.Uint32(b[76:])
 	switch h.typ {
-	case recPiece, recTomb, recJournal, recSeal, recTrim:
+	case recPiece, recTomb, recJournal, recSeal, recTrim, recMark:
 	default:
 		return fmt.Errorf("%w: unknown type %d", errBadHeader, h.typ)
 	}

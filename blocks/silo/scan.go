@@ -36,6 +36,9 @@ import (
 // scanSegment never panics on any file content; it fails only on I/O
 // errors.
 func scanSegment(f File, size int64, full bool, visit func(off int64, h *header), bad func(off, n int64, why error)) (end int64, after int, zeroTail bool, err error) {
+	if full {
+		return scanActive(f, size, visit, bad)
+	}
 	var (
 		hbuf [hdrSize]byte
 		pbuf []byte
@@ -315,4 +318,123 @@ func (st *scanState) resolve() {
 			s.markerLocked(lg.trim.loc, +1)
 		}
 	}
+}
+
+// scanActive is scanSegment's full scan of the active segment. It reads
+// every record and verifies its checksum, then decides where the records
+// end. A bad record followed only by records that do not vouch for it is a
+// torn tail, written but never synced: the scan ends before it (end), and
+// after counts the intact records past it. A bad record below the durable
+// mark of a later intact record was synced, so it is rot: it is reported
+// to bad (and, when its header is intact, visited, so that a read of it
+// finds it corrupt rather than absent), and the scan goes on past it.
+func scanActive(f File, size int64, visit func(off int64, h *header), bad func(off, n int64, why error)) (end int64, after int, zeroTail bool, err error) {
+	type rec struct {
+		off, end int64
+		h        header
+		ok       bool // the record checksum holds
+	}
+	type badRegion struct {
+		off, end int64
+		why      error
+	}
+	var (
+		hbuf  [hdrSize]byte
+		pbuf  []byte
+		recs  []rec
+		bads  []badRegion
+		off   int64
+		stop  = size
+		zeros bool
+	)
+	for off < size {
+		var h header
+		err := readHeaderAt(f, off, size, hbuf[:], &h)
+		if err != nil {
+			if !errors.Is(err, errBadHeader) {
+				return 0, 0, false, err
+			}
+			if isZero(hbuf[:min(hdrSize, size-off)]) {
+				z, zerr := allZero(f, off, size)
+				if zerr != nil {
+					return 0, 0, false, zerr
+				}
+				if z {
+					stop, zeros = off, true
+					break
+				}
+			}
+			next, rerr := resync(f, off+1, size)
+			if rerr != nil {
+				return 0, 0, false, rerr
+			}
+			bads = append(bads, badRegion{off, next, err})
+			off = next
+			continue
+		}
+		recEnd := off + hdrSize + int64(h.n)
+		ok := true
+		if h.n > 0 {
+			if cap(pbuf) < int(hdrSize+h.n) {
+				pbuf = make([]byte, hdrSize+h.n)
+			}
+			r := pbuf[:hdrSize+h.n]
+			if _, err := f.ReadAt(r, off); err != nil {
+				return 0, 0, false, err
+			}
+			ok = checkRecord(r, &h)
+		}
+		if !ok {
+			bads = append(bads, badRegion{off, recEnd, fmt.Errorf("%w: record checksum mismatch", blocks.ErrCorrupt)})
+		}
+		recs = append(recs, rec{off, recEnd, h, ok})
+		off = recEnd
+	}
+	// vouched[i]: the highest durable mark of intact records from i on.
+	vouched := make([]int64, len(recs)+1)
+	for i := len(recs) - 1; i >= 0; i-- {
+		vouched[i] = vouched[i+1]
+		if recs[i].ok {
+			vouched[i] = max(vouched[i], int64(recs[i].h.durable))
+		}
+	}
+	cut := int64(-1)
+	ri := 0
+	for _, b := range bads {
+		for ri < len(recs) && recs[ri].off <= b.off {
+			ri++
+		}
+		if vouched[ri] <= b.off {
+			cut = b.off // nothing later vouches for it: a torn tail
+			break
+		}
+	}
+	for _, r := range recs {
+		if cut >= 0 && r.off >= cut {
+			if r.ok {
+				after++
+			}
+			continue
+		}
+		if r.ok {
+			visit(r.off, &r.h)
+		}
+	}
+	for _, b := range bads {
+		if cut >= 0 && b.off >= cut {
+			break
+		}
+		if bad != nil {
+			bad(b.off, b.end-b.off, b.why)
+		}
+		for _, r := range recs {
+			if r.off == b.off && !r.ok {
+				visit(r.off, &r.h) // an intact header: reads find it corrupt
+			}
+		}
+	}
+	if cut >= 0 {
+		return cut, after, false, nil
+	}
+	return stop, 0, zeros || stop == size, nil
 }

@@ -148,6 +148,9 @@ type segment struct {
 	size  int64        // bytes of records, buffered ones included (guarded by Silo.mu)
 	alloc int64        // the file's length: size plus a preallocated zero tail (guarded by Silo.mu)
 	live  int64        // bytes of live piece and journal records (guarded by Silo.mu)
+	// synced is how far a completed sync reached in this segment (guarded
+	// by Silo.mu); records written carry it (header.durable).
+	synced int64
 }
 
 type batch struct {
@@ -317,6 +320,15 @@ func (s *Silo) load(ctx context.Context) error {
 			return fmt.Errorf("silo: scan segment %s: %w", name, err)
 		}
 		seg.size, seg.alloc = end, size
+		if last {
+			// What survived is the base that later records vouch for: make
+			// it durable first (a kill -9 may have left unsynced bytes in
+			// the page cache).
+			if err := f.Sync(); err != nil {
+				return mapErr("sync", err)
+			}
+			seg.synced = end
+		}
 		switch {
 		case end < size && !zeroTail:
 			level := slog.LevelWarn
@@ -812,6 +824,7 @@ func (s *Silo) syncActive(b *batch) (uint64, error) {
 	}
 	seg := s.active
 	gen := s.writeGen.Load()
+	upto := seg.size
 	seg.mu.RLock()
 	s.mu.Unlock()
 	s.smu.Lock()
@@ -830,6 +843,11 @@ func (s *Silo) syncActive(b *batch) (uint64, error) {
 		s.mu.Unlock()
 		return 0, err
 	}
+	s.mu.Lock()
+	if upto > seg.synced {
+		seg.synced = upto
+	}
+	s.mu.Unlock()
 	return gen, nil
 }
 
@@ -845,6 +863,14 @@ func (s *Silo) Close() error {
 		s.compactMu.Lock() // wait for an explicit Compact to stop
 		s.compactMu.Unlock()
 		err := s.Sync(context.Background())
+		if err == nil {
+			// A mark after the last sync vouches for every record before
+			// it: at the next open, rot anywhere in them is stepped over,
+			// not mistaken for a torn tail (see scanActive).
+			if err = s.mark(); err == nil {
+				err = s.Sync(context.Background())
+			}
+		}
 		s.smu.Lock()
 		s.stopped = true
 		for s.syncing {
@@ -873,4 +899,16 @@ func (s *Silo) closeFiles() {
 		s.spare.f.Close() // it stays on disk: the next Open removes it
 		s.spare = nil
 	}
+}
+
+// mark appends a sync mark (see recMark).
+func (s *Silo) mark() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.active == nil {
+		return nil
+	}
+	h := header{typ: recMark}
+	_, _, err := s.appendLocked(&h, 0, nil, nil)
+	return err
 }
