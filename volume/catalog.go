@@ -456,6 +456,25 @@ func (c *Catalogue) isOpen(id blocks.ID) (*volumeImpl, bool) {
 	return v, ok
 }
 
+// awaitForget waits until v, which is closing, is no longer the open
+// volume of id (Close forgets it last), polling, for at most a minute.
+func (c *Catalogue) awaitForget(ctx context.Context, id blocks.ID, v *volumeImpl) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if cur, ok := c.isOpen(id); !ok || cur != v {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("volume %q: still closing after a minute: %w", v.name, ErrClosed)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("volume %q: wait for close: %w", v.name, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 func (c *Catalogue) forget(id blocks.ID, v *volumeImpl) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -547,8 +566,19 @@ func (c *Catalogue) Snapshot(ctx context.Context, name, snapshot string) error {
 	}
 	var mapRoot blocks.Addr
 	var r *rootRecord
-	if v, ok := c.isOpen(id); ok && v != nil {
-		if err := v.checkpoint(ctx, false); err != nil {
+	v, ok := c.isOpen(id)
+	if ok && v != nil {
+		err := v.checkpoint(ctx, false)
+		if errors.Is(err, ErrClosed) {
+			// Closed meanwhile (its last user let go): Close checkpoints
+			// and releases the lease, then forgets it. Wait for that, and
+			// snapshot it as a volume open nowhere.
+			if err := c.awaitForget(ctx, id, v); err != nil {
+				return err
+			}
+			return c.Snapshot(ctx, name, snapshot)
+		}
+		if err != nil {
 			return err
 		}
 		if r, _, err = c.loadRoot(ctx, id); err != nil {

@@ -171,7 +171,7 @@ sys.stdin.readline()
 	holder.Wait()
 	start := time.Now()
 	var out string
-	waitFor(t, 90*time.Second, "another node's export to take the volume over", func() bool {
+	waitFor(t, 3*time.Minute, "another node's export to take the volume over", func() bool {
 		o, err := nbdsh(t, b.URI("r3"), `
 import random
 random.seed(11)
