@@ -41,7 +41,7 @@ func (r *clusterResult) tables() []*table {
 	tables := []*table{t}
 
 	if a := r.absence; a != nil {
-		at := &table{title: "Short absence: node C killed (SIGKILL) during a 4K random write job (QD8) through A, restarted after 10 s",
+		at := &table{title: fmt.Sprintf("Short absence: node C killed (SIGKILL) %s into a 4K random write job (QD8) through A, restarted %s later", a.killAt, a.awayFor),
 			header: []string{"measure", "value"}}
 		caught := fmt.Sprintf("%s after C served again", a.catchUp.Round(100*time.Millisecond))
 		if !a.caughtUp {

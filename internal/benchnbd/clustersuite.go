@@ -157,6 +157,8 @@ type absenceResult struct {
 	givenBack   int64         // bytes given back to C
 	catchUp     time.Duration // from C serving again until nothing was pending
 	caughtUp    bool
+	killAt      time.Duration // into the job
+	awayFor     time.Duration // from the kill to the restart
 }
 
 // shortAbsence kills C 5 s into a 30 s 4K random write job (QD8) through
@@ -173,6 +175,7 @@ func shortAbsence(ctx context.Context, o options, cl *cluster) (*absenceResult, 
 	if o.quick {
 		runtime, killAt, awayFor = 12*time.Second, 2*time.Second, 5*time.Second
 	}
+	res.killAt, res.awayFor = killAt, awayFor
 	fmt.Fprintf(os.Stderr, "benchnbd: cluster: short absence: %s random write through A; C killed after %s, back %s later\n", runtime, killAt, awayFor)
 	args := []string{"--rw=randwrite", "--bs=4k", "--iodepth=8", "--offset=0", "--size=" + strconv.FormatInt(o.clusterRegion, 10),
 		"--time_based", "--runtime=" + secs(runtime), "--norandommap", "--randrepeat=0"}
@@ -223,7 +226,7 @@ func shortAbsence(ctx context.Context, o options, cl *cluster) (*absenceResult, 
 	fmt.Fprintf(os.Stderr, "benchnbd: cluster: the write job ended %s after it started; waiting for C to catch up\n", time.Since(started).Round(time.Second))
 
 	var off, backB int64
-	took, err := waitUntil(ctx, 3*time.Minute, "C to get back what it missed", func() (bool, error) {
+	_, err = waitUntil(ctx, 3*time.Minute, "C to get back what it missed", func() (bool, error) {
 		if err := cl.alive(); err != nil {
 			return false, err
 		}
@@ -239,7 +242,6 @@ func shortAbsence(ctx context.Context, o options, cl *cluster) (*absenceResult, 
 	}
 	res.caughtUp = err == nil
 	res.catchUp = time.Since(back)
-	_ = took
 	res.handedOff, res.givenBack = off, backB
 	return res, nil
 }

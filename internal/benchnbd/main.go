@@ -12,15 +12,40 @@
 // every row, >= 1.0x on the fsync row), cairn's CPU time per I/O (from
 // /proc/PID/stat) and its resident memory.
 //
+// With -cluster (the default) it then runs the cluster section, with
+// real `cairn node` processes on 127.0.0.2, .3, ... (--gossip-profile
+// local), all sharing this machine's cores:
+//
+//   - the same fio rows through node A's export of a replicas = 3 volume
+//     of a 3-node cluster and through a 1-node `cairn serve` (replicas =
+//     1), alternating, with ratios cluster/single and the issue's targets
+//     (reads >= 0.8x, writes >= 0.4x);
+//   - a short absence on the same cluster: node C is killed (SIGKILL) 5 s
+//     into a 30 s write job through A and restarted 10 s later; it reports
+//     the bytes handed off for C and given back to it against the bytes
+//     the client wrote meanwhile, and how long catching up took;
+//   - healing, on a fresh 4-node cluster with --remove-after 10s (a
+//     replicas = 3 volume needs a fourth node to heal onto): -heal-size
+//     (1 GiB) written through A, C killed for good, and the time until
+//     every live node has finished the anti-entropy pass after C's removal
+//     with no shard lacking replicas; pieces rewritten; and a 4K random
+//     read+write job's IOPS (QD8, through A) before the kill, while C is
+//     dead but still placed, and during the rebuild (-heal-load).
+//
+// -single=false skips the single-node section (and the need for nbdkit).
+//
 // With -go (the default) it then runs the volume-level Go benchmarks of
 // internal/node (BenchmarkVolume/* beside BenchmarkFile/*) and prints
 // their ratios.
 //
 // It exits non-zero only when the harness itself fails (a server does not
 // start, fio fails, output cannot be parsed), never on a missed target.
-// It needs Linux (/proc), fio with its nbd engine, and nbdkit.
+// It needs Linux (/proc), fio with its nbd engine, nbdkit (for the
+// single-node section), and the loopback addresses 127.0.0.2-5 (Linux
+// routes all of 127/8 to lo).
 //
 //	go run ./internal/benchnbd [-quick] [-out FILE.md] [-bin bin/cairn] [-rounds N] [-go=false]
+//	    [-single=false] [-cluster=false] [-cluster-rounds N] [-heal-size 1GiB]
 package main
 
 import (
