@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -73,6 +74,28 @@ func (c *cluster) scrubPass(ctx context.Context) {
 		keys = append(keys, k)
 		return nil
 	})
+	type job struct {
+		addr blocks.Addr
+		st   *redundant.Store
+	}
+	jobs := make(chan job)
+	var wg sync.WaitGroup
+	for range scrubWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				n, err := j.st.Repair(ctx, j.addr)
+				c.scrub.mu.Lock()
+				c.scrub.st.Checked++
+				c.scrub.st.Repaired += int64(n)
+				if err != nil && !errors.Is(err, context.Canceled) {
+					c.scrub.st.Unreadable++
+				}
+				c.scrub.mu.Unlock()
+			}
+		}()
+	}
 	for _, k := range keys {
 		if ctx.Err() != nil {
 			break
@@ -86,19 +109,17 @@ func (c *cluster) scrubPass(ctx context.Context) {
 			continue
 		}
 		seen[l.Addr] = true
+		if !c.scrubsHere(ctx, l) {
+			continue
+		}
 		st, err := c.n.redundantFor(policies.Redundancy{Replicas: l.Replicas, Data: l.Data, Parity: l.Parity}, policies.SpreadNode)
 		if err != nil {
 			continue
 		}
-		n, err := st.(*redundant.Store).Repair(ctx, l.Addr)
-		c.scrub.mu.Lock()
-		c.scrub.st.Checked++
-		c.scrub.st.Repaired += int64(n)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			c.scrub.st.Unreadable++
-		}
-		c.scrub.mu.Unlock()
+		jobs <- job{l.Addr, st.(*redundant.Store)}
 	}
+	close(jobs)
+	wg.Wait()
 	c.scrub.mu.Lock()
 	c.scrub.st.Running = false
 	c.scrub.st.Passes++
@@ -108,4 +129,38 @@ func (c *cluster) scrubPass(ctx context.Context) {
 	if st.Repaired > 0 || st.Unreadable > 0 {
 		c.log.Info("anti-entropy pass", "checked", st.Checked, "repaired", st.Repaired, "unreadable", st.Unreadable)
 	}
+}
+
+// scrubWorkers bounds the blocks one node checks at once.
+const scrubWorkers = 4
+
+// scrubsHere decides which of a block's holders checks it, so that a pass
+// costs about one check per block, not one per piece: the first reachable
+// node, among the holders placement names now, that holds its piece. A node
+// asks the holders ranked before it whether they hold theirs (a cheap index
+// lookup), and leaves the block to the first that does. A node holding a
+// piece without being one of those holders (a fallback, or a holder before
+// the view changed) checks it too: it may hold copies the rightful holders
+// lack.
+func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout) bool {
+	n := l.Replicas
+	if n == 0 {
+		n = l.Data + l.Parity
+	}
+	v, primary, _, err := c.rank(l.Addr, n, 0, policies.SpreadNode)
+	if err != nil || !slices.Contains(primary, c.self.ID) {
+		return true
+	}
+	for i, id := range primary {
+		if id == c.self.ID {
+			return true
+		}
+		if !c.usable(v, id) {
+			continue
+		}
+		if ok, err := c.holder(id).HasPiece(ctx, blocks.PieceKey(l.Addr, i)); err == nil && ok {
+			return false // it holds its piece, so it checks the block
+		}
+	}
+	return true
 }
