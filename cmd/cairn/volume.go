@@ -14,7 +14,6 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"cairn/internal/admin"
-	"cairn/volume"
 )
 
 // client returns the admin client of the node whose data directory --data names.
@@ -74,12 +73,7 @@ func volumeCommand() *cli.Command {
 						}
 						req.Policy, req.PolicyFile = string(data), filepath.Base(f)
 					}
-					info, err := client(cmd).CreateVolume(ctx, req)
-					if err != nil {
-						return remote(err)
-					}
-					printInfo(cmd.Root().Writer, info)
-					return nil
+					return show(cmd)(client(cmd).CreateVolume(ctx, req))
 				},
 			},
 			{
@@ -111,12 +105,7 @@ func volumeCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					info, err := client(cmd).InspectVolume(ctx, name)
-					if err != nil {
-						return remote(err)
-					}
-					printInfo(cmd.Root().Writer, info)
-					return nil
+					return show(cmd)(client(cmd).InspectVolume(ctx, name))
 				},
 			},
 			{
@@ -133,46 +122,13 @@ func volumeCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					info, err := client(cmd).ResizeVolume(ctx, name, size)
-					if err != nil {
-						return remote(err)
-					}
-					printInfo(cmd.Root().Writer, info)
-					return nil
+					return show(cmd)(client(cmd).ResizeVolume(ctx, name, size))
 				},
 			},
-			{
-				Name:      "snapshot",
-				Usage:     "take a read-only snapshot of a volume (instant: it shares every block)",
-				ArgsUsage: "NAME SNAPSHOT",
-				Action: func(ctx context.Context, cmd *cli.Command) error {
-					if cmd.Args().Len() != 2 {
-						return usagef("volume snapshot: want NAME SNAPSHOT")
-					}
-					info, err := client(cmd).SnapshotVolume(ctx, cmd.Args().Get(0), cmd.Args().Get(1))
-					if err != nil {
-						return remote(err)
-					}
-					printInfo(cmd.Root().Writer, info)
-					return nil
-				},
-			},
-			{
-				Name:      "clone",
-				Usage:     "make a writable volume from a snapshot (instant)",
-				ArgsUsage: "SNAPSHOT NAME",
-				Action: func(ctx context.Context, cmd *cli.Command) error {
-					if cmd.Args().Len() != 2 {
-						return usagef("volume clone: want SNAPSHOT NAME")
-					}
-					info, err := client(cmd).CloneVolume(ctx, cmd.Args().Get(0), cmd.Args().Get(1))
-					if err != nil {
-						return remote(err)
-					}
-					printInfo(cmd.Root().Writer, info)
-					return nil
-				},
-			},
+			pairCommand("snapshot", "take a read-only snapshot of a volume (instant: it shares every block)", "NAME SNAPSHOT",
+				(*admin.Client).SnapshotVolume),
+			pairCommand("clone", "make a writable volume from a snapshot (instant)", "SNAPSHOT NAME",
+				(*admin.Client).CloneVolume),
 			{
 				Name:      "delete",
 				Usage:     "delete a volume (its space comes back at the next garbage collection)",
@@ -268,6 +224,34 @@ func volumeCommand() *cli.Command {
 	}
 }
 
+// pairCommand makes a volume command that takes two names and prints the
+// volume the node returns.
+func pairCommand(name, usage, args string, do func(*admin.Client, context.Context, string, string) (admin.VolumeInfo, error)) *cli.Command {
+	return &cli.Command{
+		Name:      name,
+		Usage:     usage,
+		ArgsUsage: args,
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if cmd.Args().Len() != 2 {
+				return usagef("volume %s: want %s", name, args)
+			}
+			return show(cmd)(do(client(cmd), ctx, cmd.Args().Get(0), cmd.Args().Get(1)))
+		},
+	}
+}
+
+// show returns a function that prints what a volume call returned, or
+// its error as a remote one.
+func show(cmd *cli.Command) func(admin.VolumeInfo, error) error {
+	return func(info admin.VolumeInfo, err error) error {
+		if err != nil {
+			return remote(err)
+		}
+		printInfo(cmd.Root().Writer, info)
+		return nil
+	}
+}
+
 type countWriter struct {
 	w io.Writer
 	n int64
@@ -307,5 +291,3 @@ func printInfo(w io.Writer, v admin.VolumeInfo) {
 	fmt.Fprintf(tw, "stored:\t%s (%d bytes, after compression and dedup)\n", formatSize(v.Stored), v.Stored)
 	tw.Flush()
 }
-
-var _ = volume.ErrNotFound
