@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"cairn/blocks"
+	"cairn/internal/peer"
 	"cairn/policies"
 	"cairn/volume"
 )
@@ -157,9 +158,11 @@ func (g *journalGroup) copyTo(ctx context.Context, node string, skip *journalSlo
 	return fmt.Errorf("node: no healthy journal copy to copy from: %w", blocks.ErrUnavailable)
 }
 
-// do runs fn on the slot's node, moving the slot once if the node is down.
-// A slot that is down (degraded) skips fn until its node is back.
-func (s *journalSlot) do(ctx context.Context, fn func(h blocks.Journal) error) error {
+// do runs fn on the slot's node, moving the slot once if the node is down
+// (the log is copied to the new node first, so records appended since the
+// last Sync, which may be gone with the old node, are there too). A slot
+// that is down (degraded) skips fn until its node is back.
+func (s *journalSlot) do(ctx context.Context, fn func(h peer.Local) error) error {
 	if s.isDown() && !s.restore(ctx) {
 		return nil
 	}
@@ -185,38 +188,21 @@ func (s *journalSlot) isDown() bool {
 }
 
 func (s *journalSlot) Append(ctx context.Context, log blocks.ID, e blocks.Epoch, seq uint64, rec []byte) error {
-	return s.do(ctx, func(h blocks.Journal) error { return h.Append(ctx, log, e, seq, rec) })
+	return s.do(ctx, func(h peer.Local) error { return h.Append(ctx, log, e, seq, rec) })
 }
 
 func (s *journalSlot) Seal(ctx context.Context, log blocks.ID, e blocks.Epoch) error {
-	return s.do(ctx, func(h blocks.Journal) error { return h.Seal(ctx, log, e) })
+	return s.do(ctx, func(h peer.Local) error { return h.Seal(ctx, log, e) })
 }
 
 func (s *journalSlot) Replay(ctx context.Context, log blocks.ID, from uint64, fn func(blocks.Epoch, uint64, []byte) error) error {
-	return s.do(ctx, func(h blocks.Journal) error { return h.Replay(ctx, log, from, fn) })
+	return s.do(ctx, func(h peer.Local) error { return h.Replay(ctx, log, from, fn) })
 }
 
 func (s *journalSlot) Trim(ctx context.Context, log blocks.ID, before uint64) error {
-	return s.do(ctx, func(h blocks.Journal) error { return h.Trim(ctx, log, before) })
+	return s.do(ctx, func(h peer.Local) error { return h.Trim(ctx, log, before) })
 }
 
 func (s *journalSlot) Sync(ctx context.Context) error {
-	if s.isDown() && !s.restore(ctx) {
-		return nil
-	}
-	node := s.current()
-	err := s.g.c.holder(node).Sync(ctx)
-	if err == nil || !errors.Is(err, blocks.ErrUnavailable) {
-		return err
-	}
-	// The records appended since the last Sync may be gone with the node:
-	// move the slot (copying the log from a healthy copy) and sync there.
-	node, merr := s.move(ctx, node, err)
-	if errors.Is(merr, errDown) {
-		return nil
-	}
-	if merr != nil {
-		return merr
-	}
-	return s.g.c.holder(node).Sync(ctx)
+	return s.do(ctx, func(h peer.Local) error { return h.Sync(ctx) })
 }
