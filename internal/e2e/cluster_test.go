@@ -265,6 +265,16 @@ func TestClusterRollingRestart(t *testing.T) {
 		time.Sleep(time.Second)
 		s.Stop()
 		s.Start(ctx)
+		// As an operator would: wait until the node is back before the next.
+		waitFor(t, time.Minute, "the restarted node alive again", func() bool {
+			alive := 0
+			for _, nd := range status(t, a).Nodes {
+				if nd.State == "alive" {
+					alive++
+				}
+			}
+			return alive == len(nodes)
+		})
 	}
 	if err := <-done; err != nil || !strings.Contains(out.String(), "err= 0") {
 		t.Fatalf("fio during the rolling restart of B and C: %v\n%s", err, out.String())

@@ -70,7 +70,8 @@ func (c *cluster) rebuild() error {
 	now := time.Now()
 	var pn []placement.Node
 	v := &view{nodes: map[string]overlay.Node{}, alive: map[string]bool{}}
-	for _, m := range c.ml.Members() {
+	members := c.ml.Members()
+	for _, m := range members {
 		if !m.Node.Storage {
 			continue
 		}
@@ -99,6 +100,13 @@ func (c *cluster) rebuild() error {
 	c.mu.Lock()
 	old := c.v
 	c.v = v
+	for _, m := range members {
+		// A node gossip saw come back after a call to it failed is worth
+		// calling again at once (a restart, not a crash).
+		if until, ok := c.suspect[m.Node.ID]; ok && m.State == overlay.Alive && m.Since.After(until.Add(-suspectFor)) {
+			delete(c.suspect, m.Node.ID)
+		}
+	}
 	c.mu.Unlock()
 	if old != nil && !sameNodes(old, v) {
 		c.kickScrub()
@@ -151,13 +159,17 @@ func (c *cluster) usable(v *view, id string) bool {
 	return time.Now().After(c.suspect[id])
 }
 
+// suspectFor is how long a node is avoided after a call to it failed
+// (unless gossip sees it come back sooner).
+const suspectFor = 5 * time.Second
+
 // failed notes a failed call to id: the node is avoided for a few seconds.
 func (c *cluster) failed(id string, err error) {
 	if !errors.Is(err, blocks.ErrUnavailable) || id == c.self.ID {
 		return
 	}
 	c.mu.Lock()
-	c.suspect[id] = time.Now().Add(5 * time.Second)
+	c.suspect[id] = time.Now().Add(suspectFor)
 	c.mu.Unlock()
 }
 
@@ -202,16 +214,11 @@ func (c *cluster) holders(spread policies.Spread) func(blocks.Addr, int) []block
 			return out
 		}
 		// A node cut off from most of the cluster must not complete a
-		// write the others cannot see: refuse unless a majority of the
-		// block's pieces can land on distinct reachable nodes.
+		// write the others cannot see: a piece is written only while a
+		// majority of the block's pieces can land on distinct reachable
+		// nodes (slot.PutPiece). Reads need no majority: any intact copy
+		// serves, verified.
 		cands := append(append([]string(nil), primary...), fallbacks...)
-		if !c.quorate(v, cands, n/2+1) {
-			err := fmt.Errorf("node: fewer than %d of the nodes for this block are reachable (is this node cut off from the cluster?): %w", n/2+1, blocks.ErrUnavailable)
-			for i := range out {
-				out[i] = failing{err}
-			}
-			return out
-		}
 		for i := range out {
 			// The last resort for piece i is a node that holds another
 			// piece of the block: fewer distinct nodes, but every piece
@@ -324,6 +331,9 @@ func (c *cluster) quorate(v *view, ids []string, need int) bool {
 }
 
 func (s *slot) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error {
+	if s.need > 0 && !s.c.quorate(s.v, s.cands, s.need) {
+		return fmt.Errorf("node: fewer than %d of the nodes for this block are reachable (is this node cut off from the cluster?): %w", s.need, blocks.ErrUnavailable)
+	}
 	var err error
 	if s.c.usable(s.v, s.primary) || s.primary == s.c.self.ID {
 		if err = s.c.holder(s.primary).PutPiece(ctx, key, data); err == nil || !errors.Is(err, blocks.ErrUnavailable) {
