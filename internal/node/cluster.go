@@ -319,11 +319,14 @@ type slot struct {
 	need      int      // distinct reachable nodes a write needs (0: no check)
 }
 
-// quorate reports whether at least need of ids (distinct) are usable.
+// quorate reports whether at least need of ids (distinct) are alive as
+// gossip sees them. It ignores this node's short-lived marks of failed
+// calls (a node that just restarted is not cut off); that a majority
+// really took the data is checked by the sync (syncGroup) and the journal.
 func (c *cluster) quorate(v *view, ids []string, need int) bool {
 	seen := map[string]bool{}
 	for _, id := range ids {
-		if !seen[id] && (id == c.self.ID || c.usable(v, id)) {
+		if !seen[id] && (id == c.self.ID || v.alive[id]) {
 			seen[id] = true
 		}
 	}

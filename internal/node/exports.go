@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
+	"cairn/blocks"
 	"cairn/nbd"
 	"cairn/volume"
 )
@@ -92,9 +94,25 @@ func (c *conn) Close(ctx context.Context) error {
 			return
 		}
 		delete(c.e.open, c.name)
+		flushWhileUnavailable(ctx, c.Volume)
 		err = c.Volume.Close(ctx)
 	})
 	return err
+}
+
+// flushWhileUnavailable flushes v, retrying for up to a minute while the
+// cluster cannot take the data (a node restarting): a client that
+// disconnects without a FLUSH still expects a clean detach to keep what it
+// wrote, as a disk would.
+func flushWhileUnavailable(ctx context.Context, v volume.Volume) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := v.Flush(ctx)
+		if err == nil || !errors.Is(err, blocks.ErrUnavailable) || time.Now().After(deadline) || ctx.Err() != nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // NBDClassify maps the volume layer's errors to the NBD server's error
