@@ -35,20 +35,25 @@ func startCluster(t *testing.T, n int, args ...string) []*cairntest.Server {
 	}
 	waitFor(t, 60*time.Second, "every node to see every node alive", func() bool {
 		for _, s := range nodes {
-			st := status(t, s)
-			alive := 0
-			for _, nd := range st.Nodes {
-				if nd.State == "alive" {
-					alive++
-				}
-			}
-			if alive != n {
+			if alive(t, s) != n {
 				return false
 			}
 		}
 		return true
 	})
 	return nodes
+}
+
+// alive counts the nodes s's gossip sees alive.
+func alive(t *testing.T, s *cairntest.Server) int {
+	t.Helper()
+	n := 0
+	for _, nd := range status(t, s).Nodes {
+		if nd.State == "alive" {
+			n++
+		}
+	}
+	return n
 }
 
 func status(t *testing.T, s *cairntest.Server) admin.Status {
@@ -266,15 +271,7 @@ func TestClusterRollingRestart(t *testing.T) {
 		s.Stop()
 		s.Start(ctx)
 		// As an operator would: wait until the node is back before the next.
-		waitFor(t, time.Minute, "the restarted node alive again", func() bool {
-			alive := 0
-			for _, nd := range status(t, a).Nodes {
-				if nd.State == "alive" {
-					alive++
-				}
-			}
-			return alive == len(nodes)
-		})
+		waitFor(t, time.Minute, "the restarted node alive again", func() bool { return alive(t, a) == len(nodes) })
 	}
 	if err := <-done; err != nil || !strings.Contains(out.String(), "err= 0") {
 		t.Fatalf("fio during the rolling restart of B and C: %v\n%s", err, out.String())
@@ -308,15 +305,7 @@ func TestSplitBrain(t *testing.T) {
 		nodes = append(nodes, s)
 	}
 	b := nodes[1]
-	waitFor(t, time.Minute, "3 nodes alive", func() bool {
-		alive := 0
-		for _, nd := range status(t, a).Nodes {
-			if nd.State == "alive" {
-				alive++
-			}
-		}
-		return alive == 3
-	})
+	waitFor(t, time.Minute, "3 nodes alive", func() bool { return alive(t, a) == 3 })
 	if out, err := a.Cairn("volume", "create", "r3", "--size", "64MiB", "--policy", writePolicy(t, "[redundancy]\nreplicas = 3\n")); err != nil {
 		t.Fatal(err, out)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"cairn/internal/admin"
 	"cairn/policies"
@@ -58,7 +59,7 @@ func (n *Node) Status(ctx context.Context) (admin.Status, error) {
 		Node:    n.id.Name,
 		Version: Version,
 		DataDir: n.cfg.DataDir,
-		Uptime:  timeSince(n.started),
+		Uptime:  time.Since(n.started),
 		Storage: admin.StorageStatus{Pieces: st.Pieces, LiveBytes: st.LiveBytes, DiskBytes: st.DiskBytes},
 		Volumes: len(vs),
 	}

@@ -284,6 +284,4 @@ func (n *Node) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func timeSince(t time.Time) time.Duration { return time.Since(t) }
-
 func (n *Node) defaultRedundancy() policies.Redundancy { return policies.Redundancy{Replicas: 1} }
