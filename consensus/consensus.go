@@ -188,6 +188,7 @@ type Host struct {
 	mu        sync.Mutex           // guards hosted, startedAt; serializes StartShard, StopShard
 	hosted    map[uint64]bool      // shards this node runs a replica of
 	startedAt map[uint64]time.Time // when each hosted replica was started by this Host
+	strayAt   map[uint64]time.Time // when an undesired replica here first could not learn its membership
 
 	recMu    sync.Mutex // serializes Reconcile; guards recState
 	recState map[uint64]*reconcileState
@@ -266,7 +267,7 @@ func Open(ctx context.Context, cfg Config) (*Host, error) {
 		return nil, fmt.Errorf("consensus: start node host at %s: %v", cfg.RaftAddress, err)
 	}
 	h := &Host{cfg: cfg, log: log, nh: nh, store: store, shards: uint64(cfg.Shards),
-		hosted: map[uint64]bool{}, startedAt: map[uint64]time.Time{},
+		hosted: map[uint64]bool{}, startedAt: map[uint64]time.Time{}, strayAt: map[uint64]time.Time{},
 		recState: map[uint64]*reconcileState{}, dropped: map[uint64]bool{}, lastWant: map[uint64]map[uint64]string{}}
 	h.closing, h.startClose = context.WithCancel(context.Background())
 	fail := func(err error) (*Host, error) {

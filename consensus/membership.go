@@ -556,8 +556,33 @@ func (h *Host) leaveIfRemoved(ctx context.Context, shard uint64, info dragonboat
 	defer cancel()
 	m, err := h.nh.SyncGetShardMembership(mctx, shard+1)
 	if err != nil {
-		return nil // cut off, or removed and ignored: leave it
+		// Cut off, or removed without hearing of it (a leader stops
+		// talking to a replica it removes, so the removal may never reach
+		// it). Either way the replica is not wanted here: once that has
+		// lasted well past the removal delay, stop it, keeping its data
+		// (only proof of removal deletes data; StartShard brings it back
+		// if placement wants it again).
+		h.mu.Lock()
+		since, seen := h.strayAt[shard]
+		if !seen {
+			h.strayAt[shard] = time.Now()
+		}
+		h.mu.Unlock()
+		if !seen || time.Since(since) < max(h.cfg.RemoveDelay, 0)+2*h.catchUpWait() {
+			return nil
+		}
+		if err := h.StopShard(ctx, shard); err != nil {
+			return err
+		}
+		h.mu.Lock()
+		delete(h.strayAt, shard)
+		h.mu.Unlock()
+		rep.Stopped++
+		return nil
 	}
+	h.mu.Lock()
+	delete(h.strayAt, shard)
+	h.mu.Unlock()
 	_, member := m.Nodes[self]
 	_, removed := m.Removed[self]
 	if member || !removed {
