@@ -35,7 +35,7 @@ func startCluster(t *testing.T, n int, args ...string) []*cairntest.Server {
 	}
 	waitFor(t, 60*time.Second, "every node to see every node alive", func() bool {
 		for _, s := range nodes {
-			if alive(t, s) != n {
+			if alive(t, s) != n || !replicated(t, s, n) {
 				return false
 			}
 		}
@@ -54,6 +54,22 @@ func alive(t *testing.T, s *cairntest.Server) int {
 		}
 	}
 	return n
+}
+
+// replicated reports whether every raft shard, as s sees it, has a leader
+// and min(n, 5) replicas.
+func replicated(t *testing.T, s *cairntest.Server, n int) bool {
+	t.Helper()
+	st := status(t, s)
+	if len(st.Shards) == 0 {
+		return false
+	}
+	for _, sh := range st.Shards {
+		if sh.Leader == 0 || sh.Replicas < min(n, 5) {
+			return false
+		}
+	}
+	return true
 }
 
 func status(t *testing.T, s *cairntest.Server) admin.Status {
@@ -305,7 +321,9 @@ func TestSplitBrain(t *testing.T) {
 		nodes = append(nodes, s)
 	}
 	b := nodes[1]
-	waitFor(t, time.Minute, "3 nodes alive", func() bool { return alive(t, a) == 3 })
+	// The cut must come after every raft shard has its three replicas: a
+	// young shard still on {A, B} would lose its quorum with A.
+	waitFor(t, time.Minute, "3 nodes alive and every shard on all of them", func() bool { return alive(t, a) == 3 && replicated(t, a, 3) })
 	if out, err := a.Cairn("volume", "create", "r3", "--size", "64MiB", "--policy", writePolicy(t, "[redundancy]\nreplicas = 3\n")); err != nil {
 		t.Fatal(err, out)
 	}
