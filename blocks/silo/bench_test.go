@@ -449,3 +449,41 @@ func BenchmarkFilePwriteFdatasync4KFallocate(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPutHashed4KParallel is the volume's push on one node: many
+// goroutines each hash a 4 KiB chunk (SHA-256, the block address) and put
+// it. The hashing runs in parallel; what the silo does under its write
+// lock does not, so the ratio to BenchmarkPutHashed4K shows how much of
+// the put is serialized.
+func BenchmarkPutHashed4KParallel(b *testing.B) {
+	s := openBench(b)
+	ctx := context.Background()
+	var n atomic.Uint64
+	b.SetBytes(4096)
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		data := pieceData(1, 4096)
+		for pb.Next() {
+			i := n.Add(1)
+			binary.LittleEndian.PutUint64(data, i)
+			if err := s.PutPiece(ctx, blocks.Sum(data), data); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkPutHashed4K is BenchmarkPutHashed4KParallel on one goroutine.
+func BenchmarkPutHashed4K(b *testing.B) {
+	s := openBench(b)
+	ctx := context.Background()
+	data := pieceData(1, 4096)
+	b.SetBytes(4096)
+	for i := uint64(0); b.Loop(); i++ {
+		binary.LittleEndian.PutUint64(data, i)
+		if err := s.PutPiece(ctx, blocks.Sum(data), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

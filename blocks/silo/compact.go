@@ -166,6 +166,7 @@ func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
 		return err
 	}
 	delete(s.segs, seg.id)
+	s.unsynced = slices.DeleteFunc(s.unsynced, func(o *segment) bool { return o == seg })
 	if i, ok := slices.BinarySearch(s.order, seg.id); ok {
 		s.order = slices.Delete(s.order, i, i+1)
 	}

@@ -18,15 +18,18 @@
 // writes the sync in flight covers waits for it, the others queue for the
 // next, which serves everyone queued.
 //
-// Segments are preallocated: each is created at Options.SegmentSize bytes
-// of written zeros and synced, a spare one ahead of need by a background
-// goroutine, so appends overwrite allocated blocks and an fdatasync writes
-// data, not the file's size or extents. When the active segment reaches
-// Options.SegmentSize it is sealed: its zero tail is truncated and it is
-// fdatasynced, and the spare becomes active (made on the spot if not
-// ready), so every segment but the last is durable whole (writers wait for
-// that fdatasync, once per segment; with regular Syncs little is left to
-// flush). Seal syncs before it returns.
+// Segments are preallocated to Options.SegmentSize bytes, a spare one
+// ahead of need by a background goroutine: reserved with fallocate, or,
+// while the workload syncs often, written with zeros so that an fdatasync
+// writes data, not extents (see active.go for the measurements). When the
+// active segment reaches Options.SegmentSize it is sealed: its buffer is
+// written out and its zero tail truncated, but it is not synced there: it
+// joins a list of unsynced sealed segments, and every Sync fdatasyncs them
+// all (then the active segment) before it completes, so a writer that
+// fills segments faster than the disk takes them never waits for the disk
+// at a roll (a background Sync runs once 8 segments wait). The spare
+// becomes active (made on the spot, reserved, if not ready) and starts
+// with a sync mark recording the sealed segment's size.
 //
 // Every read is checked: GetPiece and Replay verify the record's CRC32C
 // and return blocks.ErrCorrupt rather than bytes that fail it.
@@ -55,25 +58,36 @@
 // zero hold no record any Sync covered (a spare, or an active segment none
 // of whose records reached the disk): they are removed (intact records
 // found in one are logged at error level), except that one of exactly
-// Options.SegmentSize zero bytes right after the active segment is kept as
-// the spare. The rest are scanned in order. Sealed segments are
-// scanned by their headers only: the header has its own checksum, so the
-// lengths it gives can be trusted to skip the payload, and a large silo
-// opens without reading its data (one small pread per record). A rotten
-// payload in a sealed segment is found when it is read (GetPiece returns
-// blocks.ErrCorrupt; a PutPiece of the same key may then replace it). A
-// damaged header is reported and the scan searches forward for the next
-// intact header. The active segment is read whole and every record
-// checksum verified: its longest valid prefix is kept and the rest, a torn
-// tail from a crash, is cut off, so each journal recovers to a prefix of
-// what was appended, never with a hole (rot in synced bytes of the active
-// segment also cuts there; the cut is logged, at error level when intact
-// records follow it). A zero header followed by nothing but zeros ends the
-// records cleanly (the preallocated tail; in a sealed segment, one a crash
-// left between sealing and truncating, which Open then truncates). Any
-// other bytes after the valid prefix of the active segment are cut and the
-// tail written with zeros again, so that no stale record can ever line up
-// behind later appends.
+// Options.SegmentSize zero bytes right after the last segment is kept as
+// the spare.
+//
+// The segments a crash may have torn are the last one and those before it
+// back to the last segment holding an intact record with a durable mark
+// (such a record was written after a Sync completed while its segment was
+// active, and that Sync had made every earlier segment durable). They are
+// read whole, every record checksum verified, in order, as one log: its
+// longest valid prefix is kept and the rest, a torn tail, cut off, so each
+// journal and the pieces around it recover to a prefix of what was
+// written, never with a hole. A torn record in one of them cuts it there
+// and drops the segments after it (everything in them was written later
+// and never synced). A segment whose records end in zeros before the
+// sealed size the next segment's first mark records lost its last records
+// (pages never written back read as zeros): that is a torn tail too. Rot
+// in synced bytes is told from a torn tail by durable marks (below). A
+// zero header followed by nothing but zeros ends a segment's records
+// cleanly (the preallocated tail; in a sealed segment, one a crash left
+// between sealing and truncating, which Open then truncates). Any other
+// bytes after the valid prefix of the active segment are cut and the tail
+// written with zeros again, so that no stale record can ever line up
+// behind later appends. Open syncs the segments it read whole.
+//
+// The segments before those are durable whole and scanned by their
+// headers only: the header has its own checksum, so the lengths it gives
+// can be trusted to skip the payload, and a large silo opens without
+// reading its data (one small pread per record). A rotten payload in such
+// a segment is found when it is read (GetPiece returns blocks.ErrCorrupt;
+// a PutPiece of the same key may then replace it). A damaged header is
+// reported and the scan searches forward for the next intact header.
 //
 // We chose header scans over an index file written at seal time: there is
 // one source of truth, nothing to keep consistent across crashes, and the
@@ -108,7 +122,10 @@
 //	24     32   piece key (piece, tombstone) or log ID (journal types)
 //	56     8    epoch (journal record, seal); else 0
 //	64     8    seq (journal record, >= 1); before (trim, >= 1;
-//	            0xffffffffffffffff drops the whole log); else 0
+//	            0xffffffffffffffff drops the whole log); for a sync mark
+//	            that starts a segment, the size of the segment sealed
+//	            before it (0 in other marks and silos before lazy
+//	            sealing); else 0
 //	72     4    header CRC32C (Castagnoli) of bytes [0, 72)
 //	76     4    record CRC32C (Castagnoli) of the payload followed by
 //	            header bytes [0, 76)

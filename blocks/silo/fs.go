@@ -134,6 +134,33 @@ func (f *osFile) Sync() error {
 	}
 }
 
+// Allocate reserves [0, size) of the file with fallocate (mode 0: the
+// file grows to size; the new range reads as zeros). It returns
+// errAllocUnsupported where the file system has no fallocate.
+func (f *osFile) Allocate(size int64) error {
+	for {
+		err := syscall.Fallocate(f.fd, 0, 0, size)
+		switch {
+		case err == nil:
+			return nil
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EOPNOTSUPP || err == syscall.ENOSYS:
+			return errAllocUnsupported
+		default:
+			return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
+		}
+	}
+}
+
+// allocator is implemented by Files that can reserve space without writing
+// it (osFile). Others are preallocated with written zeros.
+type allocator interface {
+	Allocate(size int64) error
+}
+
+var errAllocUnsupported = errors.New("fallocate not supported")
+
 func (f *osFile) Size() (int64, error) {
 	st, err := f.Stat()
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"cairn/blocks"
 )
@@ -56,7 +57,8 @@ func TestPreallocatedSegments(t *testing.T) {
 	}
 	waitSpare(t, s)
 	st := s.Stats()
-	if st.DiskBytes-st.Prealloc != n*(hdrSize+4096) || st.Prealloc < segSize {
+	// Segments 2 and 3 start with a sync mark (see rollLocked).
+	if st.DiskBytes-st.Prealloc != n*(hdrSize+4096)+2*hdrSize || st.Prealloc < segSize {
 		t.Fatalf("Stats = %+v", st)
 	}
 	if err := s.Close(); err != nil {
@@ -108,7 +110,7 @@ func TestPreallocatedTailDamage(t *testing.T) {
 	}
 	_, files := fsys.files()
 	sealed, active := files["/silo/0000000000000001.seg"], files["/silo/0000000000000002.seg"]
-	used := 4*(hdrSize+4096) + hdrSize // 4 pieces and the sync mark Close wrote
+	used := hdrSize + 4*(hdrSize+4096) + hdrSize // the roll's mark, 4 pieces and the sync mark Close wrote
 	stale := encodeRecord(header{typ: recPiece, stamp: 1 << 40, key: keyOf(1000)}, pieceData(1000, 100))
 	active.mu.Lock()
 	copy(active.data[used+5000:], stale) // not where the next record goes
@@ -251,6 +253,73 @@ func TestRotInSyncedActiveSegment(t *testing.T) {
 			}
 			continue
 		}
+		mustGet(t, s, keyOf(i), pieceData(i, 4096))
+	}
+}
+
+// TestSparesFollowTheSyncRate: on a file system with fallocate, segments
+// written without frequent syncs are reserved, not zero-filled; once syncs
+// turn frequent, a zero-filled spare is made and the writer rolls over to
+// it early; everything reads back, before and after reopening.
+func TestSparesFollowTheSyncRate(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	const segSize = 1 << 20
+	opts := Options{SegmentSize: segSize, Logger: testLogger(t)}
+	s, err := Open(ctx, dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	activeZeroed := func() (uint32, bool) {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		return s.active.id, s.active.zeroed
+	}
+	if id, z := activeZeroed(); id != 1 || z {
+		t.Fatalf("fresh silo: active segment %d zeroed=%v, want 1 reserved", id, z)
+	}
+	n := 0
+	put := func() {
+		t.Helper()
+		if err := s.PutPiece(ctx, keyOf(n), pieceData(n, 4096)); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	for range 3 * segSize / 4096 { // bulk: three segments, no syncs
+		put()
+	}
+	if id, z := activeZeroed(); id < 3 || z {
+		t.Fatalf("after bulk writes: active segment %d zeroed=%v, want >= 3 reserved", id, z)
+	}
+	before, _ := activeZeroed()
+	for range syncWindow + 8 { // sync-heavy: a sync per piece
+		put()
+		if err := s.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(time.Minute); !s.zeroSpare.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no zero-filled spare a minute after syncs turned frequent")
+		}
+	}
+	put()
+	id, z := activeZeroed()
+	if id != before+1 || !z {
+		t.Fatalf("after frequent syncs: active segment %d zeroed=%v, want %d zero-filled (an early roll)", id, z, before+1)
+	}
+	for i := range n {
+		mustGet(t, s, keyOf(i), pieceData(i, 4096))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(ctx, dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range n {
 		mustGet(t, s, keyOf(i), pieceData(i, 4096))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"cairn/blocks"
 )
@@ -320,55 +321,72 @@ func (st *scanState) resolve() {
 	}
 }
 
-// scanActive is scanSegment's full scan of the active segment. It reads
-// every record and verifies its checksum, then decides where the records
-// end. A bad record followed only by records that do not vouch for it is a
-// torn tail, written but never synced: the scan ends before it (end), and
-// after counts the intact records past it. A bad record below the durable
-// mark of a later intact record was synced, so it is rot: it is reported
-// to bad (and, when its header is intact, visited, so that a read of it
-// finds it corrupt rather than absent), and the scan goes on past it.
+// scanActive is scanSegment's full scan of the active segment: scanFull,
+// then emit.
 func scanActive(f File, size int64, visit func(off int64, h *header), bad func(off, n int64, why error)) (end int64, after int, zeroTail bool, err error) {
-	type rec struct {
-		off, end int64
-		h        header
-		ok       bool // the record checksum holds
+	fs, err := scanFull(f, size)
+	if err != nil {
+		return 0, 0, false, err
 	}
-	type badRegion struct {
-		off, end int64
-		why      error
-	}
+	end, after, zeroTail = fs.emit(visit, bad)
+	return end, after, zeroTail, nil
+}
+
+// fullScan is a segment read whole, every record checksum verified, its
+// records not yet visited (see emit).
+type fullScan struct {
+	recs  []scannedRec
+	bads  []badRegion
+	size  int64 // the segment file's size
+	stop  int64 // where the records end: size, or where a zero tail begins
+	zeros bool  // [stop, size) is a zero tail
+	// vouches: an intact record carries a durable mark, so a sync completed
+	// while this segment was active: every segment before it is durable.
+	vouches bool
+}
+
+type scannedRec struct {
+	off, end int64
+	h        header
+	ok       bool // the record checksum holds
+}
+
+type badRegion struct {
+	off, end int64
+	why      error
+}
+
+// scanFull reads every record of a segment of the given size and verifies
+// its checksum; it fails only on I/O errors.
+func scanFull(f File, size int64) (*fullScan, error) {
 	var (
-		hbuf  [hdrSize]byte
-		pbuf  []byte
-		recs  []rec
-		bads  []badRegion
-		off   int64
-		stop  = size
-		zeros bool
+		hbuf [hdrSize]byte
+		pbuf []byte
+		off  int64
 	)
+	fs := &fullScan{size: size, stop: size}
 	for off < size {
 		var h header
 		err := readHeaderAt(f, off, size, hbuf[:], &h)
 		if err != nil {
 			if !errors.Is(err, errBadHeader) {
-				return 0, 0, false, err
+				return nil, err
 			}
 			if isZero(hbuf[:min(hdrSize, size-off)]) {
 				z, zerr := allZero(f, off, size)
 				if zerr != nil {
-					return 0, 0, false, zerr
+					return nil, zerr
 				}
 				if z {
-					stop, zeros = off, true
+					fs.stop, fs.zeros = off, true
 					break
 				}
 			}
 			next, rerr := resync(f, off+1, size)
 			if rerr != nil {
-				return 0, 0, false, rerr
+				return nil, rerr
 			}
-			bads = append(bads, badRegion{off, next, err})
+			fs.bads = append(fs.bads, badRegion{off, next, err})
 			off = next
 			continue
 		}
@@ -380,16 +398,33 @@ func scanActive(f File, size int64, visit func(off int64, h *header), bad func(o
 			}
 			r := pbuf[:hdrSize+h.n]
 			if _, err := f.ReadAt(r, off); err != nil {
-				return 0, 0, false, err
+				return nil, err
 			}
 			ok = checkRecord(r, &h)
 		}
 		if !ok {
-			bads = append(bads, badRegion{off, recEnd, fmt.Errorf("%w: record checksum mismatch", blocks.ErrCorrupt)})
+			fs.bads = append(fs.bads, badRegion{off, recEnd, fmt.Errorf("%w: record checksum mismatch", blocks.ErrCorrupt)})
 		}
-		recs = append(recs, rec{off, recEnd, h, ok})
+		if ok && h.durable > 0 {
+			fs.vouches = true
+		}
+		fs.recs = append(fs.recs, scannedRec{off, recEnd, h, ok})
 		off = recEnd
 	}
+	return fs, nil
+}
+
+// emit decides where the records of a full scan end and visits those
+// before that point. A bad record followed only by records that do not
+// vouch for it is a torn tail, written but never synced: the records end
+// before it (end), and after counts the intact records past it. A bad
+// record below the durable mark of a later intact record was synced, so it
+// is rot: it is reported to bad (and, when its header is intact, visited,
+// so that a read of it finds it corrupt rather than absent), and the
+// records go on past it. zeroTail reports that [end, size) holds only
+// zeros (or nothing).
+func (fs *fullScan) emit(visit func(off int64, h *header), bad func(off, n int64, why error)) (end int64, after int, zeroTail bool) {
+	recs, bads := fs.recs, fs.bads
 	// vouched[i]: the highest durable mark of intact records from i on.
 	vouched := make([]int64, len(recs)+1)
 	for i := len(recs) - 1; i >= 0; i-- {
@@ -409,7 +444,8 @@ func scanActive(f File, size int64, visit func(off int64, h *header), bad func(o
 			break
 		}
 	}
-	for _, r := range recs {
+	for i := range recs {
+		r := &recs[i]
 		if cut >= 0 && r.off >= cut {
 			if r.ok {
 				after++
@@ -427,14 +463,43 @@ func scanActive(f File, size int64, visit func(off int64, h *header), bad func(o
 		if bad != nil {
 			bad(b.off, b.end-b.off, b.why)
 		}
-		for _, r := range recs {
-			if r.off == b.off && !r.ok {
+		for i := range recs {
+			if r := &recs[i]; r.off == b.off && !r.ok {
 				visit(r.off, &r.h) // an intact header: reads find it corrupt
 			}
 		}
 	}
 	if cut >= 0 {
-		return cut, after, false, nil
+		return cut, after, false
 	}
-	return stop, 0, zeros || stop == size, nil
+	return fs.stop, 0, fs.zeros || fs.stop == fs.size
+}
+
+// intact counts the intact records of a full scan (nil: none).
+func (fs *fullScan) intact() int {
+	if fs == nil {
+		return 0
+	}
+	n := 0
+	for _, r := range fs.recs {
+		if r.ok {
+			n++
+		}
+	}
+	return n
+}
+
+// sealedBefore returns the size of the segment before this one as its
+// first record, a roll's sync mark, recorded it (see rollLocked); ok is
+// false when that record is missing, damaged, or from a silo that did not
+// record it.
+func (fs *fullScan) sealedBefore() (size int64, ok bool) {
+	if fs == nil || len(fs.recs) == 0 {
+		return 0, false
+	}
+	r := fs.recs[0]
+	if r.off != 0 || !r.ok || r.h.typ != recMark || r.h.b == 0 || r.h.b > math.MaxUint32 {
+		return 0, false
+	}
+	return int64(r.h.b), true
 }

@@ -151,6 +151,9 @@ type segment struct {
 	// synced is how far a completed sync reached in this segment (guarded
 	// by Silo.mu); records written carry it (header.durable).
 	synced int64
+	// zeroed: the preallocated tail was written with zeros (not reserved
+	// with fallocate); set when the segment is made, then read-only.
+	zeroed bool
 }
 
 type batch struct {
@@ -189,6 +192,17 @@ type Silo struct {
 	spare     *segment   // a preallocated segment, the one after the active, or nil
 	spareKick chan struct{}
 	spareDone chan struct{}
+	unsynced  []*segment  // sealed segments no sync has covered yet, oldest first (guarded by mu)
+	sealSync  atomic.Bool // too many unsynced: the spare maker runs a Sync
+	wantZero  atomic.Bool // the next spare is to be zero-filled (sync-heavy workload)
+	zeroSpare atomic.Bool // the spare is ready and zero-filled
+
+	// The sync-heavy detector (guarded by mu; see active.go): syncs in the
+	// current window, the active segment's size when it began, and the
+	// verdict of the last full window.
+	winSyncs int
+	winStart int64
+	heavy    bool
 
 	writeGen atomic.Uint64 // incremented under mu by every write
 	syncs    atomic.Int64  // fdatasyncs run by Sync (for tests and benchmarks)
@@ -289,19 +303,31 @@ func (s *Silo) load(ctx context.Context) error {
 	if ids, err = s.dropEmptyTail(ctx, ids); err != nil {
 		return err
 	}
+	// Segments before the last one a sync vouches for (see unsureFrom) are
+	// durable whole: their headers are scanned. From it on, segments are
+	// read whole and verified, and they end at the first torn record: the
+	// segments after it hold only later writes, none of them synced.
+	files := make([]File, len(ids))
+	for i, id := range ids {
+		f, err := s.fs.Open(filepath.Join(s.dir, segName(id)))
+		if err != nil {
+			return fmt.Errorf("silo: open segment: %w", err)
+		}
+		files[i] = f
+		s.segs[id] = &segment{id: id, name: filepath.Join(s.dir, segName(id)), f: f}
+		s.order = append(s.order, id)
+	}
+	full, err := s.unsureFrom(ctx, ids, files)
+	if err != nil {
+		return err
+	}
 	st := newScanState(s)
 	for i, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		name := filepath.Join(s.dir, segName(id))
-		f, err := s.fs.Open(name)
-		if err != nil {
-			return fmt.Errorf("silo: open segment: %w", err)
-		}
-		seg := &segment{id: id, name: name, f: f}
-		s.segs[id] = seg
-		s.order = append(s.order, id)
+		seg, f := s.segs[id], files[i]
+		name := seg.name
 		size, err := f.Size()
 		if err != nil {
 			return fmt.Errorf("silo: open segment %s: %w", name, err)
@@ -310,53 +336,89 @@ func (s *Silo) load(ctx context.Context) error {
 			// Offsets are 32 bits: no silo writes a segment this large.
 			return fmt.Errorf("silo: open segment %s: %d bytes, over the 4 GiB a segment may hold", name, size)
 		}
-		last := i == len(ids)-1
-		end, after, zeroTail, err := scanSegment(f, size, last, func(off int64, h *header) {
-			st.apply(id, uint32(off), h)
-		}, func(off, n int64, why error) {
+		visit := func(off int64, h *header) { st.apply(id, uint32(off), h) }
+		bad := func(off, n int64, why error) {
 			s.log.Warn("silo: corrupt bytes in segment", "segment", name, "offset", off, "length", n, "err", why)
-		})
-		if err != nil {
-			return fmt.Errorf("silo: scan segment %s: %w", name, err)
 		}
-		seg.size, seg.alloc = end, size
-		if last {
+		var (
+			after    int
+			zeroTail bool
+			end64    int64
+		)
+		fs := full[id]
+		if fs != nil {
+			end64, after, zeroTail = fs.emit(visit, bad)
+		} else {
+			end64, after, zeroTail, err = scanSegment(f, size, false, visit, bad)
+			if err != nil {
+				return fmt.Errorf("silo: scan segment %s: %w", name, err)
+			}
+		}
+		torn := end64 < size && !zeroTail
+		last := i == len(ids)-1
+		if sealed, ok := full[ids[min(i+1, len(ids)-1)]].sealedBefore(); fs != nil && !last && ok && end64 < sealed {
+			// Its last records were lost (their pages read as zeros): a
+			// torn tail like any other.
+			torn = true
+		}
+		dropped := false
+		if torn && !last {
+			// Everything after a torn record was written after it, and no
+			// sync covered it: drop the later segments.
+			for _, lid := range ids[i+1:] {
+				after += full[lid].intact()
+				s.dropFile(s.segs[lid])
+				delete(s.segs, lid)
+			}
+			s.order = s.order[:i+1]
+			if err := s.fs.SyncDir(s.dir); err != nil {
+				return mapErr("sync directory", err)
+			}
+			last, dropped = true, true
+		}
+		seg.size, seg.alloc = end64, size
+		if fs != nil {
 			// What survived is the base that later records vouch for: make
 			// it durable first (a kill -9 may have left unsynced bytes in
 			// the page cache).
 			if err := f.Sync(); err != nil {
 				return mapErr("sync", err)
 			}
-			seg.synced = end
+			if last {
+				seg.synced = end64
+			}
 		}
 		switch {
-		case end < size && !zeroTail:
+		case torn:
 			level := slog.LevelWarn
 			if after > 1 {
 				level = slog.LevelError // more than a torn write: rot?
 			}
-			s.log.Log(ctx, level, "silo: cutting the active segment after its longest valid prefix",
-				"segment", name, "offset", end, "length", size-end, "intact_records_cut", after)
+			s.log.Log(ctx, level, "silo: cutting the segments after their longest valid prefix",
+				"segment", name, "offset", end64, "length", size-end64, "intact_records_cut", after)
 			fallthrough
-		case end < size && !last:
+		case end64 < size && !last:
 			// A sealed segment keeps no zero tail (a crash may leave one
 			// between sealing and its truncation).
-			if err := f.Truncate(end); err != nil {
+			if err := f.Truncate(end64); err != nil {
 				return mapErr("truncate segment", err)
 			}
 			if err := f.Sync(); err != nil {
 				return mapErr("sync", err)
 			}
-			seg.alloc = end
+			seg.alloc = end64
 		}
 		if last && seg.alloc < s.opts.SegmentSize {
 			s.preallocActive(seg)
+		}
+		if dropped {
+			break
 		}
 	}
 	st.resolve()
 	s.cleanupLocked()
 	if len(ids) == 0 {
-		seg, err := s.makeSegment(1)
+		seg, err := s.makeSegment(1, false)
 		if err != nil {
 			return err
 		}
@@ -365,6 +427,38 @@ func (s *Silo) load(ctx context.Context) error {
 	}
 	s.active = s.segs[s.order[len(s.order)-1]]
 	return nil
+}
+
+// unsureFrom finds the segments a crash may have left torn and reads them
+// whole. Sealing does not sync a segment (the next Sync does, see
+// rollLocked), so the unsure ones are the last segment and those before it
+// back to the last one holding a record with a durable mark: that mark was
+// written after a sync completed while its segment was active, and a Sync
+// makes every sealed segment durable before it completes, so the segments
+// before it are durable whole. It returns the full scans by segment id.
+func (s *Silo) unsureFrom(ctx context.Context, ids []uint32, files []File) (map[uint32]*fullScan, error) {
+	full := map[uint32]*fullScan{}
+	for i := len(ids) - 1; i >= 0; i-- {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		size, err := files[i].Size()
+		if err != nil {
+			return nil, fmt.Errorf("silo: open segment %s: %w", segName(ids[i]), err)
+		}
+		if size > math.MaxUint32 {
+			return nil, fmt.Errorf("silo: open segment %s: %d bytes, over the 4 GiB a segment may hold", segName(ids[i]), size)
+		}
+		fs, err := scanFull(files[i], size)
+		if err != nil {
+			return nil, fmt.Errorf("silo: scan segment %s: %w", segName(ids[i]), err)
+		}
+		full[ids[i]] = fs
+		if fs.vouches {
+			break
+		}
+	}
+	return full, nil
 }
 
 // dropEmptyTail removes the last segments of ids while they start with
@@ -436,14 +530,21 @@ func (s *Silo) dropEmptyTail(ctx context.Context, ids []uint32) ([]uint32, error
 	return ids, nil
 }
 
-// preallocActive extends the active segment found at open with zeros to
+// preallocActive extends the active segment found at open (reserved, or
+// with written zeros where fallocate is missing) to
 // SegmentSize (best effort: on a full disk it stays as it is, and appends
 // extend it).
 func (s *Silo) preallocActive(seg *segment) {
 	if seg.size >= s.opts.SegmentSize {
 		return
 	}
-	err := writeZeros(seg.f, seg.alloc, s.opts.SegmentSize)
+	err := errAllocUnsupported
+	if a, ok := seg.f.(allocator); ok {
+		err = a.Allocate(s.opts.SegmentSize)
+	}
+	if errors.Is(err, errAllocUnsupported) {
+		err = writeZeros(seg.f, seg.alloc, s.opts.SegmentSize)
+	}
 	if err == nil {
 		err = seg.f.Sync()
 	}
@@ -825,12 +926,25 @@ func (s *Silo) syncActive(b *batch) (uint64, error) {
 	seg := s.active
 	gen := s.writeGen.Load()
 	upto := seg.size
+	sealed := slices.Clone(s.unsynced)
+	for _, o := range sealed {
+		o.mu.RLock() // compaction closes a segment only after a Sync: not this one
+	}
 	seg.mu.RLock()
 	s.mu.Unlock()
 	s.smu.Lock()
 	b.gen = gen
 	s.smu.Unlock()
-	err := seg.f.Sync()
+	var err error
+	for _, o := range sealed {
+		if err == nil {
+			err = o.f.Sync()
+		}
+		o.mu.RUnlock()
+	}
+	if err == nil {
+		err = seg.f.Sync()
+	}
 	seg.mu.RUnlock()
 	s.syncs.Add(1)
 	if err != nil {
@@ -844,11 +958,33 @@ func (s *Silo) syncActive(b *batch) (uint64, error) {
 		return 0, err
 	}
 	s.mu.Lock()
+	s.unsynced = slices.DeleteFunc(s.unsynced, func(o *segment) bool { return slices.Contains(sealed, o) })
 	if upto > seg.synced {
 		seg.synced = upto
+		if seg == s.active {
+			s.countSyncLocked()
+		}
 	}
 	s.mu.Unlock()
 	return gen, nil
+}
+
+// countSyncLocked counts a sync that made new bytes of the active segment
+// durable and, at the end of each window of syncWindow of them, judges
+// whether the workload is sync-heavy (see active.go). Turning heavy while
+// the active segment is reserved asks the spare maker for a zero-filled
+// spare, which the writer then rolls to.
+func (s *Silo) countSyncLocked() {
+	s.winSyncs++
+	if s.winSyncs < syncWindow {
+		return
+	}
+	s.heavy = s.active.size-s.winStart < syncWindow*heavySyncBytes
+	s.winSyncs, s.winStart = 0, s.active.size
+	if s.heavy && !s.active.zeroed && !s.wantZero.Load() {
+		s.wantZero.Store(true)
+		s.kickSpare()
+	}
 }
 
 // Close stops compaction, syncs, closes the segment files and releases the
