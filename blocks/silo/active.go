@@ -8,6 +8,8 @@ import (
 	"hash/crc32"
 	"io"
 	"path/filepath"
+	"slices"
+	"sync"
 
 	"cairn/blocks"
 )
@@ -69,6 +71,9 @@ var zeros = make([]byte, zeroChunk)
 // nil, the whole encoded record raw verbatim. The record goes to the write
 // buffer when it fits there and in the preallocated space.
 func (s *Silo) appendLocked(h *header, pcrc uint32, payload, raw []byte) (*segment, uint32, error) {
+	if s.failed == nil && s.flightFailed.Load() {
+		s.failed = s.flightErr()
+	}
 	if s.failed != nil {
 		return nil, 0, s.failed
 	}
@@ -95,7 +100,7 @@ func (s *Silo) appendLocked(h *header, pcrc uint32, payload, raw []byte) (*segme
 	}
 	h.durable = uint32(seg.synced)
 	if len(s.wbuf)+n > cap(s.wbuf) {
-		if err := s.flushLocked(); err != nil {
+		if err := s.launchLocked(); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -120,6 +125,9 @@ func (s *Silo) appendLocked(h *header, pcrc uint32, payload, raw []byte) (*segme
 		}
 	}
 	seg.size += int64(n)
+	if half := s.opts.SegmentSize / 2; seg.size >= half && seg.size-int64(n) < half {
+		s.kickSpare() // a zero-filled spare waits for this (see spareLoop)
+	}
 	s.writeGen.Add(1)
 	return seg, uint32(off), nil
 }
@@ -172,22 +180,120 @@ func (s *Silo) flushLocked() error {
 	return nil
 }
 
-// bufferedLocked returns the bytes of the record at l if they are still in
-// the write buffer (s.mu held, shared or exclusive).
-func (s *Silo) bufferedLocked(seg *segment, l loc) ([]byte, bool) {
-	if seg != s.active || len(s.wbuf) == 0 {
-		return nil, false
+// copyBufferedLocked copies the record at l into dst (of its size) if it
+// is still in the write buffer or in a buffer being written (s.mu held,
+// shared or exclusive).
+func (s *Silo) copyBufferedLocked(seg *segment, l loc, dst []byte) bool {
+	if seg == s.active && len(s.wbuf) > 0 {
+		if within(s.wbuf, seg.size-int64(len(s.wbuf)), l, dst) {
+			return true
+		}
 	}
-	start := seg.size - int64(len(s.wbuf))
-	if int64(l.off) < start {
-		return nil, false
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	for _, fl := range s.flights {
+		if fl.seg == seg && within(fl.buf, fl.off, l, dst) {
+			return true
+		}
 	}
+	return false
+}
+
+// within copies the record at l into dst if buf, which holds the segment's
+// bytes from offset start, holds all of it.
+func within(buf []byte, start int64, l loc, dst []byte) bool {
 	i := int64(l.off) - start
-	end := i + l.size()
-	if end > int64(len(s.wbuf)) {
-		return nil, false
+	if i < 0 || i+l.size() > int64(len(buf)) {
+		return false
 	}
-	return s.wbuf[i:end], true
+	copy(dst, buf[i:i+l.size()])
+	return true
+}
+
+// Full write buffers are written to their segment outside the silo's lock,
+// so that writers keep appending (and hashing, and copying) while the
+// kernel takes 256 KiB into the page cache: a flight. Reads of records in
+// a flight are served from its buffer until the write is done; Sync waits
+// for every flight before it fdatasyncs, and compaction before it reads a
+// segment. A failed flight is sticky, like a failed buffer write.
+
+// maxFlights bounds the buffers being written at once (a writer that gets
+// ahead waits for the oldest).
+const maxFlights = 4
+
+// flight is a full write buffer being written at off of seg.
+type flight struct {
+	seg  *segment
+	off  int64
+	buf  []byte
+	done chan struct{}
+}
+
+var wbufPool = sync.Pool{New: func() any { b := make([]byte, 0, writeBufSize); return &b }}
+
+// launchLocked hands the write buffer to a flight and starts a fresh one.
+func (s *Silo) launchLocked() error {
+	if len(s.wbuf) == 0 {
+		return nil
+	}
+	if s.failed != nil {
+		return s.failed
+	}
+	s.fmu.Lock()
+	var oldest *flight
+	if len(s.flights) >= maxFlights {
+		oldest = s.flights[0]
+	}
+	s.fmu.Unlock()
+	if oldest != nil {
+		<-oldest.done // flights never take s.mu
+	}
+	seg := s.active
+	fl := &flight{seg: seg, off: seg.size - int64(len(s.wbuf)), buf: s.wbuf, done: make(chan struct{})}
+	s.fmu.Lock()
+	s.flights = append(s.flights, fl)
+	s.fmu.Unlock()
+	s.wbuf = (*wbufPool.Get().(*[]byte))[:0]
+	seg.mu.RLock() // the segment stays open until the write is done
+	go s.fly(fl)
+	return nil
+}
+
+// fly writes a flight's buffer and retires the flight.
+func (s *Silo) fly(fl *flight) {
+	_, err := fl.seg.f.WriteAt(fl.buf, fl.off)
+	fl.seg.mu.RUnlock()
+	s.fmu.Lock()
+	s.flights = slices.DeleteFunc(s.flights, func(f *flight) bool { return f == fl })
+	if err != nil && s.flightE == nil {
+		s.flightE = mapErr("write", err)
+		s.flightFailed.Store(true)
+		s.log.Error("silo: writing buffered records failed; writes refused until reopen", "err", err)
+	}
+	s.fmu.Unlock()
+	close(fl.done)
+	b := fl.buf[:0]
+	wbufPool.Put(&b)
+}
+
+// waitFlights waits for the flights in the air now and returns the error
+// of any failed flight. It must not be called with s.mu held exclusively
+// by a caller that the flights wait for (they never take s.mu).
+func (s *Silo) waitFlights() error {
+	s.fmu.Lock()
+	fls := slices.Clone(s.flights)
+	s.fmu.Unlock()
+	for _, fl := range fls {
+		<-fl.done
+	}
+	return s.flightErr()
+}
+
+// flightErr returns the error of a failed flight, or nil.
+func (s *Silo) flightErr() error {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	return s.flightE
 }
 
 // fetchRecord reads the bytes of the record at l of seg into buf (grown as
@@ -199,8 +305,7 @@ func (s *Silo) fetchRecord(seg *segment, l loc, buf []byte) ([]byte, error) {
 		buf = make([]byte, n)
 	}
 	buf = buf[:n]
-	if b, ok := s.bufferedLocked(seg, l); ok {
-		copy(buf, b)
+	if s.copyBufferedLocked(seg, l, buf) {
 		s.mu.RUnlock()
 		return buf, nil
 	}
@@ -406,6 +511,11 @@ func (s *Silo) spareLoop(ctx context.Context) {
 			continue
 		}
 		id := s.active.id + 1
+		// A zero-filled spare costs a segment's worth of disk writes: while
+		// the active segment is less than half full, it can wait (the
+		// writer kicks again at half), so that a sync-heavy writer does not
+		// compete with it sooner than it must.
+		early := s.active.size < s.opts.SegmentSize/2 && s.active.zeroed
 		s.mu.RUnlock()
 		if s.sealSync.CompareAndSwap(true, false) {
 			if err := s.Sync(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, blocks.ErrClosed) {
@@ -420,7 +530,7 @@ func (s *Silo) spareLoop(ctx context.Context) {
 			s.spare = nil
 			s.dropFile(sp)
 		}
-		if s.spare == nil && !s.closing.Load() {
+		if s.spare == nil && !s.closing.Load() && !(zero && early) {
 			sp, err := s.makeSegment(id, zero)
 			if err != nil {
 				// Rolling will try again, and report the error to a writer.

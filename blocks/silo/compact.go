@@ -92,6 +92,9 @@ type scanned struct {
 }
 
 func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
+	if err := s.waitFlights(); err != nil { // the segment's last buffers may still be in the air
+		return err
+	}
 	s.mu.RLock()
 	size := seg.size
 	s.mu.RUnlock()

@@ -188,6 +188,11 @@ type Silo struct {
 	ghosts []uint32             // removed segments whose removal may not be durable yet
 	wbuf   []byte               // records at the end of the active segment not yet written to its file
 
+	fmu          sync.Mutex  // guards flights and flightE; never held while taking mu
+	flights      []*flight   // full write buffers being written, oldest first (see active.go)
+	flightE      error       // the first failed flight's error: sticky
+	flightFailed atomic.Bool // flightE is set
+
 	spareMu   sync.Mutex // guards spare; taken after mu, never before it
 	spare     *segment   // a preallocated segment, the one after the active, or nil
 	spareKick chan struct{}
@@ -935,7 +940,7 @@ func (s *Silo) syncActive(b *batch) (uint64, error) {
 	s.smu.Lock()
 	b.gen = gen
 	s.smu.Unlock()
-	var err error
+	err := s.waitFlights()
 	for _, o := range sealed {
 		if err == nil {
 			err = o.f.Sync()
