@@ -92,6 +92,28 @@ func (h *Host) Hosted() []uint64 {
 	return slices.Sorted(maps.Keys(h.hosted))
 }
 
+// HostsShard reports whether this node runs a replica of shard now (Load
+// and CompareAndSet of its blocks are served here; for other shards they
+// return an error wrapping ErrNotHosted). It makes no network call.
+func (h *Host) HostsShard(shard uint64) bool { return h.isHosted(shard) }
+
+// LeaderKnown reports whether this node hosts a replica of shard that
+// knows its leader now: a replica that was started but not yet added to
+// its shard (or is cut off) knows none, and calls through it wait for one.
+// It makes no network call.
+func (h *Host) LeaderKnown(shard uint64) bool {
+	if !h.isHosted(shard) {
+		return false
+	}
+	h.life.RLock()
+	defer h.life.RUnlock()
+	if h.closed.Load() {
+		return false
+	}
+	_, _, ok, err := h.nh.GetLeaderID(shard + 1)
+	return err == nil && ok
+}
+
 func (h *Host) isHosted(shard uint64) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()

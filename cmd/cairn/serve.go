@@ -59,7 +59,9 @@ func nodeCommand() *cli.Command {
 		Description: "The first node of a cluster starts without --join and prints the cluster secret;\n" +
 			"every other node joins through any member with --join ADDR --secret SECRET.\n" +
 			"Gossip listens on --listen, raft on its port+1, the node-to-node data transport on port+2.\n" +
-			"Every node serves every volume over NBD on --nbd (one writer per volume at a time).",
+			"Every node serves every volume over NBD on --nbd (one writer per volume at a time).\n" +
+			"With --storage=false the node is storage-less (a frontend): it serves NBD and joins gossip\n" +
+			"but holds no pieces and no raft shards; it must join an existing cluster.",
 		Flags: append(frontendFlags(""),
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7946", Usage: "gossip address ip:port (raft uses port+1, data port+2)"},
 			&cli.StringFlag{Name: "join", Usage: "gossip addresses of members to join, comma-separated (none: start a new cluster)"},
@@ -68,6 +70,7 @@ func nodeCommand() *cli.Command {
 			&cli.DurationFlag{Name: "remove-after", Value: 5 * time.Minute, Usage: "how long a dead node keeps its place before its data is rebuilt elsewhere"},
 			&cli.StringFlag{Name: "gossip-profile", Value: overlay.ProfileLAN, Usage: "gossip timings: lan, or local for nodes sharing one machine"},
 			&cli.DurationFlag{Name: "scrub-every", Value: time.Hour, Usage: "period of anti-entropy passes (one also runs whenever a node joins or leaves for good)"},
+			&cli.BoolFlag{Name: "storage", Value: true, Usage: "hold pieces and raft shards; --storage=false makes a storage-less node that only serves NBD exports (its first start must --join a cluster)"},
 		),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			listen := cmd.String("listen")
@@ -87,6 +90,7 @@ func nodeCommand() *cli.Command {
 			cfg := node.Config{Cluster: &node.ClusterConfig{
 				Listen: listen, Seeds: seeds, Zone: cmd.String("zone"), Secret: cmd.String("secret"),
 				NBDAddr: cmd.String("nbd"), RemoveAfter: cmd.Duration("remove-after"), Profile: cmd.String("gossip-profile"), ScrubEvery: cmd.Duration("scrub-every"),
+				Frontend: !cmd.Bool("storage"),
 			}}
 			return runNode(ctx, cmd, cfg, len(seeds) == 0)
 		},

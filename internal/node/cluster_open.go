@@ -39,6 +39,13 @@ type ClusterConfig struct {
 	// ScrubEvery is the period of anti-entropy passes (default 1 hour);
 	// a pass also runs whenever a node enters or leaves the view.
 	ScrubEvery time.Duration
+	// Frontend makes a storage-less node (`cairn node --storage=false`):
+	// it joins gossip and serves NBD exports, but holds no pieces and no
+	// raft replicas, and placement never picks it (it gossips Storage
+	// false). Its volumes' pieces go to the storage nodes and their
+	// mutable blocks through forwarding (forward.go). It must join an
+	// existing cluster at its first start.
+	Frontend bool
 	// Profile names the gossip timings: overlay.ProfileLAN (default) or
 	// overlay.ProfileLocal for nodes sharing one machine.
 	Profile string
@@ -80,7 +87,8 @@ func (n *Node) startCluster(ctx context.Context, secret []byte, dataAddr string)
 	if c.removeAfter <= 0 {
 		c.removeAfter = 5 * time.Minute
 	}
-	srv, err := peer.NewServer(peer.ServerOptions{Holder: n.silo, Secret: secret, NodeID: n.id.Name, Logger: c.log})
+	n.served = &servedMutable{}
+	srv, err := peer.NewServer(peer.ServerOptions{Holder: n.silo, Mutable: n.served, Secret: secret, NodeID: n.id.Name, Logger: c.log})
 	if err != nil {
 		return err
 	}
@@ -92,7 +100,7 @@ func (n *Node) startCluster(ctx context.Context, secret []byte, dataAddr string)
 	go srv.Serve(context.WithoutCancel(ctx), l)
 	c.self = overlay.Node{
 		ID: n.id.Name, Zone: cc.Zone, RaftAddr: n.id.RaftAddress, DataAddr: dataAddr, NBDAddr: cc.NBDAddr,
-		Storage: true, RaftReplicaID: n.id.ReplicaID,
+		Storage: !cc.Frontend, RaftReplicaID: n.id.ReplicaID,
 	}
 	profile := cc.Profile
 	if profile == "" {

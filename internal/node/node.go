@@ -20,6 +20,7 @@ import (
 	"cairn/blocks/sealed"
 	"cairn/blocks/silo"
 	"cairn/consensus"
+	"cairn/internal/peer"
 	"cairn/overlay"
 	"cairn/policies"
 	"cairn/volume"
@@ -61,8 +62,11 @@ type Node struct {
 	stores  map[string]blocks.Store
 	nbd     NBDInfo
 	exports *exports
-	cluster *cluster // nil for a cluster of one
-	secret  []byte   // the cluster secret (cluster nodes only)
+	cluster *cluster        // nil for a cluster of one
+	served  *servedMutable  // what the peer server answers forwarded calls with (cluster nodes only)
+	fwd     *forwarder      // the volume layer's MutableStore (cluster nodes only)
+	fwdCli  *forwardClients // the peer clients of fwd
+	secret  []byte          // the cluster secret (cluster nodes only)
 	cancel  context.CancelFunc
 }
 
@@ -108,6 +112,9 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		} else if first && len(cfg.Cluster.Seeds) > 0 && cfg.Cluster.Secret == "" {
 			return nil, errors.New("node: joining a cluster needs its secret: pass --secret (the first node printed it; it is in its data directory's cluster-secret file)")
 		}
+		if first && cfg.Cluster.Frontend && len(cfg.Cluster.Seeds) == 0 {
+			return nil, errors.New("node: a storage-less node (--storage=false) cannot start a cluster: start a storage node first, then join it with --join and --secret")
+		}
 		if n.secret, _, err = overlay.LoadOrCreateSecret(cfg.DataDir, cfg.Cluster.Secret); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}
@@ -142,6 +149,11 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		// shards' leaders add it (see cluster.reconcileShards).
 		rc.Join, rc.Members = true, nil
 	}
+	if cfg.Cluster != nil && cfg.Cluster.Frontend {
+		// A storage-less node hosts no replica, ever: placement never
+		// names it, so Reconcile never starts one.
+		rc.Join, rc.Empty, rc.Members = false, true, nil
+	}
 	if cfg.Cluster != nil {
 		// The view already waited RemoveAfter before it dropped a dead
 		// node; the shards need not wait again.
@@ -153,8 +165,15 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		n.silo.Close()
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	var mutable blocks.MutableStore = n.raft
+	if n.cluster != nil {
+		n.served.h.Store(n.raft)
+		n.fwdCli = &forwardClients{secret: n.secret, self: n.id.Name, log: n.log.With("layer", "forward"), clients: map[string]*peer.Client{}}
+		n.fwd = &forwarder{local: n.raft, routes: n.cluster.shardRoutes(n.fwdCli), failed: n.cluster.failed, log: n.log.With("layer", "forward")}
+		mutable = n.fwd
+	}
 	n.catalog, err = volume.NewCatalog(ctx, volume.Options{
-		Mutable:         n.raft,
+		Mutable:         mutable,
 		StoreFor:        n.storeFor,
 		Journals:        n.journals,
 		MasterKey:       key,
@@ -185,6 +204,9 @@ func (n *Node) closeCluster() {
 	}
 	if n.cluster != nil {
 		n.cluster.close()
+	}
+	if n.fwdCli != nil {
+		n.fwdCli.close()
 	}
 }
 

@@ -118,6 +118,7 @@ var opNames = map[byte]string{
 	opPutPiece: "put-piece", opGetPiece: "get-piece", opHasPiece: "has-piece",
 	opDeletePiece: "delete-piece", opSync: "sync", opAppend: "append", opSeal: "seal",
 	opReplay: "replay", opTrim: "trim", opWalk: "walk",
+	opLoad: "load", opCompareAndSet: "compare-and-set",
 }
 
 func (c *Client) wrap(what string, err error) error {
@@ -443,39 +444,55 @@ func (c *Client) slot() *slot {
 
 // call sends a unary request and returns the payload of its successful reply.
 func (c *Client) call(ctx context.Context, op byte, parts ...[]byte) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
+	f, _, err := c.exchange(ctx, op, true, parts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := replyError(f); err != nil {
 		return nil, c.wrap(opNames[op], err)
+	}
+	return f.payload, nil
+}
+
+// exchange sends a unary request and returns its reply frame (op opReply,
+// any status). sent reports whether the request may have reached the
+// server: when it is false the server certainly did not run it. A request
+// that is not idempotent is retried on a new connection only when it was
+// not sent; an idempotent one also when its connection broke before any
+// reply (see retryable).
+func (c *Client) exchange(ctx context.Context, op byte, idempotent bool, parts ...[]byte) (f frame, sent bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return frame{}, false, c.wrap(opNames[op], err)
 	}
 	s := c.slot()
 	for attempt := 0; ; attempt++ {
 		cc, fresh, err := s.get(ctx)
 		if err != nil {
-			return nil, c.wrap(opNames[op], err)
+			return frame{}, false, c.wrap(opNames[op], err)
 		}
 		x, err := cc.start(op, c.opts.Timeout, 1, parts...)
 		if err != nil {
+			// A frame cut short is never served (its CRC fails or the
+			// connection ends first): nothing was sent.
 			err = markUnavailable(err)
 			if attempt == 0 && retryable(err, fresh, false, ctx) {
 				continue
 			}
-			return nil, c.wrap(opNames[op], err)
+			return frame{}, false, c.wrap(opNames[op], err)
 		}
 		f, err := x.wait(ctx)
 		x.stop()
 		if err != nil {
-			if attempt == 0 && retryable(err, fresh, x.got, ctx) {
+			if idempotent && attempt == 0 && retryable(err, fresh, x.got, ctx) {
 				continue
 			}
-			return nil, c.wrap(opNames[op], err)
+			return frame{}, true, c.wrap(opNames[op], err)
 		}
 		if f.op != opReply {
 			cc.fail(fmt.Errorf("%w: a batch in reply to %s", ErrProtocol, opNames[op]))
-			return nil, c.wrap(opNames[op], markUnavailable(ErrProtocol))
+			return frame{}, true, c.wrap(opNames[op], markUnavailable(ErrProtocol))
 		}
-		if err := replyError(f); err != nil {
-			return nil, c.wrap(opNames[op], err)
-		}
-		return f.payload, nil
+		return f, true, nil
 	}
 }
 

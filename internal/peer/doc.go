@@ -3,7 +3,9 @@
 // blocks.Holder, blocks.Journal and blocks.Walker like a local one. The
 // redundancy layer (blocks/redundant) writes piece i of a block to holder i
 // through a [Client]; a volume's journal is appended on remote holders the
-// same way.
+// same way. It also carries mutable-block calls (Load, CompareAndSet) to a
+// node that hosts the block's raft shard, for nodes that host none
+// (mutable.go documents those messages).
 //
 // A [Server] serves one local holder on any net.Listener; a [Client] talks
 // to one peer, multiplexing many requests on one connection (request IDs,
@@ -51,7 +53,8 @@
 //	20     n    payload
 //
 // The reader checks n against the limit for the op and direction before it
-// allocates: PutPiece 32+blocks.MaxPiece, Append 48+blocks.MaxRecord, other
+// allocates: PutPiece 32+blocks.MaxPiece, Append 48+blocks.MaxRecord,
+// CompareAndSet 41+MaxMutablePayload, other
 // requests 64 bytes; replies blocks.MaxPiece, stream batches
 // 256 KiB+20+blocks.MaxRecord. An over-long length, a non-zero reserved
 // field, an op not expected in that direction, a CRC mismatch or a payload
@@ -76,12 +79,16 @@
 //	8   Replay       log(32) from(8)                      stream of records
 //	9   Trim         log(32) before(8)                    empty
 //	10  Walk         empty                                stream of keys
+//	11  Load         id(32)                               version(8) payload
+//	12  CompareAndSet id(32) want(8) flags(1) payload     version(8)
 //	16  Credit       empty (names a stream by its ID)     none
 //	17  Cancel       empty (names a stream by its ID)     none
 //
 // Replies are op 0x80 with a status: 0 OK, 1 not found, 2 corrupt, 3 no
 // space, 4 fenced, 5 too large, 6 unavailable (the holder is closed or the
-// server shutting down), 7 conflict, 8 bad request, 255 other. A reply with
+// server shutting down), 7 conflict, 8 bad request, 9 not hosted (Load and
+// CompareAndSet: the server runs no replica of the block's raft shard),
+// 255 other. A reply with
 // a non-zero status carries the server's error text (at most 1 KiB); the
 // client returns it wrapping the sentinel of blocks the status names.
 //

@@ -33,6 +33,10 @@ const (
 	opReplay      byte = 8
 	opTrim        byte = 9
 	opWalk        byte = 10
+	// Mutable blocks, forwarded to a node that hosts the block's raft
+	// shard (see mutable.go).
+	opLoad          byte = 11
+	opCompareAndSet byte = 12
 	// Stream control, client to server, naming a stream by its request ID.
 	opCredit byte = 16
 	opCancel byte = 17
@@ -60,6 +64,7 @@ const (
 	codeUnavailable byte = 6 // the holder is closed or shutting down
 	codeConflict    byte = 7
 	codeBadRequest  byte = 8 // an op the server does not know
+	codeNotHosted   byte = 9 // Load, CompareAndSet: the server hosts no replica of the shard
 	codeInternal    byte = 255
 )
 
@@ -73,11 +78,14 @@ var codeSentinels = map[byte]error{
 	codeUnavailable: blocks.ErrUnavailable,
 	codeConflict:    blocks.ErrConflict,
 	codeBadRequest:  ErrProtocol,
+	codeNotHosted:   errNotHostedRemote,
 }
 
 // errorCode is the status code that carries err across the wire.
 func errorCode(err error) byte {
 	switch {
+	case errors.Is(err, ErrNotHosted):
+		return codeNotHosted
 	case errors.Is(err, blocks.ErrNotFound):
 		return codeNotFound
 	case errors.Is(err, blocks.ErrCorrupt):
@@ -124,6 +132,8 @@ const (
 	maxHandshake  = 1 + 32 + 1 + maxNodeID
 	maxNodeID     = 255
 	maxFrameLimit = maxPutPiece // the largest of all, for the fuzzers
+	// maxCompareAndSet: id, want, flags, payload.
+	maxCompareAndSet = 32 + 8 + 1 + MaxMutablePayload
 )
 
 // requestLimit is the largest payload a server accepts for op (0: unknown
@@ -135,6 +145,8 @@ func requestLimit(op byte) int {
 		return maxPutPiece
 	case opAppend:
 		return maxAppend
+	case opCompareAndSet:
+		return maxCompareAndSet
 	case opHello:
 		return maxHandshake
 	}

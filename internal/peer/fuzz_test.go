@@ -19,6 +19,10 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(appendFrame(nil, opReply, codeNotFound, 9, []byte("blocks: not found")))
 	f.Add(appendFrame(appendFrame(nil, opSync, 0, 2), opPutPiece, 0, 3, make([]byte, 40)))
 	f.Add(appendFrame(nil, opHello, 0, 0, hello{version: 1, nodeID: "n1"}.encode()))
+	f.Add(appendFrame(nil, opLoad, 0, 4, make([]byte, 32)))
+	f.Add(appendFrame(nil, opCompareAndSet, 0, 5, encodeCompareAndSet(blocks.NameID("r"), 2, []byte("p")), []byte("p")))
+	f.Add(appendFrame(nil, opReply, codeConflict, 5, []byte{0, 0, 0, 0, 0, 0, 0, 3}, []byte("conflict")))
+	f.Add(appendFrame(nil, opReply, codeNotHosted, 6, []byte("not hosted")))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {

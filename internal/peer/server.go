@@ -42,6 +42,12 @@ type ServerOptions struct {
 	// holds in progress (a request larger than it still runs, alone).
 	// 0 means 64 MiB.
 	MaxInFlightBytes int64
+	// Mutable serves Load and CompareAndSet of mutable blocks forwarded
+	// by other nodes (see mutable.go); it must run them itself, through
+	// its own raft replicas, and return an error wrapping ErrNotHosted
+	// when it hosts no replica of the block's shard. nil: every such
+	// request is answered not-hosted.
+	Mutable blocks.MutableStore
 	// HandshakeTimeout bounds the handshake of a new connection. 0 means 10s.
 	HandshakeTimeout time.Duration
 	// WriteTimeout bounds each reply write, so that a peer that stops
@@ -528,6 +534,8 @@ func (sc *serverConn) decode(f frame) (func(st *serverStream), error) {
 				})
 			})
 		}, nil
+	case opLoad, opCompareAndSet:
+		return sc.decodeMutable(f)
 	case opWalk:
 		if len(f.payload) != 0 {
 			return nil, errMalformed("walk", len(f.payload))
