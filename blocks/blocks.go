@@ -297,6 +297,25 @@ type GetterInto interface {
 	GetInto(ctx context.Context, addr Addr, dst []byte) ([]byte, error)
 }
 
+// PiecesGetter is an optional capability of a Holder: GetPieces is
+// GetPiece for several keys at once, so that a local holder can read
+// pieces stored side by side with one system call. pieces[i] and errs[i]
+// are what GetPiece(keys[i]) would return (verification included). The
+// pieces may share *buf's array (grown as needed): the caller owns *buf and
+// must not reuse it while it uses the pieces.
+type PiecesGetter interface {
+	GetPieces(ctx context.Context, keys []Addr, buf *[]byte) (pieces [][]byte, errs []error)
+}
+
+// ManyGetter is an optional capability of a Store: GetMany reads several
+// blocks at once, through PiecesGetter where the holders allow. blocks[i]
+// and errs[i] are what Get(addrs[i]) would return, verified alike; the
+// blocks may share *buf's array (grown as needed), which the caller owns
+// and must not reuse while it uses them.
+type ManyGetter interface {
+	GetMany(ctx context.Context, addrs []Addr, buf *[]byte) (blocks [][]byte, errs []error)
+}
+
 // Limits shared by every layer.
 const (
 	// MaxBlock is the largest plaintext block a Store accepts (the largest

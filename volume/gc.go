@@ -54,6 +54,7 @@ var (
 	_ blocks.SizedPutter = (*trackedStore)(nil)
 	_ blocks.SyncHolders = (*trackedStore)(nil)
 	_ blocks.GetterInto  = (*trackedStore)(nil)
+	_ blocks.ManyGetter  = (*trackedStore)(nil)
 )
 
 // GetInto implements blocks.GetterInto: the wrapped store's, or its Get.
@@ -62,6 +63,19 @@ func (s *trackedStore) GetInto(ctx context.Context, a blocks.Addr, dst []byte) (
 		return gi.GetInto(ctx, a, dst)
 	}
 	return s.Store.Get(ctx, a)
+}
+
+// GetMany implements blocks.ManyGetter: the wrapped store's, or its Get
+// for each block.
+func (s *trackedStore) GetMany(ctx context.Context, addrs []blocks.Addr, buf *[]byte) ([][]byte, []error) {
+	if mg, ok := s.Store.(blocks.ManyGetter); ok {
+		return mg.GetMany(ctx, addrs, buf)
+	}
+	out, errs := make([][]byte, len(addrs)), make([]error, len(addrs))
+	for i, a := range addrs {
+		out[i], errs[i] = s.Store.Get(ctx, a)
+	}
+	return out, errs
 }
 
 // SyncHolders implements blocks.SyncHolders: the wrapped store's, or nil

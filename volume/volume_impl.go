@@ -49,6 +49,7 @@ type volumeImpl struct {
 	m        *chunkmap.Map
 	pool     sync.Pool // chunk-sized buffers
 	readBufs sync.Pool // of *[]byte: chunk plus readSlack, for GetInto
+	manyBufs sync.Pool // of *[]byte: for GetMany (large reads)
 
 	life    sync.RWMutex // I/O holds it shared; Close and resize exclusively
 	stripes [stripes]sync.Mutex
@@ -367,16 +368,83 @@ func (v *volumeImpl) ReadAt(ctx context.Context, p []byte, off int64) error {
 	per := max(1, int(readGroupBytes/v.bs))
 	groups := (count + per - 1) / per
 	return parallel(ctx, groups, v.c.opts.PutParallel, func(g int) error {
-		for i := g * per; i < min((g+1)*per, count); i++ {
-			chunk := first + int64(i)
-			lo := max(chunk*v.bs, off)
-			hi := min((chunk+1)*v.bs, off+int64(len(p)))
-			if err := v.readChunk(ctx, uint64(chunk), p[lo-off:hi-off], lo-chunk*v.bs); err != nil {
+		return v.readChunks(ctx, p, off, first+int64(g*per), first+int64(min((g+1)*per, count)))
+	})
+}
+
+// chunkPart is the part of a read that falls in one chunk.
+type chunkPart struct {
+	chunk uint64
+	p     []byte // where the bytes go
+	in    int64  // offset in the chunk
+}
+
+// readChunks reads chunks [from, to) of the read of p at off. Stored chunks
+// are read together (blocks.ManyGetter: a local silo reads neighbouring
+// records with one pread); a chunk that fails there is read again alone,
+// by readChunk, which repairs or reports it as a single read would.
+func (v *volumeImpl) readChunks(ctx context.Context, p []byte, off, from, to int64) error {
+	mg, ok := v.store.(blocks.ManyGetter)
+	parts := make([]chunkPart, 0, to-from)
+	for chunk := from; chunk < to; chunk++ {
+		lo := max(chunk*v.bs, off)
+		hi := min((chunk+1)*v.bs, off+int64(len(p)))
+		parts = append(parts, chunkPart{uint64(chunk), p[lo-off : hi-off], lo - chunk*v.bs})
+	}
+	if !ok || len(parts) == 1 {
+		for _, pt := range parts {
+			if err := v.readChunk(ctx, pt.chunk, pt.p, pt.in); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
+	}
+	stored := parts[:0]
+	addrs := make([]blocks.Addr, 0, len(parts))
+	for _, pt := range parts {
+		v.mu.Lock()
+		d, dirty := v.dirty[pt.chunk]
+		if dirty {
+			if d.data == nil {
+				clear(pt.p)
+			} else {
+				copy(pt.p, d.data[pt.in:])
+			}
+		}
+		v.mu.Unlock()
+		if dirty {
+			continue
+		}
+		a, err := v.m.Get(ctx, pt.chunk)
+		if err != nil {
+			return fmt.Errorf("volume %q: read chunk %d: %w", v.name, pt.chunk, err)
+		}
+		if a.IsZero() {
+			clear(pt.p)
+			continue
+		}
+		stored = append(stored, pt)
+		addrs = append(addrs, a)
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	bp, _ := v.manyBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer v.manyBufs.Put(bp)
+	got, errs := mg.GetMany(ctx, addrs, bp)
+	for j, pt := range stored {
+		if errs[j] != nil || int64(len(got[j])) != v.bs {
+			if err := v.readChunk(ctx, pt.chunk, pt.p, pt.in); err != nil {
+				return err
+			}
+			continue
+		}
+		copy(pt.p, got[j][pt.in:])
+	}
+	return nil
 }
 
 // readGroupBytes is how much of a large read one goroutine reads: reads up

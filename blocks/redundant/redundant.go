@@ -52,6 +52,7 @@ var (
 	_ blocks.PartsPutter = (*Store)(nil)
 	_ blocks.SyncHolders = (*Store)(nil)
 	_ blocks.GetterInto  = (*Store)(nil)
+	_ blocks.ManyGetter  = (*Store)(nil)
 )
 
 // MaxData is the largest block Put accepts: a replica (header and block)
@@ -377,6 +378,12 @@ func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr
 	default:
 		return piece{state: failed, err: err}
 	}
+	return s.check(p, addr, i, hash)
+}
+
+// check verifies piece i of the block at addr, as read from a holder
+// (hash: see fetch).
+func (s *Store) check(p []byte, addr blocks.Addr, i int, hash bool) piece {
 	hd, err := parseHeader(p)
 	switch {
 	case err != nil:
@@ -453,6 +460,56 @@ func (s *Store) Get(ctx context.Context, addr blocks.Addr) ([]byte, error) {
 func (s *Store) GetInto(ctx context.Context, addr blocks.Addr, dst []byte) ([]byte, error) {
 	data, _, err := s.read(ctx, addr, false, dst)
 	return data, err
+}
+
+// GetMany implements blocks.ManyGetter. Replicated blocks whose first
+// replica's holder is local and reads many pieces at once
+// (blocks.PiecesGetter) are read together, the pieces trusted as on any
+// read from a local holder (see trusted); every other block, and every
+// block whose batched piece fails, goes through Get (other replicas,
+// repair, the same errors).
+func (s *Store) GetMany(ctx context.Context, addrs []blocks.Addr, buf *[]byte) ([][]byte, []error) {
+	out := make([][]byte, len(addrs))
+	errs := make([]error, len(addrs))
+	var slow []int
+	var pg blocks.PiecesGetter
+	var keys []blocks.Addr
+	var idx []int
+	for i, a := range addrs {
+		if s.kind != kindReplica {
+			slow = append(slow, i)
+			continue
+		}
+		hs, err := s.placement(a)
+		if err != nil {
+			out[i], errs[i] = nil, err
+			continue
+		}
+		g, ok := hs[0].(blocks.PiecesGetter)
+		if !ok || !s.trusted(hs[0], false) || (pg != nil && !blocks.SameHolder(pg, hs[0])) {
+			slow = append(slow, i)
+			continue
+		}
+		pg = g
+		keys = append(keys, blocks.PieceKey(a, 0))
+		idx = append(idx, i)
+	}
+	if len(keys) > 0 {
+		pieces, perrs := pg.GetPieces(ctx, keys, buf)
+		for j, i := range idx {
+			if perrs[j] == nil {
+				if p := s.check(pieces[j], addrs[i], 0, false); p.state == good {
+					out[i] = p.payload
+					continue
+				}
+			}
+			slow = append(slow, i)
+		}
+	}
+	for _, i := range slow {
+		out[i], errs[i] = s.Get(ctx, addrs[i])
+	}
+	return out, errs
 }
 
 // read gets the block at addr, reading every piece when full, and repairs

@@ -65,6 +65,7 @@ var (
 	_ blocks.SizedPutter = (*Store)(nil)
 	_ blocks.SyncHolders = (*Store)(nil)
 	_ blocks.GetterInto  = (*Store)(nil)
+	_ blocks.ManyGetter  = (*Store)(nil)
 )
 
 // Format constants (version 1).
@@ -401,6 +402,34 @@ func (s *Store) GetInto(ctx context.Context, addr blocks.Addr, dst []byte) ([]by
 		return nil, fmt.Errorf("sealed: get %v: %w", addr, err)
 	}
 	return p, nil
+}
+
+// GetMany implements blocks.ManyGetter: the inner store's GetMany (or Get
+// for each), each block opened in place.
+func (s *Store) GetMany(ctx context.Context, addrs []blocks.Addr, buf *[]byte) ([][]byte, []error) {
+	var cs [][]byte
+	var errs []error
+	if mg, ok := s.inner.(blocks.ManyGetter); ok {
+		cs, errs = mg.GetMany(ctx, addrs, buf)
+	} else {
+		cs, errs = make([][]byte, len(addrs)), make([]error, len(addrs))
+		for i, a := range addrs {
+			cs[i], errs[i] = s.inner.Get(ctx, a)
+		}
+	}
+	for i, c := range cs {
+		if errs[i] != nil {
+			cs[i], errs[i] = nil, fmt.Errorf("sealed: get: %w", errs[i])
+			continue
+		}
+		p, err := s.open(c)
+		if err != nil {
+			cs[i], errs[i] = nil, fmt.Errorf("sealed: get %v: %w", addrs[i], err)
+			continue
+		}
+		cs[i] = p
+	}
+	return cs, errs
 }
 
 // Has implements blocks.Store (the inner store's Has).

@@ -173,6 +173,19 @@ func runSuite(b *testing.B, t benchTarget) {
 			}
 		}
 	})
+	b.Run("SeqRead1M", func(b *testing.B) {
+		if !filled {
+			b.Skip("runs after RandRead4K, which fills the region")
+		}
+		p := make([]byte, 1<<20)
+		b.SetBytes(1 << 20)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if err := t.read(p, int64(i%(benchRegion>>20))<<20); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 func randomBuf(n int) []byte {
