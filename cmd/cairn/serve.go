@@ -71,6 +71,7 @@ func nodeCommand() *cli.Command {
 			&cli.StringFlag{Name: "gossip-profile", Value: overlay.ProfileLAN, Usage: "gossip timings: lan, or local for nodes sharing one machine"},
 			&cli.DurationFlag{Name: "scrub-every", Value: time.Hour, Usage: "period of anti-entropy passes (one also runs whenever a node joins or leaves for good)"},
 			&cli.BoolFlag{Name: "storage", Value: true, Usage: "hold pieces and raft shards; --storage=false makes a storage-less node that only serves NBD exports (its first start must --join a cluster)"},
+			&cli.StringFlag{Name: "repair-rate", Value: "64MiB", Usage: "bytes per second that repair and give-back may move while clients do I/O through this node (0: unlimited; unthrottled while clients are idle)"},
 		),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			listen := cmd.String("listen")
@@ -105,9 +106,16 @@ func runNode(ctx context.Context, cmd *cli.Command, cfg node.Config, createDefau
 	if err != nil {
 		return err
 	}
+	defer startDebug(ctx, log)()
 	size, err := parseSize(cmd.String("size"))
 	if err != nil {
 		return err
+	}
+	repairRate := int64(-1) // not a cluster node: no background copies
+	if s := cmd.String("repair-rate"); s != "" {
+		if repairRate, err = parseRate(s); err != nil {
+			return err
+		}
 	}
 	pol := policies.Default()
 	if f := cmd.String("policy"); f != "" {
@@ -129,6 +137,9 @@ func runNode(ctx context.Context, cmd *cli.Command, cfg node.Config, createDefau
 	n, err := node.Open(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if repairRate >= 0 {
+		n.SetRepairRate(repairRate)
 	}
 	closeNode := func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v3"
+
+	"cairn/internal/admin"
 )
 
 func statusCommand() *cli.Command {
@@ -35,11 +38,7 @@ func statusCommand() *cli.Command {
 			}
 			fmt.Fprintf(tw, "shards:\t%d (%d with a leader)\n", len(st.Shards), led)
 			if len(st.Nodes) > 0 {
-				fmt.Fprintf(tw, "repair:\t%d pieces waiting for their holder; %s handed off, %s given back\n",
-					st.Repair.Pending, formatSize(st.Repair.HandedOffBytes), formatSize(st.Repair.HandedBackBytes))
-				fmt.Fprintf(tw, "shards led here lacking replicas:\t%d\n", st.Repair.UnderReplicated)
-				fmt.Fprintf(tw, "anti-entropy:\t%d passes; last: %d blocks checked, %d pieces rewritten, %d unreadable (running: %v)\n",
-					st.Repair.ScrubPasses, st.Repair.ScrubChecked, st.Repair.ScrubRepaired, st.Repair.ScrubUnreadable, st.Repair.ScrubRunning)
+				printRepair(tw, st.Repair)
 				fmt.Fprintf(tw, "nodes:\t%d\n", len(st.Nodes))
 				for _, nd := range st.Nodes {
 					fmt.Fprintf(tw, "  %s\t%s\tzone %q\tnbd %s\n", nd.ID, nd.State, nd.Zone, nd.NBD)
@@ -48,6 +47,37 @@ func statusCommand() *cli.Command {
 			return tw.Flush()
 		},
 	}
+}
+
+// printRepair prints the background copies: what waits, what moved,
+// how fast, and the anti-entropy pass.
+func printRepair(w io.Writer, r admin.RepairStatus) {
+	state := "idle"
+	switch {
+	case r.ScrubRunning:
+		pct := 100.0
+		if r.ScrubTotal > 0 {
+			pct = 100 * float64(r.ScrubScanned) / float64(r.ScrubTotal)
+		}
+		state = fmt.Sprintf("anti-entropy pass %.0f%% (%d of %d pieces checked)", pct, r.ScrubScanned, r.ScrubTotal)
+	case r.Pending > 0:
+		state = "giving pieces back"
+	}
+	fmt.Fprintf(w, "repairing:\t%d pieces waiting; %s\n", r.Waiting(), state)
+	limit := "unlimited"
+	if r.Rate > 0 {
+		limit = formatSize(r.Rate) + "/s while clients are busy"
+	}
+	if r.ClientsIdle {
+		limit += "; clients idle: unthrottled"
+	}
+	fmt.Fprintf(w, "  copied:\t%s in %d pieces repaired, %s in %d pieces given back\n",
+		formatSize(r.RepairedBytes), r.RepairedPieces, formatSize(r.HandedBackBytes), r.GivenBackPieces)
+	fmt.Fprintf(w, "  rate:\t%s/s over the last 10s (limit %s; waited %s in all)\n", formatSize(r.RecentRate), limit, r.Throttled.Round(time.Millisecond))
+	fmt.Fprintf(w, "  handed off:\t%s to other nodes while their holder was away; %d pieces waiting for their holder\n", formatSize(r.HandedOffBytes), r.Pending)
+	fmt.Fprintf(w, "  anti-entropy:\t%d passes; last: %d blocks checked, %d pieces rewritten, %d moved to their holder, %d surplus copies dropped, %d unreadable (running: %v)\n",
+		r.ScrubPasses, r.ScrubChecked, r.ScrubRepaired, r.ScrubMoved, r.ScrubDropped, r.ScrubUnreadable, r.ScrubRunning)
+	fmt.Fprintf(w, "under-replicated:\t%d shards led here lacking replicas\n", r.UnderReplicated)
 }
 
 func gcCommand() *cli.Command {
@@ -74,7 +104,7 @@ func scrubCommand() *cli.Command {
 			if err != nil {
 				return remote(err)
 			}
-			fmt.Fprintf(cmd.Root().Writer, "checked %d blocks, rewrote %d pieces, %d unreadable\n", res.ScrubChecked, res.ScrubRepaired, res.ScrubUnreadable)
+			fmt.Fprintf(cmd.Root().Writer, "checked %d blocks, rewrote %d pieces, %d unreadable, dropped %d surplus copies\n", res.ScrubChecked, res.ScrubRepaired, res.ScrubUnreadable, res.ScrubDropped)
 			if res.ScrubUnreadable > 0 {
 				return fmt.Errorf("%d blocks have no intact copy left", res.ScrubUnreadable)
 			}

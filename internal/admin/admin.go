@@ -128,6 +128,31 @@ type RepairStatus struct {
 	ScrubChecked    int64     `json:"scrub_checked"`
 	ScrubRepaired   int64     `json:"scrub_repaired"`
 	ScrubUnreadable int64     `json:"scrub_unreadable"`
+	ScrubTotal      int64     `json:"scrub_total"`   // pieces this node held when the pass began
+	ScrubScanned    int64     `json:"scrub_scanned"` // of which the pass has looked at so far
+	ScrubDropped    int64     `json:"scrub_dropped"` // surplus pieces deleted once their holder had them
+	ScrubMoved      int64     `json:"scrub_moved"`   // pieces copied from a fallback to a holder that lacked them
+	// Background copies since the node started (anti-entropy and
+	// give-back), and their throttle.
+	RepairedPieces  int64         `json:"repaired_pieces"`   // pieces anti-entropy wrote to a holder that lacked them
+	RepairedBytes   int64         `json:"repaired_bytes"`    // their bytes
+	GivenBackPieces int64         `json:"given_back_pieces"` // pieces given back (HandedBackBytes is their bytes)
+	DroppedPieces   int64         `json:"dropped_pieces"`    // surplus copies deleted once their holder had them
+	Rate            int64         `json:"rate"`              // the throttle's limit, bytes per second while clients are active; 0: unlimited
+	RecentRate      int64         `json:"recent_rate"`       // bytes per second background copies moved over the last 10 s (reads and writes)
+	Throttled       time.Duration `json:"throttled"`         // total time background copies waited for the throttle
+	ClientsIdle     bool          `json:"clients_idle"`      // no client I/O lately: background copies run unthrottled
+}
+
+// Waiting returns how many pieces are still waiting for a copy: those
+// waiting to go back to their holder, plus the pieces the running
+// anti-entropy pass has yet to check (an upper bound: most need nothing).
+func (r RepairStatus) Waiting() int64 {
+	w := int64(r.Pending)
+	if r.ScrubRunning {
+		w += max(r.ScrubTotal-r.ScrubScanned, 0)
+	}
+	return w
 }
 
 // StorageStatus is the node's silo.

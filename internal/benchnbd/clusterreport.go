@@ -39,6 +39,9 @@ func (r *clusterResult) tables() []*table {
 			perf(r.fillCl), perf(r.fillSg), r.startup.Round(100*time.Millisecond)),
 	)
 	tables := []*table{t}
+	if o.healOnly {
+		tables = nil
+	}
 
 	if a := r.absence; a != nil {
 		at := &table{title: fmt.Sprintf("Short absence: node C killed (SIGKILL) %s into a 4K random write job (QD8) through A, restarted %s later", a.killAt, a.awayFor),
@@ -64,37 +67,8 @@ func (r *clusterResult) tables() []*table {
 		tables = append(tables, at)
 	}
 
-	if h := r.heal; h != nil {
-		ht := &table{title: fmt.Sprintf("Healing: 4-node cluster (--remove-after %s), %s written to a replicas = 3 volume through A, node C killed for good", h.removeAfter, mib(h.written)),
-			header: []string{"measure", "value"}}
-		healed := fmt.Sprintf("%s after the kill", h.healed.Round(100*time.Millisecond))
-		if !h.done {
-			healed = fmt.Sprintf("NOT within %s of the kill", h.limit)
-		}
-		removed := "not seen"
-		if h.removed > 0 {
-			removed = fmt.Sprintf("%s after the kill", h.removed.Round(100*time.Millisecond))
-		}
-		rebuild := "n/a"
-		if h.done && h.removed > 0 {
-			rebuild = (h.healed - h.removed).Round(100 * time.Millisecond).String()
-		}
-		before := h.before.readIOPS + h.before.writeIOPS
-		ht.rows = [][]string{
-			{"write of the data (1M seq QD8 + fsync)", perf(h.fill)},
-			{"C dropped from placement (A's view)", removed},
-			{"healed (every live node's pass after the removal done, no shard lacking replicas)", healed},
-			{"of which rebuilding (removal to healed)", rebuild},
-			{"pieces rewritten (passes after the kill, sum of A, B, D)", fmt.Sprint(h.rewritten)},
-			{"blocks checked (last pass, sum of A, B, D)", fmt.Sprint(h.checked)},
-			{"client 4K randrw QD8 IOPS before the kill", fmt.Sprintf("%.0f (read %.0f + write %.0f)", before, h.before.readIOPS, h.before.writeIOPS)},
-			{"client IOPS with C dead, before the removal", iopsSummary(h.deadIOPS, before)},
-			{"client IOPS during the rebuild", iopsSummary(h.healingIOPS, before)},
-		}
-		ht.notes = append(ht.notes,
-			fmt.Sprintf("The client job (4K random read+write 50/50, QD8, over the written region) runs back to back in %s runs through A from the kill until %s into the rebuild (or until healed, if sooner); each run counts in the phase holding its midpoint. The rest of the rebuild runs without client load.", h.runtime, h.load),
-			fmt.Sprintf("4-node cluster start-up: %s. The whole cluster section took %s.", r.startup4.Round(100*time.Millisecond), r.took.Round(time.Second)))
-		tables = append(tables, ht)
+	if len(r.heals) > 0 {
+		tables = append(tables, r.healTable())
 	}
 	return tables
 }
@@ -114,4 +88,79 @@ func iopsSummary(runs []float64, before float64) string {
 		ratio = mean / before
 	}
 	return fmt.Sprintf("%.0f (%.2fx of before; mean of %d runs)", mean, ratio, len(runs))
+}
+
+// healTable renders the healing runs side by side, one column per
+// --repair-rate.
+func (r *clusterResult) healTable() *table {
+	h0 := r.heals[0]
+	ht := &table{title: fmt.Sprintf("Healing: 4-node cluster (--remove-after %s), %s written to a replicas = 3 volume through A, node C killed for good; one fresh cluster per repair throttle", h0.removeAfter, mib(h0.written)),
+		header: []string{"measure"}}
+	rows := [][]string{
+		{"repair throttle (--repair-rate on every node)"},
+		{"write of the data (1M seq QD8 + fsync)"},
+		{"C dropped from placement (A's view)"},
+		{"healed (every live node's pass after the removal done, no shard lacking replicas)"},
+		{"time to heal: rebuilding (removal to healed)"},
+		{"bytes rewritten (status: repaired, sum of A, B, D)"},
+		{"heal rate (rewritten bytes / rebuilding time)"},
+		{"pieces rewritten (passes after the kill, sum of A, B, D)"},
+		{"blocks checked (last pass, sum of A, B, D)"},
+		{"time background copies waited for the throttle (sum)"},
+		{"client 4K randrw QD8 IOPS before the kill"},
+		{"client IOPS with C dead, before the removal"},
+		{"client IOPS during the rebuild"},
+	}
+	for _, h := range r.heals {
+		ht.header = append(ht.header, "rate "+rateName(h.rate))
+		healed := fmt.Sprintf("%s after the kill", h.healed.Round(100*time.Millisecond))
+		if !h.done {
+			healed = fmt.Sprintf("NOT within %s of the kill", h.limit)
+		}
+		removed := "not seen"
+		if h.removed > 0 {
+			removed = fmt.Sprintf("%s after the kill", h.removed.Round(100*time.Millisecond))
+		}
+		rebuild, healRate := "n/a", "n/a"
+		if h.done && h.removed > 0 {
+			d := h.healed - h.removed
+			rebuild = d.Round(100 * time.Millisecond).String()
+			if d > 0 {
+				healRate = fmt.Sprintf("%.1f MiB/s", float64(h.repairedBytes)/(1<<20)/d.Seconds())
+			}
+		}
+		before := h.before.readIOPS + h.before.writeIOPS
+		vals := []string{
+			rateName(h.rate),
+			perf(h.fill),
+			removed,
+			healed,
+			rebuild,
+			mib(h.repairedBytes),
+			healRate,
+			fmt.Sprint(h.rewritten),
+			fmt.Sprint(h.checked),
+			h.throttled.Round(100 * time.Millisecond).String(),
+			fmt.Sprintf("%.0f (read %.0f + write %.0f)", before, h.before.readIOPS, h.before.writeIOPS),
+			iopsSummary(h.deadIOPS, before),
+			iopsSummary(h.healingIOPS, before),
+		}
+		for i := range rows {
+			rows[i] = append(rows[i], vals[i])
+		}
+	}
+	ht.rows = rows
+	ht.notes = append(ht.notes,
+		fmt.Sprintf("The client job (4K random read+write 50/50, QD8, over the written region) runs back to back in %s runs through A from the kill until %s into the rebuild (or until healed, if sooner); each run counts in the phase holding its midpoint. The rest of the rebuild runs without client load.", h0.runtime, h0.load),
+		"The throttle paces each node's background copies (every piece anti-entropy reads or rewrites, every piece given back) while clients do I/O through that node (here only A); with no client I/O for a second they run unthrottled.",
+		fmt.Sprintf("4-node cluster start-up (last run): %s. The whole cluster section took %s.", r.startup4.Round(100*time.Millisecond), r.took.Round(time.Second)))
+	return ht
+}
+
+// rateName prints a --repair-rate.
+func rateName(rate int64) string {
+	if rate == 0 {
+		return "unlimited"
+	}
+	return mib(rate) + "/s"
 }

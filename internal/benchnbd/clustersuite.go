@@ -37,7 +37,7 @@ type clusterResult struct {
 	cluster, single   []measure // best round per row
 	fillCl, fillSg    measure
 	absence           *absenceResult
-	heal              *healResult
+	heals             []*healResult // one per -heal-rates value
 	startup, startup4 time.Duration // time to start the clusters
 	took              time.Duration // the whole section
 }
@@ -49,25 +49,53 @@ type clusterResult struct {
 // --remove-after 10s. Every process it starts is stopped when it returns.
 func clusterSuite(ctx context.Context, o options, bin, tmp string) (*clusterResult, error) {
 	res := &clusterResult{o: o, cluster: make([]measure, len(o.rows)), single: make([]measure, len(o.rows))}
+	if !o.healOnly {
+		if err := fioAndAbsence(ctx, o, bin, tmp, res); err != nil {
+			return nil, err
+		}
+	}
+	for i, rate := range o.healRates {
+		fmt.Fprintf(os.Stderr, "benchnbd: cluster: starting 4 cairn nodes with --remove-after %s --repair-rate %d for healing run %d\n", o.removeAfter, rate, i+1)
+		t0 := time.Now()
+		hc, err := startCluster(ctx, bin, filepath.Join(tmp, fmt.Sprintf("heal%d", i+1)), 4,
+			"--remove-after", o.removeAfter.String(), "--repair-rate", strconv.FormatInt(rate, 10))
+		if err != nil {
+			return nil, fmt.Errorf("cluster (healing): %w", err)
+		}
+		res.startup4 = time.Since(t0)
+		h, err := healing(ctx, o, hc)
+		hc.stop()
+		if err != nil {
+			return nil, fmt.Errorf("cluster: healing at --repair-rate %d: %w", rate, err)
+		}
+		h.rate = rate
+		res.heals = append(res.heals, h)
+	}
+	return res, nil
+}
+
+// fioAndAbsence runs the fio suite and the short absence on a 3-node
+// cluster and a single node, filling res.
+func fioAndAbsence(ctx context.Context, o options, bin, tmp string, res *clusterResult) error {
 	dir := filepath.Join(tmp, "cluster")
 	fmt.Fprintf(os.Stderr, "benchnbd: cluster: starting 3 cairn nodes and 1 cairn serve in %s\n", dir)
 	t0 := time.Now()
 	cl, err := startCluster(ctx, bin, dir, 3)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return fmt.Errorf("cluster: %w", err)
 	}
 	defer cl.stop()
 	res.startup = time.Since(t0)
 	if err := cl.createVolume(ctx, "r3", clusterVolumeSize, 3); err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return fmt.Errorf("cluster: %w", err)
 	}
 	singleDir := filepath.Join(tmp, "single")
 	if err := os.MkdirAll(singleDir, 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	sg, err := startCairn(ctx, bin, singleDir, clusterVolumeSize)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: the single node: %w", err)
+		return fmt.Errorf("cluster: the single node: %w", err)
 	}
 	defer sg.stop(2 * time.Minute)
 
@@ -77,11 +105,11 @@ func clusterSuite(ctx context.Context, o options, bin, tmp string) (*clusterResu
 		"--size=" + strconv.FormatInt(o.clusterRegion, 10), "--end_fsync=1"}
 	fmt.Fprintf(os.Stderr, "benchnbd: cluster: filling %d MiB of r3 through node A\n", o.clusterRegion>>20)
 	if res.fillCl, err = fio(ctx, clURI, fill, 0); err != nil {
-		return nil, fmt.Errorf("cluster: filling r3: %w", err)
+		return fmt.Errorf("cluster: filling r3: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "benchnbd: cluster: filling %d MiB of the single node\n", o.clusterRegion>>20)
 	if res.fillSg, err = fio(ctx, sg.uri, fill, 0); err != nil {
-		return nil, fmt.Errorf("cluster: filling the single node: %w", err)
+		return fmt.Errorf("cluster: filling the single node: %w", err)
 	}
 
 	ro := o
@@ -94,7 +122,7 @@ func clusterSuite(ctx context.Context, o options, bin, tmp string) (*clusterResu
 			}
 			for _, side := range sides {
 				if err := errors.Join(cl.alive(), sg.alive()); err != nil {
-					return nil, err
+					return err
 				}
 				uri, pids, best := clURI, cl.pids(), &res.cluster[i]
 				if side == "single" {
@@ -102,7 +130,7 @@ func clusterSuite(ctx context.Context, o options, bin, tmp string) (*clusterResu
 				}
 				m, err := fio(ctx, uri, jobArgs(r, ro), o.ramp, pids...)
 				if err != nil {
-					return nil, fmt.Errorf("cluster: %s, %s: %w", side, r.name, err)
+					return fmt.Errorf("cluster: %s, %s: %w", side, r.name, err)
 				}
 				fmt.Fprintf(os.Stderr, "benchnbd: cluster round %d  %-24s %-7s %9.0f IOPS %8.1f MB/s  p99 %v\n",
 					round+1, r.name, side, m.iops, m.bw/1e6, m.p99)
@@ -115,22 +143,10 @@ func clusterSuite(ctx context.Context, o options, bin, tmp string) (*clusterResu
 	sg.stop(2 * time.Minute)
 
 	if res.absence, err = shortAbsence(ctx, o, cl); err != nil {
-		return nil, fmt.Errorf("cluster: short absence: %w", err)
+		return fmt.Errorf("cluster: short absence: %w", err)
 	}
 	cl.stop()
-
-	fmt.Fprintf(os.Stderr, "benchnbd: cluster: starting 4 cairn nodes with --remove-after %s for the healing run\n", o.removeAfter)
-	t0 = time.Now()
-	hc, err := startCluster(ctx, bin, filepath.Join(tmp, "heal"), 4, "--remove-after", o.removeAfter.String())
-	if err != nil {
-		return nil, fmt.Errorf("cluster (healing): %w", err)
-	}
-	defer hc.stop()
-	res.startup4 = time.Since(t0)
-	if res.heal, err = healing(ctx, o, hc); err != nil {
-		return nil, fmt.Errorf("cluster: healing: %w", err)
-	}
-	return res, nil
+	return nil
 }
 
 // repairSums sums the hand-off counters of the given nodes' status.
@@ -263,6 +279,10 @@ type healResult struct {
 	load        time.Duration // how long into the rebuild the client job ran
 	removeAfter time.Duration
 	runtime     time.Duration // of each mixed job
+	rate        int64         // the nodes' --repair-rate (0: unlimited)
+	// From the live nodes' status at the end (sums over A, B, D).
+	repairedBytes, repairedPieces int64
+	throttled                     time.Duration
 }
 
 // mixedArgs is the client job of the healing run: 4K random reads and
@@ -381,8 +401,9 @@ func healing(ctx context.Context, o options, cl *cluster) (*healResult, error) {
 			var b strings.Builder
 			for _, nd := range live {
 				if st, err := nd.status(ctx); err == nil {
-					fmt.Fprintf(&b, "  %s: pass %d running=%v checked %d rewrote %d under-replicated %d;", nd.name,
-						st.Repair.ScrubPasses, st.Repair.ScrubRunning, st.Repair.ScrubChecked, st.Repair.ScrubRepaired, st.Repair.UnderReplicated)
+					fmt.Fprintf(&b, "  %s: pass %d running=%v scanned %d/%d checked %d rewrote %d (%d MiB) at %d MiB/s under-replicated %d;", nd.name,
+						st.Repair.ScrubPasses, st.Repair.ScrubRunning, st.Repair.ScrubScanned, st.Repair.ScrubTotal, st.Repair.ScrubChecked, st.Repair.ScrubRepaired,
+						st.Repair.RepairedBytes>>20, st.Repair.RecentRate>>20, st.Repair.UnderReplicated)
 				}
 			}
 			fmt.Fprintf(os.Stderr, "benchnbd: cluster: healing, %s after the kill:%s\n", time.Since(killed).Round(time.Second), b.String())
@@ -420,6 +441,9 @@ func healing(ctx context.Context, o options, cl *cluster) (*healResult, error) {
 			return nil, err
 		}
 		res.checked += st.Repair.ScrubChecked
+		res.repairedBytes += st.Repair.RepairedBytes
+		res.repairedPieces += st.Repair.RepairedPieces
+		res.throttled += st.Repair.Throttled
 		res.rewritten += rewrittenSince(nd.proc.log, logSize[nd])
 	}
 	for _, j := range jobs {

@@ -30,7 +30,12 @@
 //     every live node has finished the anti-entropy pass after C's removal
 //     with no shard lacking replicas; pieces rewritten; and a 4K random
 //     read+write job's IOPS (QD8, through A) before the kill, while C is
-//     dead but still placed, and during the rebuild (-heal-load).
+//     dead but still placed, and during the rebuild (-heal-load). It
+//     runs once per -heal-rates value (the nodes' --repair-rate, default
+//     8MiB then 0 = unlimited), each on a fresh cluster, so the report
+//     shows the time to heal and the client I/O rate while healing with
+//     the repair throttle on and off. -heal-only skips the rest of the
+//     cluster section.
 //
 // -single=false skips the single-node section (and the need for nbdkit).
 //
@@ -45,7 +50,7 @@
 // routes all of 127/8 to lo).
 //
 //	go run ./internal/benchnbd [-quick] [-out FILE.md] [-bin bin/cairn] [-rounds N] [-go=false]
-//	    [-single=false] [-cluster=false] [-cluster-rounds N] [-heal-size 1GiB]
+//	    [-single=false] [-cluster=false] [-cluster-rounds N] [-heal-size 1GiB] [-heal-rates 8MiB,0] [-heal-only]
 package main
 
 import (
@@ -87,6 +92,8 @@ type options struct {
 	removeAfter   time.Duration // --remove-after of the healing run's nodes
 	healLimit     time.Duration // longest wait for the healing
 	healLoad      time.Duration // how long into the rebuild the client job runs
+	healRates     []int64       // --repair-rate of each healing run (0: unlimited)
+	healOnly      bool          // the cluster section runs only the healing runs
 }
 
 func main() {
@@ -111,6 +118,8 @@ func main() {
 	flag.DurationVar(&o.removeAfter, "remove-after", 10*time.Second, "--remove-after of the healing run's nodes")
 	flag.DurationVar(&o.healLimit, "heal-limit", 10*time.Minute, "longest wait for the healing (a miss is reported, not an error)")
 	flag.DurationVar(&o.healLoad, "heal-load", 30*time.Second, "how long into the rebuild the client job keeps running (it also runs from the kill to the removal)")
+	healRates := flag.String("heal-rates", "8MiB,0", "--repair-rate of the healing runs, comma-separated: one fresh 4-node cluster each (0: unlimited; 8MiB bites on a small machine, where the 64MiB default would not)")
+	flag.BoolVar(&o.healOnly, "heal-only", false, "in the cluster section, run only the healing runs")
 	rowsFlag := flag.String("rows", "", "run only the fio rows whose name contains this (e.g. fsync, \"rand read\")")
 	flag.Parse()
 
@@ -126,6 +135,16 @@ func main() {
 	}
 	if o.healSize, err = parseSize(*healSize); err != nil {
 		fatal(err)
+	}
+	for _, r := range strings.Split(*healRates, ",") {
+		r = strings.TrimSpace(r)
+		var n int64
+		if r != "0" {
+			if n, err = parseSize(r); err != nil {
+				fatal(fmt.Errorf("-heal-rates: %w", err))
+			}
+		}
+		o.healRates = append(o.healRates, n)
 	}
 	if o.quick {
 		o.runtime, o.ramp, o.rounds, o.clusterRounds, o.benchtime = time.Second, 0, 1, 1, "100ms"

@@ -17,6 +17,18 @@ var _ admin.Backend = (*Node)(nil)
 // Version is reported by Status; cmd/cairn sets it.
 var Version = "dev"
 
+// SetRepairRate sets the byte rate per second that background copies
+// (anti-entropy repair, give-back of handed-off pieces) may use while
+// clients are doing I/O through this node; 0 means unlimited. While
+// clients are idle, background copies run unthrottled. Default:
+// throttle.DefaultRate (64 MiB/s). A single node has no background copies,
+// so the call does nothing there.
+func (n *Node) SetRepairRate(bytesPerSecond int64) {
+	if n.cluster != nil {
+		n.cluster.setRepairRate(max(bytesPerSecond, 0))
+	}
+}
+
 // NBDInfo is filled in by whoever serves NBD for this node (cmd/cairn), so
 // that Status can report it.
 type NBDInfo struct {
@@ -76,6 +88,11 @@ func (n *Node) Status(ctx context.Context) (admin.Status, error) {
 		sc := c.scrubStatus()
 		s.Repair.ScrubRunning, s.Repair.ScrubPasses, s.Repair.ScrubDone = sc.Running, sc.Passes, sc.LastDone
 		s.Repair.ScrubChecked, s.Repair.ScrubRepaired, s.Repair.ScrubUnreadable = sc.Checked, sc.Repaired, sc.Unreadable
+		s.Repair.ScrubTotal, s.Repair.ScrubScanned, s.Repair.ScrubDropped, s.Repair.ScrubMoved = sc.Total, sc.Scanned, sc.Dropped, sc.Moved
+		s.Repair.RepairedPieces, s.Repair.RepairedBytes = c.bg.repairedPieces.Load(), c.bg.repairedBytes.Load()
+		s.Repair.GivenBackPieces, s.Repair.DroppedPieces = c.givenBack.Load(), c.bg.droppedPieces.Load()
+		ls := c.limiter().Stats()
+		s.Repair.Rate, s.Repair.RecentRate, s.Repair.Throttled, s.Repair.ClientsIdle = ls.Rate, ls.Recent, ls.Waited, ls.Idle
 	}
 	n.mu.Lock()
 	nbd := n.nbd

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"cairn/blocks"
+	"cairn/blocks/redundant"
 	"cairn/internal/peer"
+	"cairn/internal/throttle"
 	"cairn/overlay"
 	"cairn/overlay/placement"
 	"cairn/policies"
@@ -54,7 +56,59 @@ type cluster struct {
 	hints map[hint]struct{}
 
 	handedOff, handedBack atomic.Int64 // bytes
+	givenBack             atomic.Int64 // pieces given back
 	underReplicated       atomic.Int64 // shards led here that lack desired replicas
+
+	bg background
+}
+
+// background paces and counts the node's background copies: anti-entropy
+// repair (which runs its calls with a throttle.Background context, so the
+// slots below pay the limiter) and give-back. Client I/O through the slots
+// notes activity, so background copies run unthrottled while clients are
+// idle.
+type background struct {
+	once sync.Once
+	lim  *throttle.Limiter // see limiter
+
+	rate           atomic.Int64 // bytes per second wanted before the limiter exists; see setRepairRate
+	rateSet        atomic.Bool
+	repairedPieces atomic.Int64 // pieces anti-entropy rewrote (or wrote to a new holder), since start
+	movedPieces    atomic.Int64 // of which copied from a fallback to a holder that lacked them
+	droppedPieces  atomic.Int64 // surplus copies deleted once their holder had them, since start
+	repairedBytes  atomic.Int64
+}
+
+// limiter returns the node's repair throttle, made on first use at the
+// rate setRepairRate gave (throttle.DefaultRate if none).
+func (c *cluster) limiter() *throttle.Limiter {
+	c.bg.once.Do(func() {
+		rate := int64(throttle.DefaultRate)
+		if c.bg.rateSet.Load() {
+			rate = c.bg.rate.Load()
+		}
+		c.bg.lim = throttle.New(throttle.Options{Rate: rate})
+	})
+	return c.bg.lim
+}
+
+// setRepairRate sets the byte rate of background copies while clients
+// are active (0: unlimited).
+func (c *cluster) setRepairRate(rate int64) {
+	c.bg.rate.Store(rate)
+	c.bg.rateSet.Store(true)
+	c.limiter().SetRate(rate)
+}
+
+// pace makes a background call pay the limiter for n bytes, and notes a
+// client call as activity. It returns ctx's error if ctx ends while a
+// background call waits.
+func (c *cluster) pace(ctx context.Context, n int) error {
+	if throttle.IsBackground(ctx) {
+		return c.limiter().Wait(ctx, n)
+	}
+	c.limiter().Note()
+	return nil
 }
 
 // hint records a piece written to a fallback node because its holder was
@@ -334,6 +388,18 @@ func (c *cluster) quorate(v *view, ids []string, need int) bool {
 }
 
 func (s *slot) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error {
+	if err := s.c.pace(ctx, len(data)); err != nil {
+		return fmt.Errorf("node: put piece %v: %w", key, err)
+	}
+	err := s.putPiece(ctx, key, data)
+	if err == nil && throttle.IsBackground(ctx) {
+		s.c.bg.repairedPieces.Add(1)
+		s.c.bg.repairedBytes.Add(int64(len(data)))
+	}
+	return err
+}
+
+func (s *slot) putPiece(ctx context.Context, key blocks.Addr, data []byte) error {
 	if s.need > 0 && !s.c.quorate(s.v, s.cands, s.need) {
 		return fmt.Errorf("node: fewer than %d of the nodes for this block are reachable (is this node cut off from the cluster?): %w", s.need, blocks.ErrUnavailable)
 	}
@@ -363,19 +429,88 @@ func (s *slot) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 	return err
 }
 
+// GetPiece reads the piece from its holder, or a fallback. A client read
+// notes client activity; a background read (anti-entropy checking a
+// block) is getBackground.
 func (s *slot) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
+	if throttle.IsBackground(ctx) {
+		return s.getBackground(ctx, key)
+	}
+	s.c.limiter().Note()
+	return s.getPiece(ctx, key)
+}
+
+func (s *slot) getPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 	p, err := s.c.holder(s.primary).GetPiece(ctx, key)
 	if err == nil {
 		return p, nil
 	}
 	s.c.failed(s.primary, err)
+	if fp, ferr := s.fromFallbacks(ctx, key); ferr == nil {
+		return fp, nil
+	}
+	return nil, err
+}
+
+// getBackground is GetPiece for anti-entropy. A holder that answers
+// without the piece while a fallback has an intact copy (the holder came
+// back after its pieces were rebuilt elsewhere, or the ranks shifted when
+// a node left) gets that copy now, so the block's pieces end up where
+// placement names them and not on fallbacks for ever; the fallback's
+// copy becomes surplus (see findSurplus). Every piece read or copied pays
+// the limiter, after the read: the bucket goes into debt, and the next
+// background call waits it off.
+func (s *slot) getBackground(ctx context.Context, key blocks.Addr) ([]byte, error) {
+	p, err := s.c.holder(s.primary).GetPiece(ctx, key)
+	switch {
+	case err == nil:
+	case errors.Is(err, blocks.ErrUnavailable):
+		s.c.failed(s.primary, err)
+		if fp, ferr := s.fromFallbacks(ctx, key); ferr == nil {
+			p, err = fp, nil
+		}
+	case errors.Is(err, blocks.ErrNotFound):
+		fp, ferr := s.fromFallbacks(ctx, key)
+		if ferr != nil {
+			return nil, err
+		}
+		if s.c.usable(s.v, s.primary) || s.primary == s.c.self.ID {
+			if addr, i, perr := redundant.ParsePiece(fp); perr == nil && blocks.PieceKey(addr, i) == key {
+				if werr := s.c.limiter().Wait(ctx, len(fp)); werr != nil {
+					return nil, fmt.Errorf("node: move piece %v: %w", key, werr)
+				}
+				if perr := s.c.holder(s.primary).PutPiece(ctx, key, fp); perr == nil {
+					s.c.bg.movedPieces.Add(1)
+					s.c.bg.repairedPieces.Add(1)
+					s.c.bg.repairedBytes.Add(int64(len(fp)))
+				} else {
+					s.c.failed(s.primary, perr)
+				}
+			}
+		}
+		p, err = fp, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if werr := s.c.limiter().Wait(ctx, len(p)); werr != nil {
+		return nil, fmt.Errorf("node: get piece %v: %w", key, werr)
+	}
+	return p, nil
+}
+
+// fromFallbacks reads the piece from the first usable fallback that has it.
+func (s *slot) fromFallbacks(ctx context.Context, key blocks.Addr) ([]byte, error) {
+	err := fmt.Errorf("node: no fallback holds piece %v: %w", key, blocks.ErrNotFound)
 	for _, f := range s.fallbacks {
 		if !s.c.usable(s.v, f) && f != s.c.self.ID {
 			continue
 		}
-		if fp, ferr := s.c.holder(f).GetPiece(ctx, key); ferr == nil {
+		fp, ferr := s.c.holder(f).GetPiece(ctx, key)
+		if ferr == nil {
 			return fp, nil
 		}
+		err = ferr
 	}
 	return nil, err
 }
@@ -431,9 +566,24 @@ func (c *cluster) addHint(h hint, size int) {
 // giveBack moves handed-off pieces to their holders once they are back:
 // a node that was away gets exactly what changed meanwhile, never a full
 // copy. Pieces go back in batches: each holder is synced once per batch
-// before the fallback copies are deleted, and at most a batch per second
-// (8 MiB of 4 KiB pieces) so client I/O keeps going.
+// before the fallback copies are deleted. Each piece pays the repair
+// throttle, so client I/O keeps going; a call copies for about a second
+// (giveBackBudget), so the loop that calls it keeps its pace.
 func (c *cluster) giveBack(ctx context.Context) {
+	deadline := time.Now().Add(giveBackBudget)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if c.giveBackBatch(ctx, deadline) == 0 {
+			return
+		}
+	}
+}
+
+// giveBackBudget is how long one giveBack call keeps copying.
+const giveBackBudget = time.Second
+
+// giveBackBatch gives back up to a batch of pieces, copying until
+// deadline, and returns how many it gave back.
+func (c *cluster) giveBackBatch(ctx context.Context, deadline time.Time) int {
 	const batch = 2048
 	c.hmu.Lock()
 	var todo []hint
@@ -451,6 +601,9 @@ func (c *cluster) giveBack(ctx context.Context) {
 	}
 	var moved []done
 	synced := map[string]error{}
+	bctx := throttle.Background(ctx)
+	wctx, cancel := context.WithDeadline(bctx, deadline)
+	defer cancel()
 	for _, h := range todo {
 		if _, ok := v.nodes[h.holder]; !ok {
 			// The holder left for good: anti-entropy rebuilds its pieces
@@ -461,9 +614,12 @@ func (c *cluster) giveBack(ctx context.Context) {
 		if !c.usable(v, h.holder) {
 			continue
 		}
-		data, err := c.holder(h.fallback).GetPiece(ctx, h.key)
+		data, err := c.holder(h.fallback).GetPiece(bctx, h.key)
 		if err == nil {
-			err = c.holder(h.holder).PutPiece(ctx, h.key, data)
+			if c.limiter().Wait(wctx, len(data)) != nil {
+				break // out of time (or stopping): the rest waits for the next call
+			}
+			err = c.holder(h.holder).PutPiece(bctx, h.key, data)
 		}
 		switch {
 		case err == nil:
@@ -474,21 +630,25 @@ func (c *cluster) giveBack(ctx context.Context) {
 			c.failed(h.holder, err)
 		}
 	}
+	n := 0
 	for _, h := range moved {
 		err, ok := synced[h.holder]
 		if !ok {
-			err = c.holder(h.holder).Sync(ctx)
+			err = c.holder(h.holder).Sync(bctx)
 			synced[h.holder] = err
 		}
 		if err != nil {
 			continue
 		}
-		if err := c.holder(h.fallback).DeletePiece(ctx, h.key); err != nil && !errors.Is(err, blocks.ErrUnavailable) {
+		if err := c.holder(h.fallback).DeletePiece(bctx, h.key); err != nil && !errors.Is(err, blocks.ErrUnavailable) {
 			continue
 		}
 		c.dropHint(h.hint)
 		c.handedBack.Add(int64(h.size))
+		c.givenBack.Add(1)
+		n++
 	}
+	return n
 }
 
 func (c *cluster) dropHint(h hint) {

@@ -9,6 +9,7 @@ import (
 
 	"cairn/blocks"
 	"cairn/blocks/redundant"
+	"cairn/internal/throttle"
 	"cairn/policies"
 )
 
@@ -24,6 +25,17 @@ type ScrubStatus struct {
 	Checked    int64     // blocks checked in the last (or current) pass
 	Repaired   int64     // pieces rewritten in the last (or current) pass
 	Unreadable int64     // blocks no intact copy of which could be found
+	// Progress of the last (or current) pass over this node's silo: the
+	// pieces it held when the pass began, and how many of them the pass
+	// has looked at. Total-Scanned is what is left to check.
+	Total, Scanned int64
+	// Dropped counts the pieces this node held for a block without being
+	// their holder (a fallback's copy, or a copy made while the holder was
+	// away) that it deleted in the last pass, once their holder had them.
+	Dropped int64
+	// Moved counts the pieces the last pass copied from a fallback to a
+	// holder that lacked them (rather than rebuilt: see slot.getBackground).
+	Moved int64
 }
 
 type scrubber struct {
@@ -67,6 +79,7 @@ func (c *cluster) scrubStatus() ScrubStatus {
 func (c *cluster) scrubPass(ctx context.Context) {
 	c.scrub.mu.Lock()
 	c.scrub.st.Running, c.scrub.st.Checked, c.scrub.st.Repaired, c.scrub.st.Unreadable = true, 0, 0, 0
+	c.scrub.st.Total, c.scrub.st.Scanned, c.scrub.st.Dropped = 0, 0, 0
 	c.scrub.mu.Unlock()
 	seen := map[blocks.Addr]bool{}
 	var keys []blocks.Addr
@@ -74,18 +87,30 @@ func (c *cluster) scrubPass(ctx context.Context) {
 		keys = append(keys, k)
 		return nil
 	})
+	c.scrub.mu.Lock()
+	c.scrub.st.Total = int64(len(keys))
+	c.scrub.mu.Unlock()
+	// Every piece the pass reads or rewrites pays the repair throttle
+	// (see cluster.pace), so that healing leaves room for client I/O.
+	bctx := throttle.Background(ctx)
+	moved0 := c.bg.movedPieces.Load()
 	type job struct {
 		addr blocks.Addr
+		l    redundant.Layout
 		st   *redundant.Store
 	}
 	jobs := make(chan job)
+	var sp surplus
 	var wg sync.WaitGroup
 	for range scrubWorkers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				n, err := j.st.Repair(ctx, j.addr)
+				n, err := j.st.Repair(bctx, j.addr)
+				if err == nil {
+					c.findSurplus(ctx, j.addr, j.l, &sp)
+				}
 				c.scrub.mu.Lock()
 				c.scrub.st.Checked++
 				c.scrub.st.Repaired += int64(n)
@@ -96,9 +121,14 @@ func (c *cluster) scrubPass(ctx context.Context) {
 			}
 		}()
 	}
-	for _, k := range keys {
+	for i, k := range keys {
 		if ctx.Err() != nil {
 			break
+		}
+		if i%256 == 0 {
+			c.scrub.mu.Lock()
+			c.scrub.st.Scanned = int64(i)
+			c.scrub.mu.Unlock()
 		}
 		p, err := c.n.silo.GetPiece(ctx, k)
 		if err != nil {
@@ -116,18 +146,24 @@ func (c *cluster) scrubPass(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		jobs <- job{l.Addr, st.(*redundant.Store)}
+		jobs <- job{l.Addr, l, st.(*redundant.Store)}
 	}
 	close(jobs)
 	wg.Wait()
+	dropped := c.dropSurplus(ctx, &sp)
 	c.scrub.mu.Lock()
 	c.scrub.st.Running = false
+	if ctx.Err() == nil {
+		c.scrub.st.Scanned = c.scrub.st.Total
+	}
+	c.scrub.st.Dropped = dropped
+	c.scrub.st.Moved = c.bg.movedPieces.Load() - moved0
 	c.scrub.st.Passes++
 	c.scrub.st.LastDone = time.Now()
 	st := c.scrub.st
 	c.scrub.mu.Unlock()
-	if st.Repaired > 0 || st.Unreadable > 0 {
-		c.log.Info("anti-entropy pass", "checked", st.Checked, "repaired", st.Repaired, "unreadable", st.Unreadable)
+	if st.Repaired > 0 || st.Unreadable > 0 || st.Dropped > 0 || st.Moved > 0 {
+		c.log.Info("anti-entropy pass", "checked", st.Checked, "repaired", st.Repaired, "moved", st.Moved, "unreadable", st.Unreadable, "dropped", st.Dropped)
 	}
 }
 
@@ -163,4 +199,81 @@ func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout) bool {
 		}
 	}
 	return true
+}
+
+// surplus collects the pieces a pass found in this node's silo that
+// belong on another node which now holds them too.
+type surplus struct {
+	mu     sync.Mutex // guards byNode
+	byNode map[string][]blocks.Addr
+}
+
+// findSurplus notes, after a successful repair of the block at addr, the
+// pieces of it this node holds although it is not one of the block's
+// holders, when their holder is reachable and has its own copy: a
+// fallback's copy, or a copy made while a holder was away for good and
+// has now come back (the holder kept the copies it had, so these became
+// surplus).
+func (c *cluster) findSurplus(ctx context.Context, addr blocks.Addr, l redundant.Layout, sp *surplus) {
+	n := l.Replicas
+	if n == 0 {
+		n = l.Data + l.Parity
+	}
+	v, primary, _, err := c.rank(addr, n, 0, policies.SpreadNode)
+	if err != nil || slices.Contains(primary, c.self.ID) {
+		// A holder of the block keeps every piece of it it has, even one
+		// whose index moved to another node when a node left: when that
+		// node comes back, the ranks move back, and the piece is where it
+		// belongs again without a copy.
+		return
+	}
+	// The piece does not say which spread its volume asked for (the pass
+	// checks blocks as spread "node" places them): keep it if any spread
+	// would make this node a holder.
+	for _, spread := range []policies.Spread{policies.SpreadZone, policies.SpreadNone} {
+		if _, hs, _, err := c.rank(addr, n, 0, spread); err == nil && slices.Contains(hs, c.self.ID) {
+			return
+		}
+	}
+	for i, id := range primary {
+		key := blocks.PieceKey(addr, i)
+		if id == c.self.ID || !c.usable(v, id) {
+			continue
+		}
+		if ok, err := c.n.silo.HasPiece(ctx, key); err != nil || !ok {
+			continue
+		}
+		if ok, err := c.holder(id).HasPiece(ctx, key); err != nil || !ok {
+			continue
+		}
+		sp.mu.Lock()
+		if sp.byNode == nil {
+			sp.byNode = map[string][]blocks.Addr{}
+		}
+		sp.byNode[id] = append(sp.byNode[id], key)
+		sp.mu.Unlock()
+	}
+}
+
+// dropSurplus deletes the surplus pieces found by a pass, once their
+// holders have synced (so a holder's copy is durable before this node's
+// goes). It returns how many it deleted.
+func (c *cluster) dropSurplus(ctx context.Context, sp *surplus) int64 {
+	var dropped int64
+	for id, keys := range sp.byNode {
+		if ctx.Err() != nil {
+			break
+		}
+		if err := c.holder(id).Sync(ctx); err != nil {
+			c.failed(id, err)
+			continue
+		}
+		for _, key := range keys {
+			if err := c.n.silo.DeletePiece(ctx, key); err == nil {
+				dropped++
+				c.bg.droppedPieces.Add(1)
+			}
+		}
+	}
+	return dropped
 }
