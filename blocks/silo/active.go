@@ -212,19 +212,22 @@ func within(buf []byte, start int64, l loc, dst []byte) bool {
 
 // Full write buffers are written to their segment outside the silo's lock,
 // so that writers keep appending (and hashing, and copying) while the
-// kernel takes 256 KiB into the page cache: a flight. Reads of records in
-// a flight are served from its buffer until the write is done; Sync waits
-// for every flight before it fdatasyncs, and compaction before it reads a
-// segment. A failed flight is sticky, like a failed buffer write.
+// kernel takes 256 KiB into the page cache: a flight. One goroutine writes
+// the flights in order, one at a time: concurrent pwrites to one file
+// contend for its inode lock in the kernel (with four in the air, a 4 KiB
+// random write run spent 3.5x the system CPU in pwrite: 7.9 s against
+// 2.25 s for 4 GiB, BenchmarkVolume/RandWrite4K in internal/node), and an
+// appender that waited for the previous flight under the silo's lock made
+// the parallel push serial again. Reads of records in a flight are served
+// from its buffer until the write is done; Sync waits for every flight
+// before it fdatasyncs, and compaction before it reads a segment. A failed
+// flight is sticky, like a failed buffer write.
 
-// maxFlights bounds the buffers being written at once (a writer that gets
-// ahead waits for the oldest). One: concurrent pwrites to one file contend
-// for its inode lock in the kernel; with four in the air, a 4 KiB random
-// write run spent 3.5x the system CPU in pwrite (7.9 s against 2.25 s for
-// 4 GiB written, BenchmarkVolume/RandWrite4K in internal/node).
-const maxFlights = 1
+// maxFlights bounds the buffers queued or being written (4 MiB); an
+// appender that gets further ahead waits for the writer.
+const maxFlights = 16
 
-// flight is a full write buffer being written at off of seg.
+// flight is a full write buffer to be written at off of seg.
 type flight struct {
 	seg  *segment
 	off  int64
@@ -234,22 +237,14 @@ type flight struct {
 
 var wbufPool = sync.Pool{New: func() any { b := make([]byte, 0, writeBufSize); return &b }}
 
-// launchLocked hands the write buffer to a flight and starts a fresh one.
+// launchLocked hands the write buffer to the flight writer and starts a
+// fresh one.
 func (s *Silo) launchLocked() error {
 	if len(s.wbuf) == 0 {
 		return nil
 	}
 	if s.failed != nil {
 		return s.failed
-	}
-	s.fmu.Lock()
-	var oldest *flight
-	if len(s.flights) >= maxFlights {
-		oldest = s.flights[0]
-	}
-	s.fmu.Unlock()
-	if oldest != nil {
-		<-oldest.done // flights never take s.mu
 	}
 	seg := s.active
 	fl := &flight{seg: seg, off: seg.size - int64(len(s.wbuf)), buf: s.wbuf, done: make(chan struct{})}
@@ -258,8 +253,16 @@ func (s *Silo) launchLocked() error {
 	s.fmu.Unlock()
 	s.wbuf = (*wbufPool.Get().(*[]byte))[:0]
 	seg.mu.RLock() // the segment stays open until the write is done
-	go s.fly(fl)
+	s.flyQ <- fl   // the writer never takes s.mu: waiting here is safe
 	return nil
+}
+
+// flyLoop writes the flights in order until flyQ is closed.
+func (s *Silo) flyLoop() {
+	defer close(s.flyDone)
+	for fl := range s.flyQ {
+		s.fly(fl)
+	}
 }
 
 // fly writes a flight's buffer and retires the flight.

@@ -192,6 +192,8 @@ type Silo struct {
 	flights      []*flight   // full write buffers being written, oldest first (see active.go)
 	flightE      error       // the first failed flight's error: sticky
 	flightFailed atomic.Bool // flightE is set
+	flyQ         chan *flight
+	flyDone      chan struct{}
 
 	spareMu   sync.Mutex // guards spare; taken after mu, never before it
 	spare     *segment   // a preallocated segment, the one after the active, or nil
@@ -283,6 +285,8 @@ func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
 		lock.Close()
 		return nil, err
 	}
+	s.flyQ, s.flyDone = make(chan *flight, maxFlights), make(chan struct{})
+	go s.flyLoop()
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.bgDone = make(chan struct{})
@@ -1020,7 +1024,9 @@ func (s *Silo) Close() error {
 		s.smu.Unlock()
 		s.mu.Lock()
 		s.closed = true
+		close(s.flyQ) // no appends from here on
 		s.mu.Unlock()
+		<-s.flyDone
 		s.closeFiles()
 		if lerr := s.lock.Close(); err == nil {
 			err = lerr
