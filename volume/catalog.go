@@ -10,7 +10,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"cairn/blocks"
@@ -58,7 +62,9 @@ type Options struct {
 	// records were appended since the last one; default 4096.
 	CheckpointRecords int
 	// DirtyLimit bounds the bytes of written-but-not-pushed chunk data held
-	// in memory per volume; default 64 MiB.
+	// in memory by all the catalogue's open volumes together (the write-back
+	// cache); default DefaultDirtyLimit(). A writer past it pushes its own
+	// volume's dirty chunks; past half of it, the background does.
 	DirtyLimit int64
 	// CacheBytes and PageEntries configure each volume's chunk map
 	// (chunkmap.Options); zero means the chunkmap defaults.
@@ -82,6 +88,8 @@ type Catalogue struct {
 	mu     sync.Mutex                // guards open and closed
 	open   map[blocks.ID]*volumeImpl // read-write volumes open in this process
 	closed bool
+
+	dirty atomic.Int64 // dirty bytes of all open volumes (see Options.DirtyLimit)
 
 	gc gcTracker
 }
@@ -110,7 +118,7 @@ func NewCatalog(ctx context.Context, opts Options) (*Catalogue, error) {
 		opts.CheckpointRecords = 4096
 	}
 	if opts.DirtyLimit <= 0 {
-		opts.DirtyLimit = 64 << 20
+		opts.DirtyLimit = DefaultDirtyLimit()
 	}
 	if opts.PutParallel <= 0 {
 		opts.PutParallel = 16
@@ -476,11 +484,58 @@ func (c *Catalogue) awaitForget(ctx context.Context, id blocks.ID, v *volumeImpl
 }
 
 func (c *Catalogue) forget(id blocks.ID, v *volumeImpl) {
+	v.mu.Lock()
+	v.addDirty(-v.dirtyBytes) // what a failed final push left behind
+	v.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.open[id] == v {
 		delete(c.open, id)
 	}
+}
+
+// kickAll asks every open volume's background to push (the catalogue's
+// dirty bytes are past the limit: the writer that noticed can only push
+// its own).
+func (c *Catalogue) kickAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, v := range c.open {
+		v.kickBackground()
+	}
+}
+
+// DefaultDirtyLimit is the write-back cache's default size: 1/16 of the
+// machine's memory, at least 64 MiB and at most 1 GiB (256 MiB where the
+// memory size cannot be read). Like the kernel's page cache for a plain
+// file, the cache absorbs overwrites of a working set that fits in it, and
+// a FLUSH (or the 30 s checkpoint) pushes what it holds.
+func DefaultDirtyLimit() int64 {
+	mem := memTotal()
+	if mem <= 0 {
+		return 256 << 20
+	}
+	return min(max(mem/16, 64<<20), 1<<30)
+}
+
+// memTotal returns the machine's memory in bytes (MemTotal of
+// /proc/meminfo), or 0.
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // List returns every volume (snapshots included), sorted by name.

@@ -634,9 +634,9 @@ func (v *volumeImpl) setDirty(chunk uint64, data []byte) {
 	if !ok {
 		d = &dirtyChunk{}
 		v.dirty[chunk] = d
-		v.dirtyBytes += v.entryCost(nil)
+		v.addDirty(v.entryCost(nil))
 	} else {
-		v.dirtyBytes -= v.entryCost(d.data)
+		v.addDirty(-v.entryCost(d.data))
 		if d.data != nil && !d.shared {
 			v.pool.Put(d.data)
 		}
@@ -644,8 +644,15 @@ func (v *volumeImpl) setDirty(chunk uint64, data []byte) {
 	d.data = data
 	d.shared = false
 	d.gen++
-	v.dirtyBytes += v.entryCost(data)
+	v.addDirty(v.entryCost(data))
 	v.opSeq++
+}
+
+// addDirty changes the volume's dirty bytes and the catalogue's (v.mu
+// held).
+func (v *volumeImpl) addDirty(n int64) {
+	v.dirtyBytes += n
+	v.c.dirty.Add(n)
 }
 
 func (v *volumeImpl) entryCost(data []byte) int64 {
@@ -655,28 +662,27 @@ func (v *volumeImpl) entryCost(data []byte) int64 {
 	return int64(len(data))
 }
 
-// pressure pushes dirty data when it exceeds the limit (and asks the
-// background for a push past half of it).
+// pressure pushes dirty data when the catalogue's dirty bytes exceed the
+// limit (and asks the background for a push past half of it). A writer
+// pushes its own volume's chunks; past the limit it also asks every open
+// volume's background to push, since the bytes may be theirs.
 func (v *volumeImpl) pressure(ctx context.Context) error {
-	v.mu.Lock()
-	db := v.dirtyBytes
-	v.mu.Unlock()
 	limit := v.c.opts.DirtyLimit
-	if db > limit/2 && v.kick != nil {
-		select {
-		case v.kick <- struct{}{}:
-		default:
-		}
-	}
-	if db <= limit {
+	total := v.c.dirty.Load()
+	if total <= limit/2 {
 		return nil
 	}
+	v.kickBackground()
+	if total <= limit {
+		return nil
+	}
+	v.c.kickAll()
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
 	v.mu.Lock()
-	db = v.dirtyBytes
+	db := v.dirtyBytes
 	v.mu.Unlock()
-	if db <= limit {
+	if db == 0 || v.c.dirty.Load() <= limit {
 		return nil
 	}
 	if _, err := v.pushLocked(ctx); err != nil {
@@ -750,7 +756,7 @@ func (v *volumeImpl) pushLocked(ctx context.Context) (uint64, error) {
 		cur, ok := v.dirty[it.chunk]
 		if ok && cur == it.d && cur.gen == it.gen && it.err == nil {
 			delete(v.dirty, it.chunk)
-			v.dirtyBytes -= v.entryCost(it.data)
+			v.addDirty(-v.entryCost(it.data))
 		} else if ok && cur == it.d && cur.gen == it.gen {
 			cur.shared = false // failed: stays dirty, still ours
 			continue
@@ -1035,7 +1041,7 @@ func (v *volumeImpl) background() {
 			v.mu.Lock()
 			db := v.dirtyBytes
 			v.mu.Unlock()
-			if db > v.c.opts.DirtyLimit/2 {
+			if db > 0 && v.c.dirty.Load() > v.c.opts.DirtyLimit/2 {
 				v.flushMu.Lock()
 				_, err := v.pushLocked(ctx)
 				if err == nil {

@@ -110,12 +110,14 @@ func runSuite(b *testing.B, t benchTarget) {
 		rng := rand.New(rand.NewPCG(1, 1))
 		b.SetBytes(benchChunk)
 		b.ResetTimer()
+		cpu0 := cpuNow()
 		for i := 0; i < b.N; i++ {
 			stamp(small)
 			if err := t.write(small, rng.Int64N(benchRegion/benchChunk)*benchChunk); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu0)
 		b.StopTimer()
 		if err := t.flush(); err != nil {
 			b.Fatal(err)
@@ -125,6 +127,7 @@ func runSuite(b *testing.B, t benchTarget) {
 		rng := rand.New(rand.NewPCG(2, 2))
 		b.SetBytes(benchChunk)
 		b.ResetTimer()
+		cpu0 := cpuNow()
 		for i := 0; i < b.N; i++ {
 			stamp(small)
 			if err := t.write(small, rng.Int64N(benchRegion/benchChunk)*benchChunk); err != nil {
@@ -134,16 +137,19 @@ func runSuite(b *testing.B, t benchTarget) {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu0)
 	})
 	b.Run("SeqWrite1M", func(b *testing.B) {
 		b.SetBytes(1 << 20)
 		b.ResetTimer()
+		cpu0 := cpuNow()
 		for i := 0; i < b.N; i++ {
 			stamp(large)
 			if err := t.write(large, int64(i%(benchRegion>>20))<<20); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu0)
 		b.StopTimer()
 		if err := t.flush(); err != nil {
 			b.Fatal(err)
@@ -167,11 +173,13 @@ func runSuite(b *testing.B, t benchTarget) {
 		p := make([]byte, benchChunk)
 		b.SetBytes(benchChunk)
 		b.ResetTimer()
+		cpu0 := cpuNow()
 		for i := 0; i < b.N; i++ {
 			if err := t.read(p, rng.Int64N(benchRegion/benchChunk)*benchChunk); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu0)
 	})
 	b.Run("SeqRead1M", func(b *testing.B) {
 		if !filled {
@@ -180,12 +188,28 @@ func runSuite(b *testing.B, t benchTarget) {
 		p := make([]byte, 1<<20)
 		b.SetBytes(1 << 20)
 		b.ResetTimer()
+		cpu0 := cpuNow()
 		for i := 0; i < b.N; i++ {
 			if err := t.read(p, int64(i%(benchRegion>>20))<<20); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu0)
 	})
+}
+
+// cpuNow returns the process's user+system CPU time. The sub-benchmarks
+// report it per op (cpu-ns/op) beside the wall time: on a shared machine
+// the CPU an operation costs is steadier than its wall time.
+func cpuNow() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time per op since start.
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64(cpuNow()-start)/float64(b.N), "cpu-ns/op")
 }
 
 func randomBuf(n int) []byte {
