@@ -61,3 +61,35 @@ func TestDirtyLimitIsShared(t *testing.T) {
 		t.Fatalf("%d dirty bytes after both volumes closed", got)
 	}
 }
+
+// TestIdleVolumePushesItsCache: dirty chunks of a volume nobody writes to
+// are pushed by the background (a FLUSH then only syncs), and read back.
+func TestIdleVolumePushesItsCache(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	c := e.catalog(e.options("n1"))
+	if _, err := c.Create(ctx, "v", 16<<20, testPolicy(4096)); err != nil {
+		t.Fatal(err)
+	}
+	v := mustOpen(t, c, "v", false)
+	defer v.Close(ctx)
+	data := bytes.Repeat([]byte{7}, 3*4096)
+	if err := v.WriteAt(ctx, data, 8192); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		v.mu.Lock()
+		db := v.dirtyBytes
+		v.mu.Unlock()
+		if db == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d dirty bytes a minute after the last write", db)
+		}
+	}
+	got := make([]byte, len(data))
+	if err := v.ReadAt(ctx, got, 8192); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v", err)
+	}
+}

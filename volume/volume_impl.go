@@ -1013,6 +1013,9 @@ func (v *volumeImpl) background() {
 	defer lease.Stop()
 	ckpt := time.NewTicker(v.c.opts.CheckpointEvery)
 	defer ckpt.Stop()
+	idle := time.NewTicker(idlePush)
+	defer idle.Stop()
+	var lastSeq uint64 // opSeq at the previous idle tick
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -1037,25 +1040,45 @@ func (v *volumeImpl) background() {
 			if v.needsCheckpoint(false) {
 				v.backgroundCheckpoint(ctx)
 			}
+		case <-idle.C:
+			// No write for a tick, and dirty chunks: push them now, so a
+			// later FLUSH finds the cache drained (it then only syncs), as
+			// a disk drains its write cache when idle.
+			v.mu.Lock()
+			seq, db := v.opSeq, v.dirtyBytes
+			v.mu.Unlock()
+			if seq == lastSeq && db > 0 {
+				v.backgroundPush(ctx)
+			}
+			lastSeq = seq
 		case <-v.kick:
 			v.mu.Lock()
 			db := v.dirtyBytes
 			v.mu.Unlock()
 			if db > 0 && v.c.dirty.Load() > v.c.opts.DirtyLimit/2 {
-				v.flushMu.Lock()
-				_, err := v.pushLocked(ctx)
-				if err == nil {
-					err = v.appendLocked(ctx)
-				}
-				v.flushMu.Unlock()
-				if err != nil && ctx.Err() == nil {
-					v.log.Warn("background push failed", "err", err)
-				}
+				v.backgroundPush(ctx)
 			}
 			if v.needsCheckpoint(true) {
 				v.backgroundCheckpoint(ctx)
 			}
 		}
+	}
+}
+
+// idlePush is how long a volume with dirty chunks must go without a write
+// before the background pushes them.
+const idlePush = time.Second
+
+// backgroundPush pushes the dirty chunks and appends their journal records.
+func (v *volumeImpl) backgroundPush(ctx context.Context) {
+	v.flushMu.Lock()
+	_, err := v.pushLocked(ctx)
+	if err == nil {
+		err = v.appendLocked(ctx)
+	}
+	v.flushMu.Unlock()
+	if err != nil && ctx.Err() == nil {
+		v.log.Warn("background push failed", "err", err)
 	}
 }
 
