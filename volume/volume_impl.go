@@ -634,7 +634,6 @@ func (v *volumeImpl) setDirty(chunk uint64, data []byte) {
 	if !ok {
 		d = &dirtyChunk{}
 		v.dirty[chunk] = d
-		v.addDirty(v.entryCost(nil))
 	} else {
 		v.addDirty(-v.entryCost(d.data))
 		if d.data != nil && !d.shared {
@@ -655,6 +654,8 @@ func (v *volumeImpl) addDirty(n int64) {
 	v.c.dirty.Add(n)
 }
 
+// entryCost is what a dirty chunk holding data counts against the limit:
+// its bytes, or 64 for a hole (the entry itself).
 func (v *volumeImpl) entryCost(data []byte) int64 {
 	if data == nil {
 		return 64
