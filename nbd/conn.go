@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,9 +33,18 @@ const maxExtents = 1 << 16
 // either handles one inline (when nothing else is in flight and no further
 // request is already buffered, the common case at queue depth 1) or hands
 // it to one of at most Server.Workers worker goroutines, started on demand
-// and kept for the connection's life. Replies from all of them go through
-// send, which serializes them on one bufio.Writer and flushes when no other
-// reply is waiting.
+// and kept for the connection's life. Before it reads a WRITE's payload or
+// hands on a READ, the reader takes the payload's size from the
+// connection's budget (Server.MaxBuffered), so the bytes a connection
+// holds stay bounded: when they would not, it stops reading the socket
+// until earlier requests complete.
+//
+// Replies from all of them go through send, which serializes them on one
+// replyWriter. A reply is written out at once when no other request is in
+// flight; otherwise the flusher goroutine writes it out as soon as it is
+// scheduled, together with the replies that completed meanwhile, so
+// replies that complete together share a write system call. Large READ
+// payloads go out with one vectored write, without a copy.
 type conn struct {
 	s   *Server
 	nc  net.Conn
@@ -65,12 +76,21 @@ type conn struct {
 	work     chan *request  // unbuffered: a send succeeds only if a worker is idle
 	nworkers int            // owned by the reader goroutine
 
+	// budget bounds the payload bytes of the requests in flight.
+	budget *budget
+
 	// Replies. wmu guards bw and werr; waiting counts senders waiting for
-	// wmu, so the last one flushes.
-	wmu     sync.Mutex
-	bw      *bufio.Writer
-	werr    error
-	waiting atomic.Int32
+	// wmu, so the last one flushes; unreplied counts requests dispatched
+	// whose reply is not yet written. flushReq wakes the flusher; it is
+	// closed once the last request has completed, and flusherDone is
+	// closed when the flusher has ended.
+	wmu         sync.Mutex
+	bw          *replyWriter
+	werr        error
+	waiting     atomic.Int32
+	unreplied   atomic.Int32
+	flushReq    chan struct{}
+	flusherDone chan struct{}
 
 	// mu guards transmitting and stopping.
 	mu           sync.Mutex
@@ -81,17 +101,19 @@ type conn struct {
 // request is a request read from the wire, with its write payload.
 type request struct {
 	proto.Request
-	buf *[]byte // WRITE data, from getBuf
+	buf  *[]byte // WRITE data, from getBuf
+	cost int64   // bytes taken from the connection's budget
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
 	return &conn{
-		s:    s,
-		nc:   nc,
-		log:  s.logger().With("remote", nc.RemoteAddr().String()),
-		br:   bufio.NewReaderSize(nc, readBufferSize),
-		bw:   bufio.NewWriterSize(nc, writeBufferSize),
-		work: make(chan *request),
+		s:      s,
+		nc:     nc,
+		log:    s.logger().With("remote", nc.RemoteAddr().String()),
+		br:     bufio.NewReaderSize(nc, readBufferSize),
+		bw:     newReplyWriter(nc, writeBufferSize),
+		work:   make(chan *request),
+		budget: newBudget(int64(s.maxBuffered())),
 	}
 }
 
@@ -159,10 +181,17 @@ func (c *conn) serve(parent context.Context) {
 	c.mu.Unlock()
 	c.log.Info("nbd: export attached", "export", c.devName, "size", c.size, "structured", c.structured)
 	if !stopping {
+		c.flushReq = make(chan struct{}, 1)
+		c.flusherDone = make(chan struct{})
+		go c.flusher()
 		c.transmit()
 	}
 	c.inflight.Wait()
 	close(c.work)
+	if c.flushReq != nil {
+		close(c.flushReq)
+		<-c.flusherDone
+	}
 	c.wmu.Lock()
 	if c.werr == nil {
 		c.bw.Flush()
@@ -213,15 +242,38 @@ func (c *conn) transmit() {
 				c.log.Warn("nbd: write payload too large; disconnecting", "length", r.Length, "max", maxPayload)
 				return
 			}
+			if err := c.take(req, int64(r.Length)); err != nil {
+				c.readEnded(err)
+				return
+			}
 			req.buf = getBuf(int(r.Length))
 			if _, err := io.ReadFull(c.br, *req.buf); err != nil {
 				putBuf(req.buf)
+				c.budget.release(req.cost)
 				c.readEnded(err)
 				return
+			}
+		case proto.CmdRead:
+			if int64(r.Length) <= int64(maxPayload) { // a larger one is refused without a buffer
+				if err := c.take(req, int64(r.Length)); err != nil {
+					c.readEnded(err)
+					return
+				}
 			}
 		}
 		c.dispatch(req)
 	}
+}
+
+// take takes n bytes of the connection's budget for r, waiting until
+// earlier requests give back enough. It fails only when the connection is
+// aborted.
+func (c *conn) take(r *request, n int64) error {
+	if err := c.budget.acquire(c.ctx, n); err != nil {
+		return fmt.Errorf("nbd: waiting for buffer space: %w", err)
+	}
+	r.cost = n
+	return nil
 }
 
 // readEnded logs why the request stream ended.
@@ -232,7 +284,7 @@ func (c *conn) readEnded(err error) {
 	switch {
 	case stopping:
 		c.log.Info("nbd: server shutting down; closing connection")
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), errors.Is(err, os.ErrDeadlineExceeded):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.Canceled):
 		c.log.Info("nbd: client went away", "err", err)
 	default:
 		c.log.Warn("nbd: read", "err", err)
@@ -246,6 +298,7 @@ var dispatchMode = 0
 // dispatch handles r inline or hands it to a worker.
 func (c *conn) dispatch(r *request) {
 	c.inflight.Add(1)
+	c.unreplied.Add(1)
 	if dispatchMode == 2 || dispatchMode == 0 && c.busy.Load() == 0 && c.br.Buffered() == 0 && r.Type != proto.CmdFlush && r.Flags&proto.CmdFlagFUA == 0 {
 		c.handle(r)
 		return
@@ -273,6 +326,7 @@ func (c *conn) worker() {
 // handle runs one request and sends its reply.
 func (c *conn) handle(r *request) {
 	defer c.inflight.Done()
+	defer c.budget.release(r.cost)
 	defer putBuf(r.buf)
 	if errno, msg := c.check(r); errno != 0 {
 		c.replyError(r, errno, msg)
@@ -313,7 +367,7 @@ func (c *conn) handle(r *request) {
 		c.deviceError(r, err)
 		return
 	}
-	c.send(func(w *bufio.Writer) error {
+	c.send(func(w *replyWriter) error {
 		var b [proto.SimpleReplySize]byte
 		_, err := w.Write(proto.AppendSimpleReply(b[:0], r.Cookie, 0))
 		return err
@@ -385,7 +439,7 @@ func (c *conn) read(r *request) {
 	if r.Length == 0 {
 		// Spec: the behaviour is unspecified but the server SHOULD NOT
 		// disconnect; answer success with no data.
-		c.send(func(w *bufio.Writer) error {
+		c.send(func(w *replyWriter) error {
 			var b [proto.ChunkHeaderSize]byte
 			if c.structured {
 				_, err := w.Write(proto.AppendNone(b[:0], r.Cookie))
@@ -402,7 +456,7 @@ func (c *conn) read(r *request) {
 		c.deviceError(r, err)
 		return
 	}
-	c.send(func(w *bufio.Writer) error {
+	c.send(func(w *replyWriter) error {
 		var b [proto.OffsetDataHeaderSize]byte
 		var hdr []byte
 		if c.structured {
@@ -411,11 +465,7 @@ func (c *conn) read(r *request) {
 		} else {
 			hdr = proto.AppendSimpleReply(b[:0], r.Cookie, 0)
 		}
-		if _, err := w.Write(hdr); err != nil {
-			return err
-		}
-		_, err := w.Write(*buf)
-		return err
+		return w.WriteData(hdr, *buf)
 	})
 }
 
@@ -475,7 +525,7 @@ func (c *conn) extents(r *request) {
 	if next < end && len(ext) < limit || len(ext) == 0 {
 		add(end-next, 0)
 	}
-	c.send(func(w *bufio.Writer) error {
+	c.send(func(w *replyWriter) error {
 		_, err := w.Write(proto.AppendBlockStatus(nil, proto.ReplyFlagDone, r.Cookie, metaContextID, ext))
 		return err
 	})
@@ -494,7 +544,7 @@ func (c *conn) deviceError(r *request, err error) {
 // with a message when structured replies were negotiated (the spec
 // prefers it, and READ requires it), a simple reply otherwise.
 func (c *conn) replyError(r *request, errno proto.Errno, msg string) {
-	c.send(func(w *bufio.Writer) error {
+	c.send(func(w *replyWriter) error {
 		var b [proto.ChunkHeaderSize + 6 + 128]byte
 		if c.structured {
 			if len(msg) > 128 {
@@ -511,17 +561,28 @@ func (c *conn) replyError(r *request, errno proto.Errno, msg string) {
 	})
 }
 
-// send writes one reply. Senders queue on wmu; the last in the queue
-// flushes, so replies that complete together share a write system call. A
-// write error is sticky and closes the socket (the reader then ends).
-func (c *conn) send(fn func(*bufio.Writer) error) {
+// send writes the reply to one request (exactly one per request: it
+// also counts the request as replied). Senders queue on wmu; the last in
+// the queue writes the replies out, at once if no other request is in
+// flight (queue depth 1 pays no hand-off), else through the flusher, so
+// that replies completing together share a write system call. A write
+// error is sticky and closes the socket (the reader then ends).
+func (c *conn) send(fn func(*replyWriter) error) {
 	c.waiting.Add(1)
 	c.wmu.Lock()
 	last := c.waiting.Add(-1) == 0
+	others := c.unreplied.Add(-1) > 0
 	if c.werr == nil {
 		err := fn(c.bw)
-		if err == nil && last {
-			err = c.bw.Flush()
+		if err == nil && last && c.bw.Buffered() > 0 {
+			if others && c.flushReq != nil {
+				select {
+				case c.flushReq <- struct{}{}:
+				default: // a flush is already due; it will take this reply too
+				}
+			} else {
+				err = c.bw.Flush()
+			}
 		}
 		if err != nil {
 			c.werr = err
@@ -529,4 +590,25 @@ func (c *conn) send(fn func(*bufio.Writer) error) {
 		}
 	}
 	c.wmu.Unlock()
+}
+
+// flusher writes out the replies send left buffered, until flushReq is
+// closed. It first yields once, so that handlers already runnable can add
+// their replies to the same write: measured with fio (4 KiB random reads
+// at queue depth 32), that takes write system calls from 0.75 per reply
+// (a flush per reply) to about 0.15. The wait is bounded by the
+// scheduler, never by another request's device call.
+func (c *conn) flusher() {
+	defer close(c.flusherDone)
+	for range c.flushReq {
+		runtime.Gosched()
+		c.wmu.Lock()
+		if c.werr == nil {
+			if err := c.bw.Flush(); err != nil {
+				c.werr = err
+				c.nc.Close()
+			}
+		}
+		c.wmu.Unlock()
+	}
 }

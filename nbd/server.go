@@ -8,7 +8,9 @@
 // FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, CACHE and DISC against the
 // [Device] that [Exports] opened for it. Many requests are in flight per
 // connection and replies go out in completion order through one buffered
-// writer that flushes when no other reply is waiting.
+// writer: replies that complete together share a write system call, and
+// large READ payloads go out with one vectored write, without a copy. The
+// payload bytes a connection holds are bounded by [Server.MaxBuffered].
 //
 // The package declares what it needs ([Device], [Exports]) so that a
 // volume.Volume is a Device as it stands; it imports no consensus or volume
@@ -81,6 +83,7 @@ const (
 	DefaultMaxConns         = 1024
 	DefaultHandshakeTimeout = time.Minute
 	DefaultWorkers          = 16
+	DefaultMaxBuffered      = 32 << 20
 	DefaultCloseTimeout     = time.Minute
 )
 
@@ -105,6 +108,17 @@ type Server struct {
 	// Workers bounds the requests one connection handles concurrently
 	// besides the one its reader may handle inline. 0 means DefaultWorkers.
 	Workers int
+	// MaxBuffered bounds the READ and WRITE payload bytes one connection
+	// holds at once (write data read but not yet written to the device,
+	// read data not yet sent). A request that would go over it waits, and
+	// the connection stops reading from the socket meanwhile, which pushes
+	// back on the client; a single request larger than MaxBuffered is
+	// still served, alone. With 1 MiB writes at queue depth 8 a
+	// connection holds 8 MiB. 0 means DefaultMaxBuffered. The server's
+	// payload memory is then at most MaxConns × max(MaxBuffered,
+	// MaxPayload), plus the pooled buffers the garbage collector has not
+	// yet reclaimed.
+	MaxBuffered int
 	// MultiConn advertises NBD_FLAG_CAN_MULTI_CONN: set it only if every
 	// connection to one export sees the same data and a FLUSH on one
 	// covers writes completed on all.
@@ -139,6 +153,13 @@ func (s *Server) maxPayload() int {
 		return s.MaxPayload
 	}
 	return DefaultMaxPayload
+}
+
+func (s *Server) maxBuffered() int {
+	if s.MaxBuffered > 0 {
+		return s.MaxBuffered
+	}
+	return DefaultMaxBuffered
 }
 
 func (s *Server) workers() int {

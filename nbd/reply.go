@@ -1,0 +1,97 @@
+package nbd
+
+import (
+	"io"
+	"net"
+)
+
+// vectorMin is the payload size from which replyWriter.WriteData sends the
+// payload straight from the caller's buffer (one writev with whatever is
+// pending and the header) instead of copying it into its buffer.
+const vectorMin = 32 << 10
+
+// replyWriter buffers the messages of one connection and writes them out
+// on Flush. Unlike a bufio.Writer it can send a large payload with the
+// bytes already buffered and a header in front of it as one writev,
+// without copying the payload. It is not safe for concurrent use (conn
+// guards it with wmu).
+type replyWriter struct {
+	w    io.Writer // the connection
+	buf  []byte    // pending bytes; cap is the buffer size
+	vec  [3][]byte // scratch for bufs
+	bufs net.Buffers
+}
+
+func newReplyWriter(w io.Writer, size int) *replyWriter {
+	return &replyWriter{w: w, buf: make([]byte, 0, size)}
+}
+
+// Buffered returns the number of bytes waiting for Flush.
+func (w *replyWriter) Buffered() int { return len(w.buf) }
+
+// Write buffers p, writing out what is pending first if p does not fit.
+// A p larger than the buffer is written through.
+func (w *replyWriter) Write(p []byte) (int, error) {
+	if len(w.buf)+len(p) <= cap(w.buf) {
+		w.buf = append(w.buf, p...)
+		return len(p), nil
+	}
+	if len(p) > cap(w.buf) {
+		if err := w.writeVec(nil, p); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	if err := w.Flush(); err != nil {
+		return 0, err
+	}
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+// WriteData writes a header followed by a payload. A small payload is
+// buffered like Write; one of vectorMin bytes or more goes out at once,
+// behind the pending bytes and hdr, in one vectored write, and is not
+// retained.
+func (w *replyWriter) WriteData(hdr, data []byte) error {
+	if len(data) < vectorMin && len(w.buf)+len(hdr)+len(data) <= cap(w.buf) {
+		w.buf = append(w.buf, hdr...)
+		w.buf = append(w.buf, data...)
+		return nil
+	}
+	if len(data) < vectorMin {
+		if _, err := w.Write(hdr); err != nil {
+			return err
+		}
+		_, err := w.Write(data)
+		return err
+	}
+	return w.writeVec(hdr, data)
+}
+
+// writeVec writes the pending bytes, hdr and data with one vectored write
+// (where the connection supports it) and empties the buffer.
+func (w *replyWriter) writeVec(hdr, data []byte) error {
+	w.bufs = w.vec[:0]
+	if len(w.buf) > 0 {
+		w.bufs = append(w.bufs, w.buf)
+	}
+	if len(hdr) > 0 {
+		w.bufs = append(w.bufs, hdr)
+	}
+	w.bufs = append(w.bufs, data)
+	_, err := w.bufs.WriteTo(w.w)
+	w.buf = w.buf[:0]
+	w.vec = [3][]byte{} // drop references to the caller's buffers
+	return err
+}
+
+// Flush writes out the pending bytes.
+func (w *replyWriter) Flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.w.Write(w.buf)
+	w.buf = w.buf[:0]
+	return err
+}
