@@ -64,7 +64,7 @@ type Options struct {
 	// DirtyLimit bounds the bytes of written-but-not-pushed chunk data held
 	// in memory by all the catalogue's open volumes together (the write-back
 	// cache); default DefaultDirtyLimit(). A writer past it pushes its own
-	// volume's dirty chunks; past half of it, the background does.
+	// volume's dirty chunks; past three quarters of it, the background does.
 	DirtyLimit int64
 	// CacheBytes and PageEntries configure each volume's chunk map
 	// (chunkmap.Options); zero means the chunkmap defaults.
@@ -506,8 +506,9 @@ func (c *Catalogue) kickAll() {
 }
 
 // DefaultDirtyLimit is the write-back cache's default size: 1/16 of the
-// machine's memory, at least 64 MiB and at most 1 GiB (256 MiB where the
-// memory size cannot be read). Like the kernel's page cache for a plain
+// machine's memory, at least 64 MiB and at most 512 MiB (256 MiB where the
+// memory size cannot be read). The Go heap holding it runs to about twice
+// its size under load (see cmd/cairn's memory limit), hence the cap. Like the kernel's page cache for a plain
 // file, the cache absorbs overwrites of a working set that fits in it, and
 // a FLUSH (or the 30 s checkpoint) pushes what it holds.
 func DefaultDirtyLimit() int64 {
@@ -515,7 +516,7 @@ func DefaultDirtyLimit() int64 {
 	if mem <= 0 {
 		return 256 << 20
 	}
-	return min(max(mem/16, 64<<20), 1<<30)
+	return min(max(mem/16, 64<<20), 512<<20)
 }
 
 // memTotal returns the machine's memory in bytes (MemTotal of

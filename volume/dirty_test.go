@@ -26,7 +26,7 @@ func TestDirtyLimitIsShared(t *testing.T) {
 	}
 	a, b := mustOpen(t, c, "a", false), mustOpen(t, c, "b", false)
 	data := bytes.Repeat([]byte("cairn!"), 4096/6+1)[:4096]
-	// Volume a: up to just under half the limit, so nothing pushes yet.
+	// Volume a: a quarter of the limit, so nothing pushes yet.
 	for i := range limit / 2 / 4096 / 2 {
 		if err := a.WriteAt(ctx, data, int64(i)*4096); err != nil {
 			t.Fatal(err)

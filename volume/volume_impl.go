@@ -664,13 +664,13 @@ func (v *volumeImpl) entryCost(data []byte) int64 {
 }
 
 // pressure pushes dirty data when the catalogue's dirty bytes exceed the
-// limit (and asks the background for a push past half of it). A writer
+// limit (and asks the background for a push past backgroundAt of it). A writer
 // pushes its own volume's chunks; past the limit it also asks every open
 // volume's background to push, since the bytes may be theirs.
 func (v *volumeImpl) pressure(ctx context.Context) error {
 	limit := v.c.opts.DirtyLimit
 	total := v.c.dirty.Load()
-	if total <= limit/2 {
+	if total <= backgroundAt(limit) {
 		return nil
 	}
 	v.kickBackground()
@@ -1056,7 +1056,7 @@ func (v *volumeImpl) background() {
 			v.mu.Lock()
 			db := v.dirtyBytes
 			v.mu.Unlock()
-			if db > 0 && v.c.dirty.Load() > v.c.opts.DirtyLimit/2 {
+			if db > 0 && v.c.dirty.Load() > backgroundAt(v.c.opts.DirtyLimit) {
 				v.backgroundPush(ctx)
 			}
 			if v.needsCheckpoint(true) {
@@ -1065,6 +1065,11 @@ func (v *volumeImpl) background() {
 		}
 	}
 }
+
+// backgroundAt is where, below the limit, background pushes begin: three
+// quarters of it, so that a working set of up to that much stays in the
+// cache while it is overwritten.
+func backgroundAt(limit int64) int64 { return limit / 4 * 3 }
 
 // idlePush is how long a volume with dirty chunks must go without a write
 // before the background pushes them.

@@ -107,6 +107,7 @@ func runNode(ctx context.Context, cmd *cli.Command, cfg node.Config, createDefau
 		return err
 	}
 	defer startDebug(ctx, log)()
+	setMemoryLimit(log)
 	size, err := parseSize(cmd.String("size"))
 	if err != nil {
 		return err
