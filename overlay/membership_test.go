@@ -439,7 +439,9 @@ func TestSubscribeSlowReader(t *testing.T) {
 
 	// The stalled subscriber holds at most one event per member (plus the
 	// one its goroutine is already offering), the last carrying the newest
-	// state.
+	// state. c's death may reach it a moment after the draining below has
+	// begun and let c's join through first: so at most 4 of the 23 events
+	// (22 for b, join and death for c) come through.
 	var got []Event
 	last := map[string]Event{}
 drain:
@@ -452,8 +454,8 @@ drain:
 			break drain
 		}
 	}
-	if len(got) > 3 {
-		t.Errorf("stalled subscriber got %d events, want at most 3 (coalesced): %+v", len(got), got)
+	if len(got) > 4 {
+		t.Errorf("stalled subscriber got %d events, want at most 4 (coalesced): %+v", len(got), got)
 	}
 	if ev := last["b"]; ev.Capacity != bn.Capacity || ev.State != Alive {
 		t.Errorf("stalled subscriber's last event for b: %+v", ev)
