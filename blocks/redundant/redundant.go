@@ -147,6 +147,13 @@ func (s *Store) placement(addr blocks.Addr) ([]blocks.Holder, error) {
 // each calls fn(0..n-1) with at most s.par calls at a time and returns their
 // errors by index.
 func (s *Store) each(n int, fn func(i int) error) []error {
+	return s.eachInline(n, -1, fn)
+}
+
+// eachInline is each with fn(inline), unless inline is -1, called on the
+// calling goroutine once the others are started (a local holder's call,
+// which would gain nothing from a goroutine of its own).
+func (s *Store) eachInline(n, inline int, fn func(i int) error) []error {
 	errs := make([]error, n)
 	if n == 1 {
 		errs[0] = fn(0)
@@ -155,11 +162,17 @@ func (s *Store) each(n int, fn func(i int) error) []error {
 	sem := make(chan struct{}, s.par)
 	var wg sync.WaitGroup
 	for i := range n {
+		if i == inline {
+			continue
+		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			errs[i] = fn(i)
 		})
+	}
+	if inline >= 0 {
+		errs[inline] = fn(inline)
 	}
 	wg.Wait()
 	return errs
@@ -276,8 +289,9 @@ func (s *Store) Put(ctx context.Context, data []byte) (blocks.Addr, error) {
 
 // PutParts implements blocks.PartsPutter: Put of head||body, framed
 // straight from the two parts. When every holder of the block is
-// blocks.Local (which promises not to retain what it is given), the pieces
-// are framed in a pooled buffer; otherwise in a fresh one.
+// blocks.Local or a Borrower (which promise not to retain what they are
+// given), the pieces are framed in a pooled buffer; otherwise in a fresh
+// one.
 func (s *Store) PutParts(ctx context.Context, head, body []byte) (blocks.Addr, error) {
 	if n := len(head) + len(body); n > MaxData {
 		return blocks.Addr{}, fmt.Errorf("redundant: put of %d bytes, more than %d: %w", n, MaxData, blocks.ErrTooLarge)
@@ -293,7 +307,7 @@ func (s *Store) PutParts(ctx context.Context, head, body []byte) (blocks.Addr, e
 		return blocks.Addr{}, err
 	}
 	var buf *[]byte
-	if allLocal(hs) {
+	if retainNothing(hs) {
 		buf, _ = s.bufs.Get().(*[]byte)
 		if buf == nil {
 			buf = new([]byte)
@@ -314,7 +328,7 @@ func (s *Store) PutParts(ctx context.Context, head, body []byte) (blocks.Addr, e
 		}
 		return addr, nil
 	}
-	errs := s.each(s.n, func(i int) error {
+	errs := s.eachInline(s.n, s.localReplica(hs), func(i int) error {
 		return hs[i].PutPiece(ctx, blocks.PieceKey(addr, i), pieces[i])
 	})
 	for i, err := range errs {
@@ -323,6 +337,30 @@ func (s *Store) PutParts(ctx context.Context, head, body []byte) (blocks.Addr, e
 		}
 	}
 	return addr, nil
+}
+
+// Borrower is an optional capability of a holder that is not
+// blocks.Local but shares its second promise: BorrowsOnly reports true
+// when PutPiece keeps no reference to the slice it is given once it
+// returns (a slot over a local store and network clients that send, or
+// copy, the bytes before they return). Put frames the pieces of a block
+// whose holders all are Local or Borrowers in a pooled buffer.
+type Borrower interface {
+	BorrowsOnly() bool
+}
+
+// retainNothing reports whether every holder in hs promises not to keep
+// the slices PutPiece is given (blocks.Local or Borrower).
+func retainNothing(hs []blocks.Holder) bool {
+	for _, h := range hs {
+		if blocks.HolderIsLocal(h) {
+			continue
+		}
+		if b, ok := h.(Borrower); !ok || !b.BorrowsOnly() {
+			return false
+		}
+	}
+	return true
 }
 
 // allLocal reports whether every holder in hs is blocks.Local.
@@ -441,8 +479,41 @@ func (s *Store) trusted(h blocks.Holder, full bool) bool {
 	return !full && blocks.HolderIsLocal(h)
 }
 
-// Get implements blocks.Getter. It reads as few pieces as it can (piece 0
-// of a replicated block; the k data pieces of an erasure-coded one), more
+// localReplica returns the index of the first of hs that is trusted on an
+// ordinary read (a blocks.Local holder), or -1. In a cluster where this
+// node holds one replica of each block, that is the replica a read takes
+// first: from the local disk, without the network or a rehash, whatever
+// its index.
+func (s *Store) localReplica(hs []blocks.Holder) int {
+	for i, h := range hs {
+		if s.trusted(h, false) {
+			return i
+		}
+	}
+	return -1
+}
+
+// PieceSource is an optional method of a holder that reads every piece
+// through another holder (a placement slot over this node's silo): it
+// returns that holder. GetMany batches the pieces of blocks whose holders
+// have the same source (blocks.SameHolder) into one GetPieces call.
+type PieceSource interface {
+	PieceSource() blocks.Holder
+}
+
+// source returns h's PieceSource, or h.
+func source(h blocks.Holder) blocks.Holder {
+	if ps, ok := h.(PieceSource); ok {
+		if src := ps.PieceSource(); src != nil {
+			return src
+		}
+	}
+	return h
+}
+
+// Get implements blocks.Getter. It reads as few pieces as it can (one
+// replica of a replicated block: the first on a local holder, else piece
+// 0; the k data pieces of an erasure-coded one), more
 // when those fail, verifies blocks.Sum of the result and repairs the bad
 // pieces it met (see the package comment). Errors: blocks.ErrNotFound when
 // no piece was found anywhere; blocks.ErrCorrupt when pieces exist but no
@@ -462,19 +533,20 @@ func (s *Store) GetInto(ctx context.Context, addr blocks.Addr, dst []byte) ([]by
 	return data, err
 }
 
-// GetMany implements blocks.ManyGetter. Replicated blocks whose first
-// replica's holder is local and reads many pieces at once
-// (blocks.PiecesGetter) are read together, the pieces trusted as on any
-// read from a local holder (see trusted); every other block, and every
-// block whose batched piece fails, goes through Get (other replicas,
-// repair, the same errors).
+// GetMany implements blocks.ManyGetter. Replicated blocks with a replica
+// on a local holder that reads many pieces at once (blocks.PiecesGetter),
+// the same one for all (see PieceSource), are read together, the pieces
+// trusted as on any read from a local holder (see trusted); every other
+// block, and every block whose batched piece fails, goes through Get
+// (other replicas, repair, the same errors).
 func (s *Store) GetMany(ctx context.Context, addrs []blocks.Addr, buf *[]byte) ([][]byte, []error) {
 	out := make([][]byte, len(addrs))
 	errs := make([]error, len(addrs))
 	var slow []int
 	var pg blocks.PiecesGetter
+	var pgSrc blocks.Holder
 	var keys []blocks.Addr
-	var idx []int
+	var idx, pidx []int // block index, piece index
 	for i, a := range addrs {
 		if s.kind != kindReplica {
 			slow = append(slow, i)
@@ -485,20 +557,29 @@ func (s *Store) GetMany(ctx context.Context, addrs []blocks.Addr, buf *[]byte) (
 			out[i], errs[i] = nil, err
 			continue
 		}
-		g, ok := hs[0].(blocks.PiecesGetter)
-		if !ok || !s.trusted(hs[0], false) || (pg != nil && !blocks.SameHolder(pg, hs[0])) {
+		r := s.localReplica(hs)
+		if r < 0 {
 			slow = append(slow, i)
 			continue
 		}
-		pg = g
-		keys = append(keys, blocks.PieceKey(a, 0))
+		g, ok := hs[r].(blocks.PiecesGetter)
+		src := source(hs[r])
+		if !ok || (pg != nil && !blocks.SameHolder(pgSrc, src)) {
+			slow = append(slow, i)
+			continue
+		}
+		if pg == nil {
+			pg, pgSrc = g, src
+		}
+		keys = append(keys, blocks.PieceKey(a, r))
 		idx = append(idx, i)
+		pidx = append(pidx, r)
 	}
 	if len(keys) > 0 {
 		pieces, perrs := pg.GetPieces(ctx, keys, buf)
 		for j, i := range idx {
 			if perrs[j] == nil {
-				if p := s.check(pieces[j], addrs[i], 0, false); p.state == good {
+				if p := s.check(pieces[j], addrs[i], pidx[j], false); p.state == good {
 					out[i] = p.payload
 					continue
 				}
@@ -526,13 +607,15 @@ func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool, dst []byt
 	if s.kind == kindReplica && !full {
 		// The common case, without allocating: the first replica is intact,
 		// so there is nothing to repair.
-		p := s.fetchInto(ctx, hs[0], addr, 0, !s.trusted(hs[0], false), dst)
+		// The first replica on a trusted (local) holder, else replica 0.
+		first := max(s.localReplica(hs), 0)
+		p := s.fetchInto(ctx, hs[first], addr, first, !s.trusted(hs[first], false), dst)
 		if p.state == good {
 			return p.payload, 0, nil
 		}
 		pcs := make([]piece, s.n)
-		pcs[0] = p
-		data := s.readReplicas(ctx, hs, addr, pcs, 1, false)
+		pcs[first] = p
+		data := s.readReplicas(ctx, hs, addr, pcs, first, false)
 		if err := ctx.Err(); err != nil {
 			return nil, 0, fmt.Errorf("redundant: get %v: %w", addr, err)
 		}
@@ -545,7 +628,7 @@ func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool, dst []byt
 	var data []byte
 	suspect := full // compare every good piece with the rebuilt block
 	if s.kind == kindReplica {
-		data = s.readReplicas(ctx, hs, addr, pcs, 0, full)
+		data = s.readReplicas(ctx, hs, addr, pcs, -1, full)
 	} else {
 		var slow bool
 		data, slow = s.readShards(ctx, hs, addr, pcs, full)
@@ -561,14 +644,14 @@ func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool, dst []byt
 }
 
 // readReplicas returns the first intact replica, reading all of them at
-// once when full, else one at a time from replica from on (those before it
-// are already in pcs).
-func (s *Store) readReplicas(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pcs []piece, from int, full bool) []byte {
+// once when full, else one at a time in order, except replica done (-1:
+// none), which is already in pcs.
+func (s *Store) readReplicas(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pcs []piece, done int, full bool) []byte {
 	if full {
 		s.fetchAll(ctx, hs, addr, pcs, seq(0, s.n), true)
 	}
 	for i := range pcs {
-		if !full && i >= from {
+		if !full && i != done {
 			pcs[i] = s.fetch(ctx, hs[i], addr, i, !s.trusted(hs[i], false))
 			if ctx.Err() != nil {
 				return nil

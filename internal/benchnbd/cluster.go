@@ -80,6 +80,11 @@ func freePorts(ip string, n int) (string, error) {
 	return "", fmt.Errorf("no %d free consecutive ports on %s", n, ip)
 }
 
+// pprofPortEnv names the environment variable that, when set to a port,
+// makes each cluster node serve net/http/pprof on its own IP at that port
+// (CAIRN_PPROF=127.0.0.x:port), for profiling a cluster run.
+const pprofPortEnv = "BENCHNBD_PPROF_PORT"
+
 func (n *clusterNode) uri(vol string) string { return "nbd://" + n.nbd + "/" + vol }
 
 func (n *clusterNode) pid() int {
@@ -100,7 +105,14 @@ func (n *clusterNode) start(ctx context.Context, bin string) error {
 		return err
 	}
 	logPath := filepath.Join(filepath.Dir(n.data), fmt.Sprintf("%s.%d.log", n.name, n.starts))
-	s, err := start("node "+n.name, exec.Command(bin, args...), logPath, pw)
+	cmd := exec.Command(bin, args...)
+	if port := os.Getenv(pprofPortEnv); port != "" {
+		// Each node profiles on its own IP (a shared CAIRN_PPROF
+		// address would serve the first node only).
+		host, _, _ := net.SplitHostPort(n.listen)
+		cmd.Env = append(os.Environ(), "CAIRN_PPROF="+net.JoinHostPort(host, port))
+	}
+	s, err := start("node "+n.name, cmd, logPath, pw)
 	pw.Close()
 	if err != nil {
 		pr.Close()
@@ -253,10 +265,17 @@ func aliveNodes(st admin.Status) int {
 }
 
 // stop stops every node still running: SIGTERM, then SIGKILL after a
-// grace period. The nodes stop in parallel (each flushes its volumes).
+// grace period. Node A stops first, then the others in parallel (each
+// flushes its volumes).
 func (c *cluster) stop() {
+	// A first: it exports the volumes, and its shutdown flushes their
+	// write-back caches (up to a GiB each) to the others, which must
+	// still be up to take them (and to answer the last checkpoint).
+	if len(c.nodes) > 0 && c.nodes[0].proc != nil {
+		c.nodes[0].proc.stop(time.Minute)
+	}
 	var wg sync.WaitGroup
-	for _, nd := range c.nodes {
+	for _, nd := range c.nodes[min(1, len(c.nodes)):] {
 		if nd.proc == nil {
 			continue
 		}
@@ -320,7 +339,18 @@ func (c *cluster) createVolume(ctx context.Context, name string, size int64, rep
 	if err := os.WriteFile(pol, []byte(fmt.Sprintf("[redundancy]\nreplicas = %d\n", replicas)), 0o644); err != nil {
 		return err
 	}
-	_, err := c.cairn(ctx, c.nodes[0], "volume", "create", name, "--size", strconv.FormatInt(size, 10), "--policy", pol)
+	// Every node seeing the others alive (startCluster) may come a moment
+	// before A's placement view counts them: retry a refusal for too few
+	// storage nodes for a few seconds.
+	var err error
+	for try := 0; try < 20; try++ {
+		var out string
+		out, err = c.cairn(ctx, c.nodes[0], "volume", "create", name, "--size", strconv.FormatInt(size, 10), "--policy", pol)
+		if err == nil || !strings.Contains(out, "storage nodes") {
+			return err
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	return err
 }
 

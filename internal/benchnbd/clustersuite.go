@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -193,8 +194,11 @@ func shortAbsence(ctx context.Context, o options, cl *cluster) (*absenceResult, 
 	}
 	res.killAt, res.awayFor = killAt, awayFor
 	fmt.Fprintf(os.Stderr, "benchnbd: cluster: short absence: %s random write through A; C killed after %s, back %s later\n", runtime, killAt, awayFor)
+	// A FLUSH every 256 writes (1 MiB): the write-back cache holds up to
+	// a GiB, more than the region, so without them nothing would leave A
+	// while C is away and there would be nothing to hand off.
 	args := []string{"--rw=randwrite", "--bs=4k", "--iodepth=8", "--offset=0", "--size=" + strconv.FormatInt(o.clusterRegion, 10),
-		"--time_based", "--runtime=" + secs(runtime), "--norandommap", "--randrepeat=0"}
+		"--time_based", "--runtime=" + secs(runtime), "--norandommap", "--randrepeat=0", "--fsync=256"}
 	prog := &progress{}
 	type result struct {
 		m   measure
@@ -564,36 +568,39 @@ func fioProgress(ctx context.Context, uri string, args []string, p *progress) (m
 }
 
 // readFioStream decodes the JSON objects fio prints with
-// --status-interval, skipping anything before the first, and records each
-// one's cumulative bytes written in p. It returns the last object, whether
-// there was one, and the first decoding error (not io.EOF).
+// --status-interval, skipping any text around them (fio prints warnings,
+// and "fio: ..." lines, on stdout too), and records each one's cumulative
+// bytes written in p. It returns the last object, whether there was one,
+// and the first decoding error (an object cut short at the end).
 func readFioStream(r io.Reader, p *progress) (last fioJSON, got bool, err error) {
 	br := bufio.NewReader(r)
+	var obj []byte // the object being read, from its first line
 	for {
-		b, err := br.ReadByte()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = nil
+		line, rerr := br.ReadBytes('\n')
+		if len(obj) == 0 && bytes.HasPrefix(line, []byte("{")) {
+			obj = append(obj, line...)
+		} else if len(obj) > 0 {
+			obj = append(obj, line...)
+		}
+		if len(obj) > 0 && bytes.HasSuffix(bytes.TrimSpace(line), []byte("}")) && json.Valid(obj) {
+			var out fioJSON
+			if err := json.Unmarshal(obj, &out); err != nil {
+				return last, got, err
 			}
-			return last, false, err
-		}
-		if b == '{' {
-			_ = br.UnreadByte()
-			break
-		}
-	}
-	dec := json.NewDecoder(br)
-	for {
-		var out fioJSON
-		if err := dec.Decode(&out); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = nil
+			obj = obj[:0]
+			if len(out.Jobs) == 1 {
+				p.add(time.Now(), out.Jobs[0].Write.IOBytes)
 			}
-			return last, got, err
+			last, got = out, true
 		}
-		if len(out.Jobs) == 1 {
-			p.add(time.Now(), out.Jobs[0].Write.IOBytes)
+		if rerr != nil {
+			if !errors.Is(rerr, io.EOF) {
+				return last, got, rerr
+			}
+			if len(bytes.TrimSpace(obj)) > 0 {
+				return last, got, fmt.Errorf("fio's JSON cut short: %d bytes", len(obj))
+			}
+			return last, got, nil
 		}
-		last, got = out, true
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,37 +230,59 @@ func (c *cluster) failed(id string, err error) {
 
 // rank returns the n holders of key and up to extra fallbacks after them.
 func (c *cluster) rank(key blocks.Addr, n, extra int, spread policies.Spread) (*view, []string, []string, error) {
-	v := c.view()
-	hs, err := v.placer.Holders(key, n, spread, nil)
+	v, ranked, err := c.rankAll(key, n, extra, spread)
 	if err != nil {
 		return v, nil, nil, err
 	}
-	all := len(v.placer.StorageNodes())
-	primary := make([]string, len(hs))
-	in := map[string]bool{}
-	for i, h := range hs {
-		primary[i] = h.ID
-		in[h.ID] = true
+	return v, ranked[:n:n], ranked[n:], nil
+}
+
+// rankAll is rank with the holders and the fallbacks in one slice.
+func (c *cluster) rankAll(key blocks.Addr, n, extra int, spread policies.Spread) (*view, []string, error) {
+	v := c.view()
+	// Every read and write ranks its block: placement's result goes
+	// through a pooled scratch slice, and only the IDs are kept.
+	sp, _ := rankScratch.Get().(*[]placement.Node)
+	if sp == nil {
+		sp = new([]placement.Node)
 	}
-	var fallbacks []string
+	defer rankScratch.Put(sp)
+	hs, err := v.placer.Holders(key, n, spread, (*sp)[:0])
+	*sp = hs[:0]
+	if err != nil {
+		return v, nil, err
+	}
+	if len(hs) != n {
+		return v, nil, fmt.Errorf("node: placement gave %d holders for %d pieces: %w", len(hs), n, blocks.ErrUnavailable)
+	}
+	all := len(v.placer.StorageNodes())
+	// One array for both: primary, then fallbacks (a few IDs, searched
+	// linearly: cheaper than a map on every read and write).
+	ranked := make([]string, len(hs), len(hs)+extra)
+	for i, h := range hs {
+		ranked[i] = h.ID
+	}
 	if m := min(all, n+extra); m > n {
-		wide, err := v.placer.Holders(key, m, policies.SpreadNone, nil)
+		wide, err := v.placer.Holders(key, m, policies.SpreadNone, (*sp)[:0])
+		*sp = wide[:0]
 		if err == nil {
 			for _, h := range wide {
-				if !in[h.ID] {
-					fallbacks = append(fallbacks, h.ID)
-					in[h.ID] = true
+				if !slices.Contains(ranked, h.ID) {
+					ranked = append(ranked, h.ID)
 				}
 			}
 		}
 	}
-	return v, primary, fallbacks, nil
+	return v, ranked, nil
 }
+
+// rankScratch holds *[]placement.Node for rankAll.
+var rankScratch sync.Pool
 
 // holders returns the n piece holders of a block for the redundancy layer.
 func (c *cluster) holders(spread policies.Spread) func(blocks.Addr, int) []blocks.Holder {
 	return func(addr blocks.Addr, n int) []blocks.Holder {
-		v, primary, fallbacks, err := c.rank(addr, n, 2, spread)
+		v, cands, err := c.rankAll(addr, n, 2, spread)
 		out := make([]blocks.Holder, n)
 		if err != nil {
 			for i := range out {
@@ -272,19 +295,15 @@ func (c *cluster) holders(spread policies.Spread) func(blocks.Addr, int) []block
 		// majority of the block's pieces can land on distinct reachable
 		// nodes (slot.PutPiece). Reads need no majority: any intact copy
 		// serves, verified.
-		cands := append(append([]string(nil), primary...), fallbacks...)
+		slots := make([]slot, n)
 		for i := range out {
-			// The last resort for piece i is a node that holds another
-			// piece of the block: fewer distinct nodes, but every piece
-			// still written (pieces never collide: they have their own
-			// keys), and given back when the holder returns.
-			fb := append([]string(nil), fallbacks...)
-			for j, p := range primary {
-				if j != i && p != primary[i] {
-					fb = append(fb, p)
-				}
+			sl := &slots[i]
+			*sl = slot{c: c, v: v, idx: i, primary: cands[i], cands: cands, nprim: n, need: n/2 + 1}
+			if cands[i] == c.self.ID {
+				out[i] = &localSlot{sl}
+			} else {
+				out[i] = sl
 			}
-			out[i] = &slot{c: c, v: v, primary: primary[i], fallbacks: fb, cands: cands, need: n/2 + 1}
 		}
 		return out
 	}
@@ -365,12 +384,30 @@ func (f failing) Sync(context.Context) error                          { return f
 // slot is one piece position of a block: its holder, and the fallback
 // nodes that take the piece while the holder is unreachable.
 type slot struct {
-	c         *cluster
-	v         *view
-	primary   string
-	fallbacks []string
-	cands     []string // every node this block's pieces may go to
-	need      int      // distinct reachable nodes a write needs (0: no check)
+	c       *cluster
+	v       *view
+	idx     int // the piece's index
+	primary string
+	cands   []string // every node this block's pieces may go to: the nprim primaries, then fallbacks (shared by the block's slots)
+	nprim   int
+	need    int // distinct reachable nodes a write needs (0: no check)
+}
+
+// fallbacks returns the nodes that take the piece while its holder is
+// unreachable, in order: the block's fallback nodes, then, as the last
+// resort, the nodes that hold its other pieces (fewer distinct nodes, but
+// every piece still written: pieces never collide, they have their own
+// keys; and given back when the holder returns). Made on demand: reads
+// and writes that find their holder need none.
+func (s *slot) fallbacks() []string {
+	fb := make([]string, 0, len(s.cands))
+	fb = append(fb, s.cands[s.nprim:]...)
+	for j, p := range s.cands[:s.nprim] {
+		if j != s.idx && p != s.primary {
+			fb = append(fb, p)
+		}
+	}
+	return fb
 }
 
 // quorate reports whether at least need of ids (distinct) are alive as
@@ -386,6 +423,13 @@ func (c *cluster) quorate(v *view, ids []string, need int) bool {
 	}
 	return len(seen) >= need
 }
+
+// BorrowsOnly implements redundant.Borrower: a slot passes data to the
+// silo or to peer clients, neither of which keeps it once PutPiece
+// returns (a client has written or copied the frame by then).
+func (s *slot) BorrowsOnly() bool { return true }
+
+var _ redundant.Borrower = (*slot)(nil)
 
 func (s *slot) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error {
 	if err := s.c.pace(ctx, len(data)); err != nil {
@@ -415,7 +459,7 @@ func (s *slot) putPiece(ctx context.Context, key blocks.Addr, data []byte) error
 	if s.need > 0 && !s.c.quorate(s.v, s.cands, s.need) {
 		return fmt.Errorf("node: fewer than %d of the nodes for this block are reachable: %w", s.need, err)
 	}
-	for _, f := range s.fallbacks {
+	for _, f := range s.fallbacks() {
 		if !s.c.usable(s.v, f) && f != s.c.self.ID {
 			continue
 		}
@@ -502,7 +546,7 @@ func (s *slot) getBackground(ctx context.Context, key blocks.Addr) ([]byte, erro
 // fromFallbacks reads the piece from the first usable fallback that has it.
 func (s *slot) fromFallbacks(ctx context.Context, key blocks.Addr) ([]byte, error) {
 	err := fmt.Errorf("node: no fallback holds piece %v: %w", key, blocks.ErrNotFound)
-	for _, f := range s.fallbacks {
+	for _, f := range s.fallbacks() {
 		if !s.c.usable(s.v, f) && f != s.c.self.ID {
 			continue
 		}
@@ -515,12 +559,72 @@ func (s *slot) fromFallbacks(ctx context.Context, key blocks.Addr) ([]byte, erro
 	return nil, err
 }
 
+// localSlot is a slot whose holder is this node. Its reads come from
+// this node's silo alone, never from a fallback on another node, so it
+// keeps the promises of blocks.Local (see IsLocal): the redundancy layer
+// reads a replica from it first, without rehashing, and batches nearby
+// pieces (GetPieces). A piece the silo lacks is read by the redundancy
+// layer from the block's other pieces and repaired here. Background reads
+// (anti-entropy) are the slot's, fallbacks included: they verify in full
+// (redundant.Store.Repair hashes every piece), never on trust. Writes,
+// Has, Delete and Sync are the slot's (quorum check, pacing, fallbacks).
+type localSlot struct{ *slot }
+
+var (
+	_ blocks.Local           = (*localSlot)(nil)
+	_ blocks.PieceGetterInto = (*localSlot)(nil)
+	_ blocks.PiecesGetter    = (*localSlot)(nil)
+)
+
+// IsLocal implements blocks.Local. Its writes go to the silo, or, should
+// the silo refuse them as unavailable, to peer clients, which send the
+// bytes before they return and keep nothing: the slices are not retained.
+func (s *localSlot) IsLocal() bool { return true }
+
+// PieceSource names the holder every read of s goes to (the silo), so that
+// the redundancy layer can batch the pieces of blocks whose slots differ.
+func (s *localSlot) PieceSource() blocks.Holder { return s.c.n.silo }
+
+// GetPiece reads the piece from the silo.
+func (s *localSlot) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
+	if throttle.IsBackground(ctx) {
+		// Anti-entropy: the slot's way (moves a piece a fallback holds
+		// back here, and pays the limiter).
+		return s.getBackground(ctx, key)
+	}
+	s.c.limiter().Note()
+	return s.c.n.silo.GetPiece(ctx, key)
+}
+
+// GetPieceInto implements blocks.PieceGetterInto: the silo's.
+func (s *localSlot) GetPieceInto(ctx context.Context, key blocks.Addr, dst []byte) ([]byte, error) {
+	if throttle.IsBackground(ctx) {
+		return s.getBackground(ctx, key)
+	}
+	s.c.limiter().Note()
+	return s.c.n.silo.GetPieceInto(ctx, key, dst)
+}
+
+// GetPieces implements blocks.PiecesGetter: the silo's.
+func (s *localSlot) GetPieces(ctx context.Context, keys []blocks.Addr, buf *[]byte) ([][]byte, []error) {
+	if throttle.IsBackground(ctx) {
+		out := make([][]byte, len(keys))
+		errs := make([]error, len(keys))
+		for i, k := range keys {
+			out[i], errs[i] = s.getBackground(ctx, k)
+		}
+		return out, errs
+	}
+	s.c.limiter().Note()
+	return s.c.n.silo.GetPieces(ctx, keys, buf)
+}
+
 func (s *slot) HasPiece(ctx context.Context, key blocks.Addr) (bool, error) {
 	ok, err := s.c.holder(s.primary).HasPiece(ctx, key)
 	if ok {
 		return true, nil
 	}
-	for _, f := range s.fallbacks {
+	for _, f := range s.fallbacks() {
 		if s.c.usable(s.v, f) || f == s.c.self.ID {
 			if fok, ferr := s.c.holder(f).HasPiece(ctx, key); ferr == nil && fok {
 				return true, nil
@@ -533,7 +637,7 @@ func (s *slot) HasPiece(ctx context.Context, key blocks.Addr) (bool, error) {
 // DeletePiece deletes the piece wherever it may be; unreachable nodes keep
 // their copy as garbage for their own collection.
 func (s *slot) DeletePiece(ctx context.Context, key blocks.Addr) error {
-	for _, id := range append([]string{s.primary}, s.fallbacks...) {
+	for _, id := range append([]string{s.primary}, s.fallbacks()...) {
 		if err := s.c.holder(id).DeletePiece(ctx, key); err != nil && !errors.Is(err, blocks.ErrUnavailable) {
 			return err
 		}

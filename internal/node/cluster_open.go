@@ -88,7 +88,13 @@ func (n *Node) startCluster(ctx context.Context, secret []byte, dataAddr string)
 		c.removeAfter = 5 * time.Minute
 	}
 	n.served = &servedMutable{}
-	srv, err := peer.NewServer(peer.ServerOptions{Holder: n.silo, Mutable: n.served, Secret: secret, NodeID: n.id.Name, Logger: c.log})
+	srv, err := peer.NewServer(peer.ServerOptions{
+		Holder: n.silo, Mutable: n.served, Secret: secret, NodeID: n.id.Name, Logger: c.log,
+		// Pieces and journal records other nodes write or read here for
+		// their clients count as client I/O for this node's repair
+		// throttle; their repair traffic (marked background) does not.
+		ClientActivity: func() { c.limiter().Note() },
+	})
 	if err != nil {
 		return err
 	}

@@ -172,7 +172,12 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		n.fwd = &forwarder{local: n.raft, routes: n.cluster.shardRoutes(n.fwdCli), failed: n.cluster.failed, log: n.log.With("layer", "forward")}
 		mutable = n.fwd
 	}
+	putParallel := 0 // the volume's default
+	if n.cluster != nil {
+		putParallel = clusterPutParallel
+	}
 	n.catalog, err = volume.NewCatalog(ctx, volume.Options{
+		PutParallel:     putParallel,
 		Mutable:         mutable,
 		StoreFor:        n.storeFor,
 		Journals:        n.journals,
@@ -224,6 +229,16 @@ func (n *Node) Name() string { return n.id.Name }
 
 // Catalog returns the node's volume catalogue.
 func (n *Node) Catalog() *volume.Catalogue { return n.catalog }
+
+// clusterPutParallel is the volumes' PutParallel on a cluster node. A
+// block's Put there waits for a round trip to each remote holder, so a
+// push is bound by latency, not CPU: on the 2-core development machine
+// (loaded by other work), 4K random writes at QD32 through a 3-node
+// replicas = 3 cluster went from 12.0k to 17.8k IOPS going from the
+// volume's default of 16 to 64. Memory stays bounded by the dirty limit:
+// no more chunks are in the air than are dirty, each framed once per
+// piece (4 KiB blocks: about 1 MiB at replicas = 3).
+const clusterPutParallel = 64
 
 // Silo returns the node's local block storage.
 func (n *Node) Silo() *silo.Silo { return n.silo }

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"cairn/blocks"
+	"cairn/internal/throttle"
 )
 
 var (
@@ -61,6 +63,7 @@ type Client struct {
 	log   *slog.Logger
 	slots []*slot
 	next  atomic.Uint32
+	batch batcher // PutPiece calls gathered into PutPieces (batch.go)
 }
 
 // NewClient returns a client of the peer at addr. It does not connect
@@ -107,6 +110,7 @@ func (c *Client) Addr() string { return c.addr }
 // Close closes the client's connections. Calls in progress and later
 // calls fail with blocks.ErrClosed.
 func (c *Client) Close() error {
+	c.closeBatches()
 	for _, s := range c.slots {
 		s.close()
 	}
@@ -118,7 +122,7 @@ var opNames = map[byte]string{
 	opPutPiece: "put-piece", opGetPiece: "get-piece", opHasPiece: "has-piece",
 	opDeletePiece: "delete-piece", opSync: "sync", opAppend: "append", opSeal: "seal",
 	opReplay: "replay", opTrim: "trim", opWalk: "walk",
-	opLoad: "load", opCompareAndSet: "compare-and-set",
+	opLoad: "load", opCompareAndSet: "compare-and-set", opPutPieces: "put-pieces",
 }
 
 func (c *Client) wrap(what string, err error) error {
@@ -264,10 +268,12 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 		w:       newFrameWriter(nc, c.opts.Timeout),
 		pending: map[uint64]chan frame{},
 		done:    make(chan struct{}),
+		flush:   make(chan struct{}, 1),
 		log:     c.log.With("peer-id", peerID),
 	}
 	cc.lastRead.Store(time.Now().UnixNano())
 	go cc.readLoop(r)
+	go cc.flushLoop()
 	c.log.Debug("peer: connected", "peer-id", peerID)
 	return cc, nil
 }
@@ -279,11 +285,34 @@ type clientConn struct {
 	log      *slog.Logger
 	lastRead atomic.Int64 // UnixNano of the last frame read
 
+	flush chan struct{} // a token: frames wait in w for flushLoop
+
 	mu      sync.Mutex // guards the fields below
 	pending map[uint64]chan frame
 	nextID  uint64
 	err     error         // why the connection died
 	done    chan struct{} // closed when it dies
+}
+
+// flushLoop sends the frames start left in the writer's buffer while
+// other requests were in flight: one write for all that queued up
+// meanwhile, rather than one per request. It runs until the connection
+// dies.
+func (cc *clientConn) flushLoop() {
+	for {
+		select {
+		case <-cc.flush:
+		case <-cc.done:
+			return
+		}
+		// Let the goroutines that are ready to send run first: their
+		// frames then leave in this write.
+		runtime.Gosched()
+		if err := cc.w.flushDeferred(); err != nil {
+			cc.fail(fmt.Errorf("send: %w", err))
+			return
+		}
+	}
 }
 
 func (cc *clientConn) isDead() bool {
@@ -315,15 +344,21 @@ func (cc *clientConn) deathCause() error {
 	return cc.err
 }
 
-func (cc *clientConn) register(ch chan frame) (uint64, error) {
+// deferAbove is how many requests must be pending on a connection, the
+// new one included, before start leaves its frame to flushLoop.
+const deferAbove = 2
+
+// register adds a pending request and returns its ID and how many
+// requests are pending, it included.
+func (cc *clientConn) register(ch chan frame) (uint64, int, error) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if cc.err != nil {
-		return 0, cc.err
+		return 0, 0, cc.err
 	}
 	cc.nextID++
 	cc.pending[cc.nextID] = ch
-	return cc.nextID, nil
+	return cc.nextID, len(cc.pending), nil
 }
 
 func (cc *clientConn) forget(id uint64) {
@@ -375,15 +410,35 @@ type exchange struct {
 }
 
 // start registers and sends a request. A failure is a transport failure.
-func (cc *clientConn) start(op byte, timeout time.Duration, chanCap int, parts ...[]byte) (*exchange, error) {
+func (cc *clientConn) start(op, flags byte, timeout time.Duration, chanCap int, parts ...[]byte) (*exchange, error) {
 	x := &exchange{cc: cc, ch: make(chan frame, chanCap)}
-	id, err := cc.register(x.ch)
+	id, busy, err := cc.register(x.ch)
 	if err != nil {
 		return nil, err
 	}
 	x.id = id
 	x.timer = time.NewTimer(timeout)
-	if err := cc.w.write(op, 0, id, parts...); err != nil {
+	if busy > deferAbove {
+		// Other requests are in flight: leave the frame for flushLoop,
+		// which sends it with whatever else queues up meanwhile (the
+		// caller waits for a reply anyway). With few in flight, send
+		// it at once: the hand-off would cost a wake-up of latency (a
+		// FLUSH's two Syncs to one node go together, for one).
+		kick, err := cc.w.writeDeferred(op, flags, id, parts...)
+		if err != nil {
+			x.timer.Stop()
+			cc.fail(fmt.Errorf("send: %w", err))
+			return nil, err
+		}
+		if kick {
+			select {
+			case cc.flush <- struct{}{}:
+			default: // a flush is due already, and will take this frame too
+			}
+		}
+		return x, nil
+	}
+	if err := cc.w.write(op, flags, id, parts...); err != nil {
 		x.timer.Stop()
 		cc.fail(fmt.Errorf("send: %w", err))
 		return nil, err
@@ -470,7 +525,7 @@ func (c *Client) exchange(ctx context.Context, op byte, idempotent bool, parts .
 		if err != nil {
 			return frame{}, false, c.wrap(opNames[op], err)
 		}
-		x, err := cc.start(op, c.opts.Timeout, 1, parts...)
+		x, err := cc.start(op, requestFlags(ctx), c.opts.Timeout, 1, parts...)
 		if err != nil {
 			// A frame cut short is never served (its CRC fails or the
 			// connection ends first): nothing was sent.
@@ -496,6 +551,15 @@ func (c *Client) exchange(ctx context.Context, op byte, idempotent bool, parts .
 	}
 }
 
+// requestFlags returns the flags of a request made with ctx:
+// flagBackground when throttle.Background marked it.
+func requestFlags(ctx context.Context) byte {
+	if throttle.IsBackground(ctx) {
+		return flagBackground
+	}
+	return 0
+}
+
 // replyError returns the error an opReply frame carries, or nil.
 func replyError(f frame) error {
 	if f.status == codeOK {
@@ -517,7 +581,7 @@ func (c *Client) stream(ctx context.Context, op byte, req []byte, each func([]by
 		if err != nil {
 			return c.wrap(opNames[op], err)
 		}
-		x, err := cc.start(op, c.opts.Timeout, 2, req)
+		x, err := cc.start(op, requestFlags(ctx), c.opts.Timeout, 2, req)
 		if err != nil {
 			err = markUnavailable(err)
 			if attempt == 0 && retryable(err, fresh, false, ctx) {
@@ -563,15 +627,14 @@ func (c *Client) follow(ctx context.Context, x *exchange, op byte, each func([]b
 	}
 }
 
-// PutPiece implements blocks.Holder. data is sent before PutPiece returns
-// and not retained. Errors: blocks.ErrTooLarge (checked here, above
+// PutPiece implements blocks.Holder. data is sent (or copied into the
+// connection's buffer) before PutPiece returns and not retained. Errors: blocks.ErrTooLarge (checked here, above
 // blocks.MaxPiece), ErrNoSpace, ErrUnavailable, ErrClosed.
 func (c *Client) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error {
 	if len(data) > blocks.MaxPiece {
 		return c.wrap("put-piece", fmt.Errorf("piece of %d bytes: %w", len(data), blocks.ErrTooLarge))
 	}
-	_, err := c.call(ctx, opPutPiece, key[:], data)
-	return err
+	return c.putPiece(ctx, key, data)
 }
 
 // GetPiece implements blocks.Holder: the peer's holder verified the piece;

@@ -37,6 +37,8 @@ const (
 	// shard (see mutable.go).
 	opLoad          byte = 11
 	opCompareAndSet byte = 12
+	// Several PutPiece requests in one frame (see msg.go).
+	opPutPieces byte = 13
 	// Stream control, client to server, naming a stream by its request ID.
 	opCredit byte = 16
 	opCancel byte = 17
@@ -66,6 +68,17 @@ const (
 	codeBadRequest  byte = 8 // an op the server does not know
 	codeNotHosted   byte = 9 // Load, CompareAndSet: the server hosts no replica of the shard
 	codeInternal    byte = 255
+)
+
+// Request flags: the status byte of a request frame (see the package
+// doc). Part of the wire format. A server ignores flags it does not know,
+// so a client may set them whatever the server's version.
+const (
+	// flagBackground marks background work (anti-entropy repair,
+	// give-back): the client's context was marked by throttle.Background.
+	// The server does not count it as client activity
+	// (ServerOptions.ClientActivity).
+	flagBackground byte = 1 << 0
 )
 
 // codeSentinels maps status codes to the sentinel a client wraps.
@@ -143,6 +156,8 @@ func requestLimit(op byte) int {
 	switch op {
 	case opPutPiece:
 		return maxPutPiece
+	case opPutPieces:
+		return maxPutPieces
 	case opAppend:
 		return maxAppend
 	case opCompareAndSet:
@@ -253,9 +268,10 @@ type frameWriter struct {
 	conn    net.Conn
 	timeout time.Duration // per write; 0: none
 	waiting atomic.Int32
-	mu      sync.Mutex // guards bw and err
+	mu      sync.Mutex // guards bw, err and dirty
 	bw      *bufio.Writer
 	err     error // sticky: once a write fails the connection is dead
+	dirty   bool  // frames written by writeDeferred wait in bw for a flush
 }
 
 func newFrameWriter(c net.Conn, timeout time.Duration) *frameWriter {
@@ -276,6 +292,31 @@ func (w *frameWriter) write(op, status byte, id uint64, parts ...[]byte) error {
 		return w.flushLocked()
 	}
 	return nil
+}
+
+// writeDeferred puts one frame in the buffer without flushing it (unless
+// the buffer fills), so that frames from several callers leave in one
+// write. kick reports that this frame made the buffer dirty: the caller
+// must then see to a flushDeferred (frames written after it, before that
+// flush, ride along). The parts are copied (or written) before it returns.
+func (w *frameWriter) writeDeferred(op, status byte, id uint64, parts ...[]byte) (kick bool, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.writeLocked(op, status, id, parts); err != nil {
+		return false, err
+	}
+	if w.bw.Buffered() == 0 || w.dirty {
+		return false, nil
+	}
+	w.dirty = true
+	return true, nil
+}
+
+// flushDeferred flushes what writeDeferred left in the buffer.
+func (w *frameWriter) flushDeferred() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flushLocked()
 }
 
 func (w *frameWriter) writeLocked(op, status byte, id uint64, parts [][]byte) error {
@@ -306,6 +347,7 @@ func (w *frameWriter) broken(err error) error {
 }
 
 func (w *frameWriter) flushLocked() error {
+	w.dirty = false
 	if w.err != nil {
 		return w.err
 	}

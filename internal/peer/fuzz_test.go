@@ -3,6 +3,7 @@ package peer
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"testing"
@@ -55,6 +56,9 @@ func FuzzMessages(f *testing.F) {
 	f.Add(hello{version: 1, nodeID: "node"}.encode())
 	f.Add(challenge{nodeID: "x"}.encode())
 	f.Add([]byte{1})
+	f.Add(appendPutEntry(appendPutEntry([]byte{0, 2}, blocks.Addr(blocks.NameID("k")), []byte("piece")), blocks.Addr{}, nil))
+	f.Add(encodePutResults([]error{nil, blocks.ErrNoSpace, errors.New("other")}))
+	f.Add([]byte{0, 0})
 	f.Fuzz(func(t *testing.T, p []byte) {
 		if k, err := decodeKey(p); err == nil && !bytes.Equal(k[:], p) {
 			t.Fatal("key")
@@ -82,6 +86,21 @@ func FuzzMessages(f *testing.F) {
 			t.Fatal("walk batch")
 		}
 		_, _ = decodeHas(p)
+		if es, err := decodePutPieces(p); err == nil {
+			re := binary.BigEndian.AppendUint16(nil, uint16(len(es)))
+			for _, e := range es {
+				re = appendPutEntry(re, e.key, e.data)
+			}
+			if !bytes.Equal(re, p) {
+				t.Fatal("put-pieces")
+			}
+		}
+		if len(p) >= 2 {
+			n := int(binary.BigEndian.Uint16(p))
+			if errs, err := decodePutResults(p, n); err == nil && len(errs) != n {
+				t.Fatalf("put-pieces reply: %d results for %d", len(errs), n)
+			}
+		}
 		if h, err := decodeHello(p); err == nil && !bytes.Equal(h.encode(), p) {
 			t.Fatal("hello")
 		}
@@ -99,6 +118,8 @@ func FuzzServer(f *testing.F) {
 	f.Add(append(appendFrame(nil, opReplay, 0, 1, encodeLogHeader(blocks.NameID("l"), 0)), appendFrame(nil, opCancel, 0, 1)...))
 	f.Add(appendFrame(nil, opAppend, 0, 2, append(encodeLogHeader(blocks.NameID("l"), 1, 1), "rec"...)))
 	f.Add([]byte("garbage"))
+	f.Add(appendFrame(nil, opPutPieces, 0, 3, appendPutEntry([]byte{0, 1}, blocks.Addr{1}, []byte("piece"))))
+	f.Add(appendFrame(nil, opPutPieces, 0, 4, []byte{0, 0}))
 	store := memory.New(1 << 20)
 	_ = store.PutPiece(context.Background(), blocks.Sum(nil), []byte("x"))
 	srv, err := NewServer(ServerOptions{Holder: store, Secret: testSecret})

@@ -190,3 +190,120 @@ func decodeChallenge(p []byte) (challenge, error) {
 	c.nodeID = string(p[33:])
 	return c, nil
 }
+
+// PutPieces (op 13) carries several PutPiece requests in one frame:
+//
+//	request  count(2) then count times: key(32) len(4) data(len)
+//	reply    count(2) then count times: code(1) len(2) text(len)
+//
+// count is 1..maxBatchPieces (or 0 with nothing after it: a client's
+// probe, answered with count 0) and each data at most maxBatchPiece bytes;
+// the reply (status 0) has one entry per piece, in request order: code 0
+// (stored, text empty) or the status code PutPiece would have replied
+// with and its error text (at most maxBatchErrText bytes). A frame-level
+// error status (bad request from a server that predates the op,
+// unavailable at shutdown) stands for every piece.
+const (
+	maxBatchPieces  = 256
+	maxBatchPiece   = 64 << 10 // larger pieces go alone, as PutPiece
+	maxBatchBytes   = 1 << 20  // data bytes a batch gathers before it is sent
+	maxBatchErrText = 256
+	// maxPutPieces bounds a request: the last piece may start just below
+	// maxBatchBytes.
+	maxPutPieces = 2 + maxBatchPieces*(32+4) + maxBatchBytes + maxBatchPiece
+)
+
+// putEntry is one piece of a PutPieces request (data aliases the payload).
+type putEntry struct {
+	key  blocks.Addr
+	data []byte
+}
+
+// appendPutEntry appends one piece to a PutPieces payload under
+// construction (the caller writes the count at the front).
+func appendPutEntry(b []byte, key blocks.Addr, data []byte) []byte {
+	b = append(b, key[:]...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+	return append(b, data...)
+}
+
+// decodePutPieces decodes a PutPieces payload; the data alias p.
+func decodePutPieces(p []byte) ([]putEntry, error) {
+	if len(p) < 2 || len(p) > maxPutPieces {
+		return nil, errMalformed("put-pieces", len(p))
+	}
+	n := int(binary.BigEndian.Uint16(p))
+	if n == 0 && len(p) == 2 {
+		return nil, nil // the probe of a client (see batch.go)
+	}
+	if n < 1 || n > maxBatchPieces {
+		return nil, fmt.Errorf("%w: put-pieces of %d pieces", ErrProtocol, n)
+	}
+	out := make([]putEntry, n)
+	rest := p[2:]
+	for i := range out {
+		if len(rest) < 36 {
+			return nil, errMalformed("put-pieces", len(p))
+		}
+		copy(out[i].key[:], rest)
+		size := binary.BigEndian.Uint32(rest[32:])
+		rest = rest[36:]
+		if uint64(size) > uint64(len(rest)) || size > maxBatchPiece {
+			return nil, errMalformed("put-pieces", len(p))
+		}
+		out[i].data = rest[:size:size]
+		rest = rest[size:]
+	}
+	if len(rest) != 0 {
+		return nil, errMalformed("put-pieces", len(p))
+	}
+	return out, nil
+}
+
+// encodePutResults encodes the reply of a PutPieces request from the
+// error of each piece.
+func encodePutResults(errs []error) []byte {
+	b := binary.BigEndian.AppendUint16(nil, uint16(len(errs)))
+	for _, err := range errs {
+		if err == nil {
+			b = append(b, codeOK, 0, 0)
+			continue
+		}
+		msg := err.Error()
+		if len(msg) > maxBatchErrText {
+			msg = msg[:maxBatchErrText]
+		}
+		b = append(b, errorCode(err))
+		b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
+		b = append(b, msg...)
+	}
+	return b
+}
+
+// decodePutResults decodes the reply of a PutPieces request of n pieces:
+// nil for a stored piece, else the error its holder gave.
+func decodePutResults(p []byte, n int) ([]error, error) {
+	if len(p) < 2 || int(binary.BigEndian.Uint16(p)) != n {
+		return nil, errMalformed("put-pieces reply", len(p))
+	}
+	errs := make([]error, n)
+	rest := p[2:]
+	for i := range errs {
+		if len(rest) < 3 {
+			return nil, errMalformed("put-pieces reply", len(p))
+		}
+		code, size := rest[0], int(binary.BigEndian.Uint16(rest[1:]))
+		rest = rest[3:]
+		if size > len(rest) || size > maxBatchErrText || (code == codeOK && size != 0) {
+			return nil, errMalformed("put-pieces reply", len(p))
+		}
+		if code != codeOK {
+			errs[i] = &remoteError{msg: string(rest[:size]), sentinel: codeSentinels[code]}
+		}
+		rest = rest[size:]
+	}
+	if len(rest) != 0 {
+		return nil, errMalformed("put-pieces reply", len(p))
+	}
+	return errs, nil
+}

@@ -8,12 +8,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"cairn/blocks"
 	"cairn/blocks/blockstest"
 	"cairn/blocks/memory"
+	"cairn/internal/throttle"
 )
 
 var testSecret = []byte("cairn test cluster secret, 32 b.")
@@ -742,4 +744,110 @@ func TestByteBudget(t *testing.T) {
 	for err := range errc {
 		t.Error(err)
 	}
+}
+
+// TestClientActivity checks that the server notes client activity for
+// requests made with an ordinary context and not for background ones
+// (throttle.Background), whose flag crosses the wire.
+func TestClientActivity(t *testing.T) {
+	var noted atomic.Int64
+	ts := startServer(t, nil, "", func(o *ServerOptions) { o.ClientActivity = func() { noted.Add(1) } })
+	c := newClient(t, ts.addr)
+	ctx := testCtx(t)
+	bctx := throttle.Background(ctx)
+	data := []byte("a piece")
+	key := blocks.Sum(data)
+	if err := c.PutPiece(bctx, key, data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetPiece(bctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Walk(bctx, func(blocks.Addr) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Sync(bctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := noted.Load(); n != 0 {
+		t.Fatalf("background requests noted %d times as client activity, want 0", n)
+	}
+	if _, err := c.GetPiece(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Append(ctx, blocks.NameID("log"), 1, 1, data); err != nil {
+		t.Fatal(err)
+	}
+	if n := noted.Load(); n != 2 {
+		t.Fatalf("client requests noted %d times, want 2", n)
+	}
+}
+
+// refusing is a holder that refuses pieces whose first byte is 'x'.
+type refusing struct{ *memory.Store }
+
+func (r refusing) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error {
+	if len(data) > 0 && data[0] == 'x' {
+		return fmt.Errorf("test: %w", blocks.ErrNoSpace)
+	}
+	return r.Store.PutPiece(ctx, key, data)
+}
+
+// TestPutBatches checks that concurrent PutPiece calls travel in batches
+// (fewer requests than pieces), that every piece lands, and that a
+// piece's own error comes back to its caller only.
+func TestPutBatches(t *testing.T) {
+	store := refusing{memory.New(0)}
+	ts := startServer(t, store, "")
+	c := newClient(t, ts.addr)
+	ctx := testCtx(t)
+	const workers, each = 32, 40
+	var wg sync.WaitGroup
+	errc := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				data := batchPiece(w, i)
+				err := c.PutPiece(ctx, blocks.Sum(data), data)
+				if (data[0] == 'x') != errors.Is(err, blocks.ErrNoSpace) {
+					errc <- fmt.Errorf("worker %d piece %d: PutPiece = %v", w, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	puts := int64(workers * each)
+	if n := ts.srv.Stats().Requests; n >= puts {
+		t.Fatalf("%d requests for %d puts: no batching", n, puts)
+	} else {
+		t.Logf("%d requests for %d puts", n, puts)
+	}
+	for w := range workers {
+		for i := range each {
+			data := batchPiece(w, i)
+			if data[0] == 'x' {
+				continue
+			}
+			got, err := c.GetPiece(ctx, blocks.Sum(data))
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("piece %d/%d: %d bytes, %v", w, i, len(got), err)
+			}
+		}
+	}
+}
+
+// batchPiece is piece i of worker w in TestPutBatches: one in ten starts
+// with 'x' (refused), the others never do.
+func batchPiece(w, i int) []byte {
+	data := blockstest.Random(uint64(w*1000+i), 4096)
+	data[0] = 'a'
+	if i%10 == 3 {
+		data[0] = 'x'
+	}
+	return data
 }

@@ -48,6 +48,14 @@ type ServerOptions struct {
 	// when it hosts no replica of the block's shard. nil: every such
 	// request is answered not-hosted.
 	Mutable blocks.MutableStore
+	// ClientActivity, if not nil, is called as each request (every op but
+	// stream control) is read that the client did not mark as background
+	// work (flagBackground, set when the client's context carries
+	// throttle.Background): a node's repair throttle notes client I/O
+	// with it, so that repair yields to clients on every node their data
+	// reaches, not only on the one they talk to. It must be quick and safe
+	// for concurrent use.
+	ClientActivity func()
 	// HandshakeTimeout bounds the handshake of a new connection. 0 means 10s.
 	HandshakeTimeout time.Duration
 	// WriteTimeout bounds each reply write, so that a peer that stops
@@ -367,6 +375,9 @@ func (sc *serverConn) readLoop(r *bufio.Reader) error {
 		if err != nil {
 			return err
 		}
+		if note := sc.s.opts.ClientActivity; note != nil && f.status&flagBackground == 0 {
+			note()
+		}
 		sc.s.requests.Add(1)
 		sc.handlers.Add(1)
 		if stream {
@@ -458,6 +469,18 @@ func (sc *serverConn) decode(f frame) (func(st *serverStream), error) {
 				return
 			}
 			sc.reply(id, h.PutPiece(ctx, key, data))
+		}, nil
+	case opPutPieces:
+		entries, err := decodePutPieces(f.payload)
+		if err != nil {
+			return nil, err
+		}
+		return func(*serverStream) {
+			errs := make([]error, len(entries))
+			for i, e := range entries {
+				errs[i] = h.PutPiece(ctx, e.key, e.data)
+			}
+			sc.reply(id, nil, encodePutResults(errs))
 		}, nil
 	case opGetPiece:
 		key, err := decodeKey(f.payload)
