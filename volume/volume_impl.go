@@ -686,11 +686,16 @@ func (v *volumeImpl) pressure(ctx context.Context) error {
 	if db == 0 || v.c.dirty.Load() <= limit {
 		return nil
 	}
-	if _, err := v.pushLocked(ctx); err != nil {
+	if _, err := v.pushSomeLocked(ctx, pushBatch); err != nil {
 		return err
 	}
 	return v.appendLocked(ctx)
 }
+
+// pushBatch bounds what a push under pressure takes at once, so that a
+// writer waiting for flushMu waits for one batch, not for the whole cache
+// (pushing 512 MiB at once stalled writers for over a second).
+const pushBatch = 32 << 20
 
 type pushItem struct {
 	chunk uint64
@@ -705,13 +710,31 @@ type pushItem struct {
 // queues their journal changes. It returns the opSeq it covers (every
 // change up to it is now in the map). The caller holds flushMu.
 func (v *volumeImpl) pushLocked(ctx context.Context) (uint64, error) {
+	return v.pushSomeLocked(ctx, 0)
+}
+
+// pushSomeLocked is pushLocked for at most max bytes of dirty chunks (0: all
+// of them); a partial push covers nothing (it returns 0).
+func (v *volumeImpl) pushSomeLocked(ctx context.Context, max int64) (uint64, error) {
 	v.mu.Lock()
-	items := make([]pushItem, 0, len(v.dirty))
+	n := len(v.dirty)
+	if max > 0 {
+		n = min(n, int(max/v.bs)+1)
+	}
+	items := make([]pushItem, 0, n)
+	var taken int64
 	for ch, d := range v.dirty {
+		if max > 0 && taken >= max {
+			break
+		}
 		d.shared = true
 		items = append(items, pushItem{chunk: ch, d: d, gen: d.gen, data: d.data})
+		taken += v.entryCost(d.data)
 	}
 	cover := v.opSeq
+	if len(items) < len(v.dirty) {
+		cover = 0
+	}
 	v.mu.Unlock()
 	if len(items) == 0 {
 		return cover, nil
@@ -1048,8 +1071,13 @@ func (v *volumeImpl) background() {
 			v.mu.Lock()
 			seq, db := v.opSeq, v.dirtyBytes
 			v.mu.Unlock()
-			if seq == lastSeq && db > 0 {
-				v.backgroundPush(ctx)
+			// Batch after batch, while no write comes in.
+			for seq == lastSeq && db > 0 && ctx.Err() == nil {
+				var now uint64
+				db, now = v.backgroundPush(ctx)
+				if now != seq {
+					break
+				}
 			}
 			lastSeq = seq
 		case <-v.kick:
@@ -1075,17 +1103,30 @@ func backgroundAt(limit int64) int64 { return limit / 4 * 3 }
 // before the background pushes them.
 const idlePush = time.Second
 
-// backgroundPush pushes the dirty chunks and appends their journal records.
-func (v *volumeImpl) backgroundPush(ctx context.Context) {
+// backgroundPush pushes a batch of dirty chunks and appends their journal
+// records; while the cache stays past backgroundAt and this volume has
+// dirty chunks, it asks itself for another batch. It returns the dirty
+// bytes left and the opSeq then (0, 0 after an error).
+func (v *volumeImpl) backgroundPush(ctx context.Context) (int64, uint64) {
 	v.flushMu.Lock()
-	_, err := v.pushLocked(ctx)
+	_, err := v.pushSomeLocked(ctx, pushBatch)
 	if err == nil {
 		err = v.appendLocked(ctx)
 	}
 	v.flushMu.Unlock()
-	if err != nil && ctx.Err() == nil {
-		v.log.Warn("background push failed", "err", err)
+	if err != nil {
+		if ctx.Err() == nil {
+			v.log.Warn("background push failed", "err", err)
+		}
+		return 0, 0
 	}
+	v.mu.Lock()
+	db, seq := v.dirtyBytes, v.opSeq
+	v.mu.Unlock()
+	if db > 0 && v.c.dirty.Load() > backgroundAt(v.c.opts.DirtyLimit) {
+		v.kickBackground()
+	}
+	return db, seq
 }
 
 func (v *volumeImpl) backgroundCheckpoint(ctx context.Context) {
