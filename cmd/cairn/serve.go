@@ -29,6 +29,7 @@ func frontendFlags(nbdDefault string) []cli.Flag {
 		&cli.StringFlag{Name: "size", Value: "16GiB", Usage: "size of the default volume when it is created (thin: it takes no space until written)"},
 		&cli.StringFlag{Name: "policy", Usage: "policy file for the default volume when it is created"},
 		&cli.DurationFlag{Name: "checkpoint-every", Usage: "period of background checkpoints of each volume's map (default 30s)"},
+		&cli.StringFlag{Name: "write-cache", Usage: "memory for written data not yet pushed to storage, all volumes together (default: 1/16 of memory, 64MiB to 512MiB); FLUSH pushes it"},
 	}
 }
 
@@ -107,11 +108,21 @@ func runNode(ctx context.Context, cmd *cli.Command, cfg node.Config, createDefau
 		return err
 	}
 	defer startDebug(ctx, log)()
-	setMemoryLimit(log)
 	size, err := parseSize(cmd.String("size"))
 	if err != nil {
 		return err
 	}
+	cache := volume.DefaultDirtyLimit()
+	if s := cmd.String("write-cache"); s != "" {
+		if cache, err = parseSize(s); err != nil {
+			return usagef("--write-cache: %v", err)
+		}
+		if cache < 1<<20 {
+			return usagef("--write-cache %s: want at least 1MiB", s)
+		}
+	}
+	setMemoryLimit(log, cache)
+	cfg.WriteCache = cache
 	repairRate := int64(-1) // not a cluster node: no background copies
 	if s := cmd.String("repair-rate"); s != "" {
 		if repairRate, err = parseRate(s); err != nil {

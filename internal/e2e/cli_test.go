@@ -123,6 +123,8 @@ func TestVolumeCommands(t *testing.T) {
 		{[]string{"volume", "create", "big", "--size", "1GiB", "--policy", filepath.Join(root, "database.toml")}, 1, "replicas = 3"},
 		{[]string{"volume", "inspect"}, 2, "exactly one volume name"},
 		{[]string{"volume", "frobnicate"}, 2, ""},
+		{[]string{"serve", "--write-cache", "12x"}, 2, "--write-cache"},
+		{[]string{"serve", "--write-cache", "1KiB"}, 2, "at least 1MiB"},
 	} {
 		out, err := s.Cairn(tc.args...)
 		if code := exitCode(err); code != tc.code {

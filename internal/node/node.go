@@ -44,6 +44,9 @@ type Config struct {
 	LeaseTTL        time.Duration
 	// SiloSegmentSize tunes the silo (0: default).
 	SiloSegmentSize int64
+	// WriteCache bounds the written data all volumes hold in memory before
+	// pushing it (volume.Options.DirtyLimit; 0: its default).
+	WriteCache int64
 	// Cluster, if set, makes the node a member of a cluster.
 	Cluster *ClusterConfig
 }
@@ -178,6 +181,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.catalog, err = volume.NewCatalog(ctx, volume.Options{
 		PutParallel:     putParallel,
+		DirtyLimit:      cfg.WriteCache,
 		Mutable:         mutable,
 		StoreFor:        n.storeFor,
 		Journals:        n.journals,
