@@ -180,9 +180,10 @@ func (s *Silo) flushLocked() error {
 	return nil
 }
 
-// copyBufferedLocked copies the record at l into dst (of its size) if it
-// is still in the write buffer or in a buffer being written (s.mu held,
-// shared or exclusive).
+// copyBufferedLocked reports whether the record at l is still in the write
+// buffer or in a buffer being written, and copies it into dst (of its
+// size) when dst is not nil (s.mu held, shared or exclusive). A record is
+// always whole in one buffer: buffers hold whole records.
 func (s *Silo) copyBufferedLocked(seg *segment, l loc, dst []byte) bool {
 	if seg == s.active && len(s.wbuf) > 0 {
 		if within(s.wbuf, seg.size-int64(len(s.wbuf)), l, dst) {
@@ -199,8 +200,9 @@ func (s *Silo) copyBufferedLocked(seg *segment, l loc, dst []byte) bool {
 	return false
 }
 
-// within copies the record at l into dst if buf, which holds the segment's
-// bytes from offset start, holds all of it.
+// within reports whether buf, which holds the segment's bytes from offset
+// start, holds all of the record at l, and copies it into dst if so (dst
+// nil: it only reports).
 func within(buf []byte, start int64, l loc, dst []byte) bool {
 	i := int64(l.off) - start
 	if i < 0 || i+l.size() > int64(len(buf)) {

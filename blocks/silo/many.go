@@ -60,7 +60,7 @@ func (s *Silo) GetPieces(ctx context.Context, keys []blocks.Addr, buf *[]byte) (
 		if ok {
 			seg = s.segs[e.seg]
 		}
-		if !ok || e.bad || seg == nil || s.bufferedLocked(seg, e.loc) {
+		if !ok || e.bad || seg == nil || s.copyBufferedLocked(seg, e.loc, nil) {
 			slow = append(slow, i)
 			continue
 		}
@@ -138,20 +138,4 @@ func (s *Silo) GetPieces(ctx context.Context, keys []blocks.Addr, buf *[]byte) (
 		out[i], errs[i] = s.GetPieceInto(ctx, keys[i], nil)
 	}
 	return out, errs
-}
-
-// bufferedLocked reports whether the record at l of seg is still in the
-// write buffer or a flight (s.mu held, shared or exclusive).
-func (s *Silo) bufferedLocked(seg *segment, l loc) bool {
-	if seg == s.active && int64(l.off)+l.size() > seg.size-int64(len(s.wbuf)) {
-		return true
-	}
-	s.fmu.Lock()
-	defer s.fmu.Unlock()
-	for _, fl := range s.flights {
-		if fl.seg == seg && int64(l.off)+l.size() > fl.off && int64(l.off) < fl.off+int64(len(fl.buf)) {
-			return true
-		}
-	}
-	return false
 }
