@@ -402,29 +402,14 @@ func (v *volumeImpl) readChunks(ctx context.Context, p []byte, off, from, to int
 	stored := parts[:0]
 	addrs := make([]blocks.Addr, 0, len(parts))
 	for _, pt := range parts {
-		v.mu.Lock()
-		d, dirty := v.dirty[pt.chunk]
-		if dirty {
-			if d.data == nil {
-				clear(pt.p)
-			} else {
-				copy(pt.p, d.data[pt.in:])
-			}
-		}
-		v.mu.Unlock()
-		if dirty {
-			continue
-		}
-		a, err := v.m.Get(ctx, pt.chunk)
+		a, ok, err := v.locate(ctx, pt.chunk, pt.p, pt.in)
 		if err != nil {
-			return fmt.Errorf("volume %q: read chunk %d: %w", v.name, pt.chunk, err)
+			return err
 		}
-		if a.IsZero() {
-			clear(pt.p)
-			continue
+		if ok {
+			stored = append(stored, pt)
+			addrs = append(addrs, a)
 		}
-		stored = append(stored, pt)
-		addrs = append(addrs, a)
 	}
 	if len(addrs) == 0 {
 		return nil
@@ -451,8 +436,9 @@ func (v *volumeImpl) readChunks(ctx context.Context, p []byte, off, from, to int
 // to this size run inline, larger ones in parallel across groups.
 const readGroupBytes = 128 << 10
 
-// readChunk fills p from chunk at offset in: dirty data first, then the map.
-func (v *volumeImpl) readChunk(ctx context.Context, chunk uint64, p []byte, in int64) error {
+// locate fills p from chunk at offset in when the chunk is dirty or a
+// hole; else it returns the address to read it from (stored true).
+func (v *volumeImpl) locate(ctx context.Context, chunk uint64, p []byte, in int64) (a blocks.Addr, stored bool, err error) {
 	v.mu.Lock()
 	if d, ok := v.dirty[chunk]; ok {
 		if d.data == nil {
@@ -461,16 +447,25 @@ func (v *volumeImpl) readChunk(ctx context.Context, chunk uint64, p []byte, in i
 			copy(p, d.data[in:])
 		}
 		v.mu.Unlock()
-		return nil
+		return a, false, nil
 	}
 	v.mu.Unlock()
-	a, err := v.m.Get(ctx, chunk)
+	a, err = v.m.Get(ctx, chunk)
 	if err != nil {
-		return fmt.Errorf("volume %q: read chunk %d: %w", v.name, chunk, err)
+		return a, false, fmt.Errorf("volume %q: read chunk %d: %w", v.name, chunk, err)
 	}
 	if a.IsZero() {
 		clear(p)
-		return nil
+		return a, false, nil
+	}
+	return a, true, nil
+}
+
+// readChunk fills p from chunk at offset in: dirty data first, then the map.
+func (v *volumeImpl) readChunk(ctx context.Context, chunk uint64, p []byte, in int64) error {
+	a, stored, err := v.locate(ctx, chunk, p, in)
+	if err != nil || !stored {
+		return err
 	}
 	var b []byte
 	if gi, ok := v.store.(blocks.GetterInto); ok {
