@@ -1,0 +1,265 @@
+package volume
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+
+	"cairn/blocks"
+)
+
+// The write-back path of a volume: pushing dirty chunks to the store,
+// appending their map changes to the journal, and Flush.
+
+// pushBatch bounds what a push under pressure takes at once, so that a
+// writer waiting for flushMu waits for one batch, not for the whole cache
+// (pushing 512 MiB at once stalled writers for over a second).
+const pushBatch = 32 << 20
+
+type pushItem struct {
+	chunk uint64
+	d     *dirtyChunk
+	gen   uint64
+	data  []byte
+	addr  blocks.Addr
+	err   error
+}
+
+// pushLocked Puts every dirty chunk, applies the results to the map and
+// queues their journal changes. It returns the opSeq it covers (every
+// change up to it is now in the map). The caller holds flushMu.
+func (v *volumeImpl) pushLocked(ctx context.Context) (uint64, error) {
+	return v.pushSomeLocked(ctx, 0)
+}
+
+// pushSomeLocked is pushLocked for at most max bytes of dirty chunks (0: all
+// of them); a partial push covers nothing (it returns 0).
+func (v *volumeImpl) pushSomeLocked(ctx context.Context, max int64) (uint64, error) {
+	v.mu.Lock()
+	n := len(v.dirty)
+	if max > 0 {
+		n = min(n, int(max/v.bs)+1)
+	}
+	items := make([]pushItem, 0, n)
+	var taken int64
+	for ch, d := range v.dirty {
+		if max > 0 && taken >= max {
+			break
+		}
+		d.shared = true
+		items = append(items, pushItem{chunk: ch, d: d, gen: d.gen, data: d.data})
+		taken += v.entryCost(d.data)
+	}
+	cover := v.opSeq
+	if len(items) < len(v.dirty) {
+		cover = 0
+	}
+	v.mu.Unlock()
+	if len(items) == 0 {
+		return cover, nil
+	}
+	slices.SortFunc(items, func(a, b pushItem) int { return cmp.Compare(a.chunk, b.chunk) })
+	sp, _ := v.store.(blocks.SizedPutter)
+	var putL, putS atomic.Uint64
+	_ = parallel(ctx, len(items), v.c.opts.PutParallel, func(i int) error {
+		it := &items[i]
+		if it.data == nil {
+			return nil
+		}
+		if sp != nil {
+			a, n, err := sp.PutSized(ctx, it.data)
+			it.addr, it.err = a, err
+			putS.Add(uint64(n))
+		} else {
+			it.addr, it.err = v.store.Put(ctx, it.data)
+			putS.Add(uint64(len(it.data)))
+		}
+		putL.Add(uint64(len(it.data)))
+		return nil
+	})
+	var firstErr error
+	for i := range items {
+		it := &items[i]
+		if it.err == nil {
+			it.err = v.setMap(ctx, it.chunk, it.addr)
+		}
+		if it.err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("volume %q: push chunk %d: %w", v.name, it.chunk, it.err)
+			}
+			continue
+		}
+		v.pending = append(v.pending, change{Chunk: it.chunk, Addr: it.addr})
+	}
+	v.mu.Lock()
+	v.putLogical += putL.Load()
+	v.putStored += putS.Load()
+	for i := range items {
+		it := &items[i]
+		cur, ok := v.dirty[it.chunk]
+		if ok && cur == it.d && cur.gen == it.gen && it.err == nil {
+			delete(v.dirty, it.chunk)
+			v.addDirty(-v.entryCost(it.data))
+		} else if ok && cur == it.d && cur.gen == it.gen {
+			cur.shared = false // failed: stays dirty, still ours
+			continue
+		}
+		if it.data != nil {
+			v.pool.Put(it.data)
+		}
+	}
+	if len(v.dirty) == 0 {
+		// A Go map never shrinks: after a burst of writes the old one would
+		// keep its buckets, and every lookup and walk would pay for them.
+		v.dirty = map[uint64]*dirtyChunk{}
+	}
+	v.mu.Unlock()
+	if firstErr != nil {
+		return 0, firstErr
+	}
+	return cover, nil
+}
+
+// appendLocked encodes the pending changes into records and appends every
+// unappended record to every journal holder. The caller holds flushMu.
+func (v *volumeImpl) appendLocked(ctx context.Context) error {
+	for len(v.pending) > 0 {
+		n := min(len(v.pending), maxRecEntries)
+		v.unappended = append(v.unappended, batch{seq: v.nextSeq, rec: encodeRecord(v.pending[:n])})
+		v.nextSeq++
+		v.pending = v.pending[n:]
+	}
+	v.pending = nil
+	for len(v.unappended) > 0 {
+		b := v.unappended[0]
+		err := parallel(ctx, len(v.journals), len(v.journals), func(i int) error {
+			return v.journals[i].Append(ctx, v.id, v.epoch, b.seq, b.rec)
+		})
+		if errors.Is(err, blocks.ErrFenced) {
+			return v.fence(err)
+		}
+		if err != nil {
+			return fmt.Errorf("volume %q: journal append seq %d: %w", v.name, b.seq, err)
+		}
+		v.unappended = v.unappended[1:]
+		v.sinceCkpt++
+	}
+	v.unappended = nil
+	return nil
+}
+
+// syncAll syncs the store and every journal holder, in parallel, each
+// distinct holder once: on one node the store's only holder and the
+// journal holder are the same silo, and one Sync covers both (see
+// blocks.SyncHolders). With a single holder it runs inline.
+func (v *volumeImpl) syncAll(ctx context.Context) error {
+	ts := v.syncTargets()
+	err := parallel(ctx, len(ts), len(ts), func(i int) error { return ts[i].Sync(ctx) })
+	if err != nil {
+		return fmt.Errorf("volume %q: sync: %w", v.name, err)
+	}
+	return nil
+}
+
+// syncer is anything syncAll syncs: a holder, a journal holder, a store.
+type syncer interface {
+	Sync(ctx context.Context) error
+}
+
+// syncTargets returns what syncAll must sync: the store's holders (or the
+// store itself when it cannot name them) and the journal holders, without
+// duplicates.
+func (v *volumeImpl) syncTargets() []syncer {
+	ts := make([]syncer, 0, len(v.journals)+1)
+	add := func(x syncer) {
+		for _, t := range ts {
+			if blocks.SameHolder(t, x) {
+				return
+			}
+		}
+		ts = append(ts, x)
+	}
+	var hs []blocks.Holder
+	if sh, ok := v.store.(blocks.SyncHolders); ok {
+		hs = sh.SyncHolders()
+	}
+	if hs == nil {
+		add(v.store)
+	}
+	for _, h := range hs {
+		add(h)
+	}
+	for _, j := range v.journals {
+		add(j)
+	}
+	return ts
+}
+
+// Flush implements Volume: push the dirty chunks, append their journal
+// records, sync the store and the journal holders. Concurrent Flushes
+// share the work: a Flush whose changes a running one covers waits for it.
+func (v *volumeImpl) Flush(ctx context.Context) error {
+	if err := v.usable(); err != nil {
+		return err
+	}
+	if v.readOnly {
+		return nil
+	}
+	v.mu.Lock()
+	want := v.opSeq
+	done := v.durableSeq >= want
+	v.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := v.flushShared(ctx, want); err != nil {
+		return err
+	}
+	if v.needsCheckpoint(true) {
+		v.kickBackground()
+	}
+	return nil
+}
+
+// flushShared makes every change up to want durable, unless a Flush that
+// ran meanwhile already did.
+func (v *volumeImpl) flushShared(ctx context.Context, want uint64) error {
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	if err := v.usable(); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	done := v.durableSeq >= want
+	v.mu.Unlock()
+	if done {
+		return nil
+	}
+	return v.flushLocked(ctx)
+}
+
+// flushLocked makes everything changed so far durable; the caller holds flushMu.
+func (v *volumeImpl) flushLocked(ctx context.Context) error {
+	cover, err := v.pushLocked(ctx)
+	if err != nil {
+		return err
+	}
+	if err := v.appendLocked(ctx); err != nil {
+		return err
+	}
+	if err := v.syncAll(ctx); err != nil {
+		return err
+	}
+	if v.fenced.Load() {
+		return v.fencedErr(nil)
+	}
+	v.mu.Lock()
+	if cover > v.durableSeq {
+		v.durableSeq = cover
+	}
+	v.mu.Unlock()
+	return nil
+}
