@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
+	"unsafe"
 )
 
 // FS is the file system the silo works through. The default is the
@@ -151,6 +153,53 @@ func (f *osFile) Allocate(size int64) error {
 			return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
 		}
 	}
+}
+
+// splitReader is implemented by Files that read into two buffers with
+// one system call: len(a) bytes at off into a, then len(b) more into b.
+// The silo reads a record's header into spare room and its payload
+// straight into the caller's buffer with it (see readSplit), which spares
+// a copy of every piece read.
+type splitReader interface {
+	ReadSplitAt(a, b []byte, off int64) (int, error)
+}
+
+// ReadSplitAt implements splitReader with preadv. It returns io.EOF when
+// the file ends first, like ReadAt. a and b must not be empty.
+func (f *osFile) ReadSplitAt(a, b []byte, off int64) (int, error) {
+	var iov [2]syscall.Iovec
+	iov[0].Base, iov[1].Base = &a[0], &b[0]
+	iov[0].SetLen(len(a))
+	iov[1].SetLen(len(b))
+	want := len(a) + len(b)
+	done := 0
+	for done < want {
+		n, _, e := syscall.Syscall6(syscall.SYS_PREADV, uintptr(f.fd), uintptr(unsafe.Pointer(&iov[0])), 2,
+			uintptr(off), uintptr(uint64(off)>>(strconv.IntSize-1)>>1), 0)
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e != 0:
+			return done, &os.PathError{Op: "preadv", Path: f.Name(), Err: e}
+		case n == 0:
+			return done, io.EOF
+		}
+		// A short read (rare for a regular file): skip what was read.
+		done += int(n)
+		off += int64(n)
+		if done >= want {
+			break
+		}
+		if done < len(a) {
+			iov[0].Base = &a[done]
+			iov[0].SetLen(len(a) - done)
+		} else {
+			iov[0].Base = &b[done-len(a)]
+			iov[0].SetLen(want - done)
+			iov[1].SetLen(0)
+		}
+	}
+	return done, nil
 }
 
 // allocator is implemented by Files that can reserve space without writing

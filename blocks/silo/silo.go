@@ -187,6 +187,7 @@ type Silo struct {
 	live   int64                // LiveBytes
 	ghosts []uint32             // removed segments whose removal may not be durable yet
 	wbuf   []byte               // records at the end of the active segment not yet written to its file
+	wcarry int                  // wbuf reached a writeBufSize boundary: launch it, carrying its last wcarry bytes over; -1: not yet (see launchLocked)
 
 	fmu          sync.Mutex  // guards flights and flightE; never held while taking mu
 	flights      []*flight   // full write buffers being written, oldest first (see active.go)
@@ -274,7 +275,8 @@ func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
 		logs:  map[blocks.ID]*logState{},
 		drops: map[blocks.ID]marker{},
 		kick:  make(chan struct{}, 1),
-		wbuf:  make([]byte, 0, writeBufSize),
+		wbuf:   make([]byte, 0, wbufCap),
+		wcarry: -1,
 
 		spareKick: make(chan struct{}, 1),
 		spareDone: make(chan struct{}),
@@ -721,6 +723,25 @@ func (s *Silo) GetPieceInto(ctx context.Context, key blocks.Addr, dst []byte) ([
 	}
 	seg := s.segs[e.seg]
 	var h header
+	n := int(e.n)
+	if sr, ok := seg.f.(splitReader); ok && cap(dst) >= n+hdrSize {
+		// The payload straight into dst, the header into the room after it.
+		payload, hb := dst[:n], dst[n:n+hdrSize]
+		err := s.fetchSplit(seg, e.loc, sr, hb, payload)
+		if err == nil {
+			err = checkSplit(seg, e.loc, hb, payload, &h)
+		}
+		if err == nil && (h.typ != recPiece || h.key != key) {
+			err = fmt.Errorf("silo: segment %s offset %d: record is not piece %s: %w", seg.name, e.off, key, blocks.ErrCorrupt)
+		}
+		if err != nil {
+			if errors.Is(err, blocks.ErrCorrupt) {
+				s.markBad(key, e.loc)
+			}
+			return nil, err
+		}
+		return payload, nil
+	}
 	buf, err := s.readRecord(seg, e.loc, dst[:0], &h)
 	if err == nil && (h.typ != recPiece || h.key != key) {
 		err = fmt.Errorf("silo: segment %s offset %d: record is not piece %s: %w", seg.name, e.off, key, blocks.ErrCorrupt)
