@@ -264,17 +264,17 @@ func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
 		return nil, fmt.Errorf("silo: open %s: %w", dir, err)
 	}
 	s := &Silo{
-		dir:   dir,
-		fs:    fsys,
-		log:   opts.Logger.With("silo", dir),
-		opts:  opts,
-		lock:  lock,
-		segs:  map[uint32]*segment{},
-		index: map[blocks.Addr]entry{},
-		tombs: map[blocks.Addr]tombInfo{},
-		logs:  map[blocks.ID]*logState{},
-		drops: map[blocks.ID]marker{},
-		kick:  make(chan struct{}, 1),
+		dir:    dir,
+		fs:     fsys,
+		log:    opts.Logger.With("silo", dir),
+		opts:   opts,
+		lock:   lock,
+		segs:   map[uint32]*segment{},
+		index:  map[blocks.Addr]entry{},
+		tombs:  map[blocks.Addr]tombInfo{},
+		logs:   map[blocks.ID]*logState{},
+		drops:  map[blocks.ID]marker{},
+		kick:   make(chan struct{}, 1),
 		wbuf:   make([]byte, 0, wbufCap),
 		wcarry: -1,
 
