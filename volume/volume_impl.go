@@ -907,15 +907,38 @@ func (v *volumeImpl) Close(ctx context.Context) error {
 	if v.fenced.Load() {
 		return v.fencedErr(nil)
 	}
-	v.flushMu.Lock()
-	err := v.checkpointLocked(ctx, true)
-	v.flushMu.Unlock()
+	// The final checkpoint pushes what the client wrote without a Flush
+	// yet; a store that fails for a moment (a peer restarting) gets a few
+	// more tries before those writes are given up, loudly.
+	var err error
+	for try, wait := 0, 500*time.Millisecond; ; try, wait = try+1, wait*2 {
+		v.flushMu.Lock()
+		err = v.checkpointLocked(ctx, true)
+		v.flushMu.Unlock()
+		if err == nil || try == closeTries-1 || v.fenced.Load() || ctx.Err() != nil {
+			break
+		}
+		v.log.Warn("volume close: final checkpoint failed; retrying", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
 	if err != nil {
+		v.mu.Lock()
+		lost := v.dirtyBytes
+		v.mu.Unlock()
+		if lost > 0 {
+			v.log.Error("volume close: writes never flushed are lost", "bytes", lost, "err", err)
+		}
 		return err
 	}
 	v.log.Info("volume detached", "epoch", v.epoch)
 	return nil
 }
+
+// closeTries bounds the final checkpoints Close tries.
+const closeTries = 3
 
 // parallel runs f(0..n-1) on at most limit goroutines and returns the
 // first error (every f still runs).
