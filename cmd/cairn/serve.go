@@ -153,12 +153,14 @@ func runNode(ctx context.Context, cmd *cli.Command, cfg node.Config, createDefau
 	if repairRate >= 0 {
 		n.SetRepairRate(repairRate)
 	}
-	closeNode := func() {
+	closeNode := func() error {
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		if err := n.Close(cctx); err != nil {
+		err := n.Close(cctx)
+		if err != nil {
 			log.Error("closing the node", "err", err)
 		}
+		return err
 	}
 	name := cmd.String("volume")
 	if createDefault {
@@ -167,14 +169,14 @@ func runNode(ctx context.Context, cmd *cli.Command, cfg node.Config, createDefau
 			_, err = n.Catalog().Create(ctx, name, size, pol)
 		}
 		if err != nil {
-			closeNode()
+			_ = closeNode()
 			return err
 		}
 	}
 
 	al, err := admin.ListenUnix(filepath.Join(dataDir, admin.SocketName))
 	if err != nil {
-		closeNode()
+		_ = closeNode()
 		return err
 	}
 	adm := admin.NewServer(n, log)
@@ -199,8 +201,15 @@ func runNode(ctx context.Context, cmd *cli.Command, cfg node.Config, createDefau
 		log.Error("stopping the NBD server", "err", err)
 	}
 	_ = adm.Shutdown(sctx)
-	closeNode()
+	closeErr := closeNode()
 	_ = os.Remove(filepath.Join(dataDir, admin.SocketName))
+	if closeErr != nil {
+		fmt.Fprintf(out, "cairn: stopped, but not cleanly: %v\ncairn: writes a client flushed are safe; writes it never flushed may be lost\n", closeErr)
+		if serveErr == nil || errors.Is(serveErr, nbd.ErrServerClosed) {
+			serveErr = fmt.Errorf("closing the node: %w", closeErr)
+		}
+		return serveErr
+	}
 	fmt.Fprintln(out, "cairn: stopped; every write was flushed")
 	if errors.Is(serveErr, nbd.ErrServerClosed) {
 		serveErr = nil
