@@ -390,10 +390,13 @@ func (s *Silo) fetchSplit(seg *segment, l loc, sr splitReader, hb, payload []byt
 		s.mu.RUnlock()
 		return nil
 	}
+	alloc := seg.alloc
 	seg.mu.RLock()
 	s.mu.RUnlock()
 	var err error
-	if len(payload) == 0 {
+	if m := s.mapping(seg, alloc); int64(l.off)+l.size() <= int64(len(m)) {
+		err = copyMapped(seg, l.off, hb, payload, m[l.off:int64(l.off)+l.size()])
+	} else if len(payload) == 0 {
 		_, err = seg.f.ReadAt(hb, int64(l.off))
 	} else {
 		_, err = sr.ReadSplitAt(hb, payload, int64(l.off))

@@ -177,6 +177,7 @@ func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
 	s.mu.Unlock()
 
 	seg.mu.Lock() // wait for readers that found it before
+	s.unmap(seg)
 	seg.f.Close()
 	seg.mu.Unlock()
 	if err := s.fs.Remove(seg.name); err != nil {

@@ -154,6 +154,7 @@ type segment struct {
 	// zeroed: the preallocated tail was written with zeros (not reserved
 	// with fallocate); set when the segment is made, then read-only.
 	zeroed bool
+	mm     segMap // the read-only mapping reads copy from (see mmap.go)
 }
 
 type batch struct {
@@ -187,6 +188,7 @@ type Silo struct {
 	live   int64                // LiveBytes
 	ghosts []uint32             // removed segments whose removal may not be durable yet
 	wbuf   []byte               // records at the end of the active segment not yet written to its file
+	maps   atomic.Int64         // segments mapped (see mmap.go)
 	wcarry int                  // wbuf reached a writeBufSize boundary: launch it, carrying its last wcarry bytes over; -1: not yet (see launchLocked)
 
 	fmu          sync.Mutex  // guards flights and flightE; never held while taking mu
@@ -1060,6 +1062,7 @@ func (s *Silo) Close() error {
 func (s *Silo) closeFiles() {
 	for _, seg := range s.segs {
 		seg.mu.Lock()
+		s.unmap(seg)
 		seg.f.Close()
 		seg.mu.Unlock()
 	}

@@ -1,0 +1,111 @@
+package silo
+
+import (
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// Reads through memory mappings.
+//
+// A piece read copies its record out of a read-only shared mapping of its
+// segment file instead of calling pread: the same page-cache pages, without
+// the system call and the page-cache lookup around every copy. A random
+// 4,160-byte read of a 256 MiB file in the page cache cost about 0.6 µs
+// that way against 1.2 µs with pread (this machine). A segment is mapped
+// at its first read, for the length its file has then (the active
+// segment's preallocated length, a sealed one's size; a record past the
+// mapping is read with pread), and unmapped before its file is closed,
+// when no reader holds it (segment.mu).
+//
+// A mapping turns a failed read into a fault (SIGBUS: the disk failed, or
+// someone cut the file short behind the silo's back); copies run with
+// debug.SetPanicOnFault, so that the fault becomes an I/O error of that
+// one read, as pread's EIO would, never a crash.
+//
+// Mapped pages the silo has read count in the process's resident set
+// (RSS) as shared file pages: they are the page cache, which pread fills
+// just the same, not memory of the process's own. maxMaps bounds the
+// mappings (the kernel's vm.max_map_count is 65,530 by default); segments
+// past it are read with pread.
+
+// maxMaps bounds the segments mapped at once per silo.
+const maxMaps = 16384
+
+// mapper is implemented by Files that can be mapped (osFile).
+type mapper interface {
+	Map(size int64) ([]byte, error)
+}
+
+// Map maps the first size bytes of the file, read-only and shared.
+func (f *osFile) Map(size int64) ([]byte, error) {
+	return syscall.Mmap(f.fd, 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
+}
+
+// segMap is a segment's mapping.
+type segMap struct {
+	mu    sync.Mutex
+	tried bool   // a mapping was attempted (it is not retried)
+	mem   []byte // the mapping, or nil
+	ptr   atomic.Pointer[[]byte]
+}
+
+// mapping returns seg's mapping, mapping the first size bytes of its file
+// on the first call (nil: not mappable). The caller holds seg.mu shared.
+func (s *Silo) mapping(seg *segment, size int64) []byte {
+	if p := seg.mm.ptr.Load(); p != nil {
+		return *p
+	}
+	seg.mm.mu.Lock()
+	defer seg.mm.mu.Unlock()
+	if seg.mm.tried || size <= 0 {
+		return seg.mm.mem
+	}
+	seg.mm.tried = true
+	m, ok := seg.f.(mapper)
+	if !ok {
+		return nil
+	}
+	if s.maps.Add(1) > maxMaps {
+		s.maps.Add(-1)
+		return nil
+	}
+	mem, err := m.Map(size)
+	if err != nil {
+		s.maps.Add(-1)
+		s.log.Debug("silo: mapping a segment failed; reading it with pread", "segment", seg.name, "err", err)
+		return nil
+	}
+	seg.mm.mem = mem
+	seg.mm.ptr.Store(&seg.mm.mem)
+	return mem
+}
+
+// unmap drops seg's mapping. The caller holds seg.mu exclusively (no
+// reader is copying from it).
+func (s *Silo) unmap(seg *segment) {
+	seg.mm.mu.Lock()
+	defer seg.mm.mu.Unlock()
+	if seg.mm.mem != nil {
+		_ = syscall.Munmap(seg.mm.mem)
+		s.maps.Add(-1)
+	}
+	seg.mm.mem = nil
+	seg.mm.ptr.Store(nil)
+}
+
+// copyMapped copies src, a record in a mapping, into hb (its first
+// len(hb) bytes) and payload (the rest). A fault while copying is returned
+// as an I/O error (see above).
+func copyMapped(seg *segment, off uint32, hb, payload, src []byte) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("silo: read segment %s offset %d through its mapping: %v: %w", seg.name, off, r, syscall.EIO)
+		}
+	}()
+	copy(payload, src[copy(hb, src):])
+	return nil
+}
