@@ -297,6 +297,29 @@ type GetterInto interface {
 	GetInto(ctx context.Context, addr Addr, dst []byte) ([]byte, error)
 }
 
+// SplitGetter is an optional capability of a Store: GetSplit reads the
+// block at addr straight into the caller's buffers, when its content is
+// exactly len(head)+len(tail) bytes: the first len(head) into head, the
+// rest into tail, verified as Get verifies. scratch (at least SplitScratch
+// bytes) is room for the headers of the layers below, so that nothing is
+// allocated and the block is copied once, from the disk's pages to tail.
+// It reports false, leaving the buffers' contents unspecified, whenever it
+// cannot (a block of another length, one that is compressed, encrypted,
+// not on this node, missing, corrupt, or any error): the caller then reads
+// the block with Get (or GetInto), which repairs, retries and reports
+// errors as usual. It is a fast path, never the only one.
+type SplitGetter interface {
+	GetSplit(ctx context.Context, addr Addr, head, tail, scratch []byte) bool
+}
+
+// PieceSplitGetter is SplitGetter for a Holder's piece under key.
+type PieceSplitGetter interface {
+	GetPieceSplit(ctx context.Context, key Addr, head, tail, scratch []byte) bool
+}
+
+// SplitScratch is the scratch room GetSplit and GetPieceSplit need.
+const SplitScratch = 256
+
 // PiecesGetter is an optional capability of a Holder: GetPieces is
 // GetPiece for several keys at once, so that a local holder can read
 // pieces stored side by side with one system call. pieces[i] and errs[i]

@@ -55,7 +55,14 @@ var (
 	_ blocks.SyncHolders = (*trackedStore)(nil)
 	_ blocks.GetterInto  = (*trackedStore)(nil)
 	_ blocks.ManyGetter  = (*trackedStore)(nil)
+	_ blocks.SplitGetter = (*trackedStore)(nil)
 )
+
+// GetSplit implements blocks.SplitGetter: the wrapped store's, or false.
+func (s *trackedStore) GetSplit(ctx context.Context, a blocks.Addr, head, tail, scratch []byte) bool {
+	sg, ok := s.Store.(blocks.SplitGetter)
+	return ok && sg.GetSplit(ctx, a, head, tail, scratch)
+}
 
 // GetInto implements blocks.GetterInto: the wrapped store's, or its Get.
 func (s *trackedStore) GetInto(ctx context.Context, a blocks.Addr, dst []byte) ([]byte, error) {

@@ -52,6 +52,7 @@ var (
 	_ blocks.PartsPutter = (*Store)(nil)
 	_ blocks.SyncHolders = (*Store)(nil)
 	_ blocks.GetterInto  = (*Store)(nil)
+	_ blocks.SplitGetter = (*Store)(nil)
 	_ blocks.ManyGetter  = (*Store)(nil)
 )
 
@@ -531,6 +532,39 @@ func (s *Store) Get(ctx context.Context, addr blocks.Addr) ([]byte, error) {
 func (s *Store) GetInto(ctx context.Context, addr blocks.Addr, dst []byte) ([]byte, error) {
 	data, _, err := s.read(ctx, addr, false, dst)
 	return data, err
+}
+
+// GetSplit implements blocks.SplitGetter for a replicated block with a
+// replica on a local holder that reads pieces split (a silo): the piece's
+// header and head into scratch, the rest into tail, trusted as any read
+// from a local holder is (see trusted: the holder's checksum covered it).
+// Every other block, and any failure, reports false (read it with Get).
+func (s *Store) GetSplit(ctx context.Context, addr blocks.Addr, head, tail, scratch []byte) bool {
+	if s.kind != kindReplica || len(scratch) < HeaderSize+len(head) {
+		return false
+	}
+	hs, err := s.placement(addr)
+	if err != nil {
+		return false
+	}
+	r := s.localReplica(hs)
+	if r < 0 {
+		return false
+	}
+	g, ok := hs[r].(blocks.PieceSplitGetter)
+	if !ok {
+		return false
+	}
+	ph := scratch[:HeaderSize+len(head)]
+	if !g.GetPieceSplit(ctx, blocks.PieceKey(addr, r), ph, tail, scratch[len(ph):]) {
+		return false
+	}
+	hd, err := parseHeader(ph)
+	if err != nil || hd.kind != s.kind || hd.addr != addr || int(hd.index) != r || hd.payloadLen() != len(head)+len(tail) {
+		return false
+	}
+	copy(head, ph[HeaderSize:])
+	return true
 }
 
 // GetMany implements blocks.ManyGetter. Replicated blocks with a replica

@@ -404,6 +404,26 @@ func (s *Store) GetInto(ctx context.Context, addr blocks.Addr, dst []byte) ([]by
 	return p, nil
 }
 
+// GetSplit implements blocks.SplitGetter for a store without encryption:
+// the block's one-byte frame into scratch and its plaintext into head and
+// tail, through the inner store's GetSplit. A compressed block (of
+// another length, or flagged) reports false, as does every failure.
+func (s *Store) GetSplit(ctx context.Context, addr blocks.Addr, head, tail, scratch []byte) bool {
+	sg, ok := s.inner.(blocks.SplitGetter)
+	if !ok || s.aead != nil || len(scratch) < 1 {
+		return false
+	}
+	frame := scratch[:1]
+	if len(head) > 0 {
+		return false // the frame byte would have to lead the caller's head
+	}
+	if !sg.GetSplit(ctx, addr, frame, tail, scratch[1:]) {
+		return false
+	}
+	h := frame[0]
+	return h>>4 == formatVersion && h&cipherMask == s.cipherID && h&flagCompressed == 0
+}
+
 // GetMany implements blocks.ManyGetter: the inner store's GetMany (or Get
 // for each), each block opened in place.
 func (s *Store) GetMany(ctx context.Context, addrs []blocks.Addr, buf *[]byte) ([][]byte, []error) {

@@ -197,21 +197,22 @@ func (s *Silo) flushLocked() error {
 // size) when dst is not nil (s.mu held, shared or exclusive). A record is
 // always whole in one buffer: buffers hold whole records.
 func (s *Silo) copyBufferedLocked(seg *segment, l loc, dst []byte) bool {
-	return s.splitBufferedLocked(seg, l, dst, nil)
+	return s.splitBufferedLocked(seg, l, dst, nil, nil)
 }
 
-// splitBufferedLocked is copyBufferedLocked copying the record's first
-// len(head) bytes into head and the rest into tail.
-func (s *Silo) splitBufferedLocked(seg *segment, l loc, head, tail []byte) bool {
+// splitBufferedLocked is copyBufferedLocked copying the record into a, b
+// and c in turn: len(a) bytes into a, the next len(b) into b, the rest
+// into c.
+func (s *Silo) splitBufferedLocked(seg *segment, l loc, a, b, c []byte) bool {
 	if seg == s.active && len(s.wbuf) > 0 {
-		if within(s.wbuf, seg.size-int64(len(s.wbuf)), l, head, tail) {
+		if within(s.wbuf, seg.size-int64(len(s.wbuf)), l, a, b, c) {
 			return true
 		}
 	}
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
 	for _, fl := range s.flights {
-		if fl.seg == seg && within(fl.buf, fl.off, l, head, tail) {
+		if fl.seg == seg && within(fl.buf, fl.off, l, a, b, c) {
 			return true
 		}
 	}
@@ -219,16 +220,21 @@ func (s *Silo) splitBufferedLocked(seg *segment, l loc, head, tail []byte) bool 
 }
 
 // within reports whether buf, which holds the segment's bytes from offset
-// start, holds all of the record at l, and copies it into head and tail
-// if so (both nil: it only reports).
-func within(buf []byte, start int64, l loc, head, tail []byte) bool {
+// start, holds all of the record at l, and copies it into a, b and c as
+// splitBufferedLocked does if so (all nil: it only reports).
+func within(buf []byte, start int64, l loc, a, b, c []byte) bool {
 	i := int64(l.off) - start
 	if i < 0 || i+l.size() > int64(len(buf)) {
 		return false
 	}
-	rec := buf[i : i+l.size()]
-	copy(tail, rec[copy(head, rec):])
+	copy3(buf[i:i+l.size()], a, b, c)
 	return true
+}
+
+// copy3 copies src into a, b and c in turn.
+func copy3(src, a, b, c []byte) {
+	src = src[copy(a, src):]
+	copy(c, src[copy(b, src):])
 }
 
 // Full write buffers are written to their segment outside the silo's lock,
@@ -386,7 +392,7 @@ func (s *Silo) fetchRecord(seg *segment, l loc, buf []byte) ([]byte, error) {
 // from a file that can (sr): no copy of the payload afterwards. It is
 // called with s.mu held shared and releases it.
 func (s *Silo) fetchSplit(seg *segment, l loc, sr splitReader, hb, payload []byte) error {
-	if s.splitBufferedLocked(seg, l, hb, payload) {
+	if s.splitBufferedLocked(seg, l, hb, payload, nil) {
 		s.mu.RUnlock()
 		return nil
 	}
@@ -395,7 +401,7 @@ func (s *Silo) fetchSplit(seg *segment, l loc, sr splitReader, hb, payload []byt
 	s.mu.RUnlock()
 	var err error
 	if m := s.mapping(seg, alloc); int64(l.off)+l.size() <= int64(len(m)) {
-		err = copyMapped(seg, l.off, hb, payload, m[l.off:int64(l.off)+l.size()])
+		err = copyMapped(seg, l.off, m[l.off:int64(l.off)+l.size()], hb, payload, nil)
 	} else if len(payload) == 0 {
 		_, err = seg.f.ReadAt(hb, int64(l.off))
 	} else {

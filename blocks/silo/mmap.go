@@ -1,11 +1,15 @@
 package silo
 
 import (
+	"context"
 	"fmt"
+	"hash/crc32"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"cairn/blocks"
 )
 
 // Reads through memory mappings.
@@ -96,16 +100,57 @@ func (s *Silo) unmap(seg *segment) {
 	seg.mm.ptr.Store(nil)
 }
 
-// copyMapped copies src, a record in a mapping, into hb (its first
-// len(hb) bytes) and payload (the rest). A fault while copying is returned
-// as an I/O error (see above).
-func copyMapped(seg *segment, off uint32, hb, payload, src []byte) (err error) {
+// copyMapped copies src, a record in a mapping, into a, b and c in turn
+// (see copy3). A fault while copying is returned as an I/O error (see
+// above).
+func copyMapped(seg *segment, off uint32, src, a, b, c []byte) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("silo: read segment %s offset %d through its mapping: %v: %w", seg.name, off, r, syscall.EIO)
 		}
 	}()
-	copy(payload, src[copy(hb, src):])
+	copy3(src, a, b, c)
 	return nil
+}
+
+// GetPieceSplit implements blocks.PieceSplitGetter: the piece's record
+// copied from the write buffers or the segment's mapping, its header into
+// scratch and its payload into head and tail, checked as GetPiece checks
+// it. It reports false for a piece of another length, one it has marked
+// bad, a segment it has not mapped (or a record past the mapping), and any
+// failure (a failed check also marks the piece bad, as GetPiece does).
+func (s *Silo) GetPieceSplit(ctx context.Context, key blocks.Addr, head, tail, scratch []byte) bool {
+	if ctx.Err() != nil || len(scratch) < hdrSize {
+		return false
+	}
+	hb := scratch[:hdrSize]
+	s.mu.RLock()
+	e, ok := s.index[key]
+	if s.checkOpen() != nil || !ok || e.bad || int(e.n) != len(head)+len(tail) {
+		s.mu.RUnlock()
+		return false
+	}
+	seg := s.segs[e.seg]
+	if s.splitBufferedLocked(seg, e.loc, hb, head, tail) {
+		s.mu.RUnlock()
+	} else {
+		alloc := seg.alloc
+		seg.mu.RLock()
+		s.mu.RUnlock()
+		m := s.mapping(seg, alloc)
+		ok = int64(e.off)+e.size() <= int64(len(m)) &&
+			copyMapped(seg, e.off, m[e.off:int64(e.off)+e.size()], hb, head, tail) == nil
+		seg.mu.RUnlock()
+		if !ok {
+			return false
+		}
+	}
+	var h header
+	if decodeHeader(hb, &h) != nil || h.typ != recPiece || h.key != key || h.n != e.n ||
+		crc32.Update(crc32.Update(crc32.Checksum(head, castagnoli), castagnoli, tail), castagnoli, hb[:76]) != h.crc {
+		s.markBad(key, e.loc)
+		return false
+	}
+	return true
 }

@@ -24,8 +24,9 @@ var (
 	_ blocks.Walker  = (*Silo)(nil)
 	_ blocks.Journal = (*Silo)(nil)
 
-	_ blocks.Local           = (*Silo)(nil)
-	_ blocks.PieceGetterInto = (*Silo)(nil)
+	_ blocks.Local            = (*Silo)(nil)
+	_ blocks.PieceGetterInto  = (*Silo)(nil)
+	_ blocks.PieceSplitGetter = (*Silo)(nil)
 )
 
 // IsLocal implements blocks.Local: it reports true. GetPiece and
