@@ -47,6 +47,14 @@ var errNoNode = errors.New("no node running")
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first signal starts a clean shutdown; restoring the default
+		// handling lets a second one stop the process at once (a shutdown
+		// waiting for dead peers can take minutes). Flushed writes are
+		// durable either way.
+		<-ctx.Done()
+		stop()
+	}()
 	os.Exit(run(ctx, os.Args, os.Stdout, os.Stderr))
 }
 

@@ -194,7 +194,7 @@ func runNode(ctx context.Context, cmd *cli.Command, cfg node.Config, createDefau
 	case <-ctx.Done():
 	case serveErr = <-done:
 	}
-	log.Info("shutting down: flushing volumes")
+	log.Info("shutting down: flushing volumes (interrupt again to stop at once; what clients flushed is safe either way)")
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, nbd.ErrServerClosed) {
