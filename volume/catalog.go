@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -506,17 +508,39 @@ func (c *Catalogue) kickAll() {
 }
 
 // DefaultDirtyLimit is the write-back cache's default size: 1/16 of the
-// machine's memory, at least 64 MiB and at most 512 MiB (256 MiB where the
-// memory size cannot be read). The Go heap holding it runs to about twice
-// its size under load (see cmd/cairn's memory limit), hence the cap. Like the kernel's page cache for a plain
-// file, the cache absorbs overwrites of a working set that fits in it, and
-// a FLUSH (or the 30 s checkpoint) pushes what it holds.
+// memory this process may use (the machine's, or its cgroup's limit when
+// lower: a container's), at least 64 MiB and at most 2 GiB (256 MiB where
+// the memory size cannot be read). Like the kernel's page cache for a
+// plain file, the cache absorbs overwrites of a working set that fits in
+// it, and a FLUSH (or the 30 s checkpoint) pushes what it holds; the
+// kernel lets dirty pages reach 10% of memory before it writes them back
+// and 20% before writers wait, so 1/16 is the more careful share. The Go
+// heap holding the cache runs to about twice its size under load (see
+// cmd/cairn's memory limit), hence the cap. Up to 512 MiB (the cap until
+// 2026-11) a 1 GiB working set did not fit on a 24 GiB machine, and
+// sustained writes over it ran at the log's disk speed, about a tenth of a
+// page-cache overwrite's.
 func DefaultDirtyLimit() int64 {
-	mem := memTotal()
+	return dirtyLimitFor(usableMemory())
+}
+
+// dirtyLimitFor is DefaultDirtyLimit for mem bytes of memory (0: unknown).
+func dirtyLimitFor(mem int64) int64 {
 	if mem <= 0 {
 		return 256 << 20
 	}
-	return min(max(mem/16, 64<<20), 512<<20)
+	return min(max(mem/16, 64<<20), 2<<30)
+}
+
+// usableMemory returns the memory this process may use: the machine's
+// (MemTotal of /proc/meminfo), or the cgroup v2 limit of its group when
+// that is lower; 0 if neither can be read.
+func usableMemory() int64 {
+	mem := memTotal()
+	if lim := cgroupLimit(); lim > 0 && (mem <= 0 || lim < mem) {
+		mem = lim
+	}
+	return mem
 }
 
 // memTotal returns the machine's memory in bytes (MemTotal of
@@ -537,6 +561,53 @@ func memTotal() int64 {
 		}
 	}
 	return 0
+}
+
+// cgroupLimit returns the memory limit of this process's cgroup, or 0
+// when there is none or it cannot be read: cgroup v2's memory.max of the
+// group /proc/self/cgroup names, else cgroup v1's memory.limit_in_bytes.
+func cgroupLimit() int64 {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0
+	}
+	if group, ok := cgroupPath(string(b), ""); ok {
+		if m, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", group, "memory.max")); err == nil {
+			return parseMemoryMax(string(m))
+		}
+	}
+	if group, ok := cgroupPath(string(b), "memory"); ok {
+		if m, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", group, "memory.limit_in_bytes")); err == nil {
+			return parseMemoryMax(string(m))
+		}
+	}
+	return 0
+}
+
+// cgroupPath returns the group path of a /proc/self/cgroup text for the
+// controller ctrl: "" for the cgroup v2 line ("0::/path"), a v1
+// controller's name ("memory") for its line ("4:memory:/path").
+func cgroupPath(text, ctrl string) (string, bool) {
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 || !strings.HasPrefix(f[2], "/") {
+			continue
+		}
+		if ctrl == "" && f[0] == "0" && f[1] == "" || ctrl != "" && slices.Contains(strings.Split(f[1], ","), ctrl) {
+			return filepath.Clean(f[2]), true
+		}
+	}
+	return "", false
+}
+
+// parseMemoryMax reads a cgroup memory limit: a byte count, or "max"
+// (v2) or a near-2^63 count (v1) for none (0).
+func parseMemoryMax(text string) int64 {
+	n, err := strconv.ParseInt(strings.TrimSpace(text), 10, 64)
+	if err != nil || n <= 0 || n >= 1<<60 {
+		return 0
+	}
+	return n
 }
 
 // List returns every volume (snapshots included), sorted by name.
