@@ -79,6 +79,9 @@ func TestProcStats(t *testing.T) {
 	if err != nil || rss <= 0 || hwm < rss {
 		t.Errorf("memory = %d, %d, %v", rss, hwm, err)
 	}
+	if anon, err := anonMemory(pid); err != nil || anon <= 0 || anon > hwm {
+		t.Errorf("anonMemory = %d, %v (VmHWM %d)", anon, err, hwm)
+	}
 }
 
 func TestInterpolate(t *testing.T) {

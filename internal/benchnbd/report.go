@@ -82,8 +82,8 @@ func (r *nbdResult) table() *table {
 		fmt.Sprintf("%d of %d targets missed. Each row: best of %d round(s), fio nbd engine, %s measured after %s ramp, region %d MiB of a %d MiB disk, servers alternating.",
 			missed, len(o.rows), o.rounds, o.runtime, o.ramp, o.region>>20, o.size>>20),
 		fmt.Sprintf("Fill (1M seq write QD8 + fsync): cairn %s, nbdkit %s.", perf(r.fillCairn), perf(r.fillNbdkit)),
-		fmt.Sprintf("cairn RSS: %s at rest, %s after the fill, max %s (after %q), peak (VmHWM) %s.",
-			mib(r.rssRest), mib(r.rssFilled), mib(r.rssMax), r.rssMaxRow, mib(r.hwm)),
+		fmt.Sprintf("cairn RSS: %s at rest, %s after the fill, max %s (after %q), peak (VmHWM) %s; its own memory (RssAnon) at most %s, the rest being page-cache pages of the segments it reads through mappings.",
+			mib(r.rssRest), mib(r.rssFilled), mib(r.rssMax), r.rssMaxRow, mib(r.hwm), mib(r.anonMax)),
 		"CPU µs/IO: utime+stime of the server process over the measured window / I/Os (10 ms clock resolution; the fsync row counts writes, each with its flush).",
 	)
 	return t

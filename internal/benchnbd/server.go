@@ -240,3 +240,23 @@ func memory(pid int) (rss, hwm int64, err error) {
 	}
 	return rss, hwm, nil
 }
+
+// anonMemory returns RssAnon of the process in bytes: its resident memory
+// without file pages (cairn maps its segments to read them, so pages of
+// the page cache it has read count in VmRSS too).
+func anonMemory(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+				return 0, fmt.Errorf("unexpected RssAnon line in /proc/%d/status: %q", pid, line)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no RssAnon in /proc/%d/status", pid)
+}

@@ -167,6 +167,7 @@ type nbdResult struct {
 	rssRest, rssFilled int64
 	rssMax             int64
 	rssMaxRow          string
+	anonMax            int64 // RssAnon's largest value after a row
 	hwm                int64
 	fillCairn          measure
 	fillNbdkit         measure
@@ -233,6 +234,9 @@ func nbdSuite(ctx context.Context, o options, bin, tmp string) (*nbdResult, erro
 					m.rss = rss
 					if rss > res.rssMax {
 						res.rssMax, res.rssMaxRow = rss, r.name
+					}
+					if anon, err := anonMemory(c.pid()); err == nil && anon > res.anonMax {
+						res.anonMax = anon
 					}
 				}
 				fmt.Fprintf(os.Stderr, "benchnbd: round %d  %-24s %-6s %9.0f IOPS %8.1f MB/s  p99 %v\n",
