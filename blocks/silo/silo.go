@@ -734,31 +734,32 @@ func (s *Silo) GetPieceInto(ctx context.Context, key blocks.Addr, dst []byte) ([
 		if err == nil {
 			err = checkSplit(seg, e.loc, hb, payload, &h)
 		}
-		if err == nil && (h.typ != recPiece || h.key != key) {
-			err = fmt.Errorf("silo: segment %s offset %d: record is not piece %s: %w", seg.name, e.off, key, blocks.ErrCorrupt)
-		}
-		if err != nil {
-			if errors.Is(err, blocks.ErrCorrupt) {
-				s.markBad(key, e.loc)
-			}
+		if err := s.checkPiece(seg, e.loc, key, &h, err); err != nil {
 			return nil, err
 		}
 		return payload, nil
 	}
 	buf, err := s.readRecord(seg, e.loc, dst[:0], &h)
-	if err == nil && (h.typ != recPiece || h.key != key) {
-		err = fmt.Errorf("silo: segment %s offset %d: record is not piece %s: %w", seg.name, e.off, key, blocks.ErrCorrupt)
-	}
-	if err != nil {
-		if errors.Is(err, blocks.ErrCorrupt) {
-			s.markBad(key, e.loc)
-		}
+	if err := s.checkPiece(seg, e.loc, key, &h, err); err != nil {
 		return nil, err
 	}
 	if dst != nil && cap(dst) >= len(buf) {
 		return buf[:copy(buf, buf[hdrSize:])], nil
 	}
 	return buf[hdrSize:], nil
+}
+
+// checkPiece returns the error of reading the record at l of seg as piece
+// key: err (the read's), or ErrCorrupt when the record h is not that
+// piece's; a corrupt piece is marked bad.
+func (s *Silo) checkPiece(seg *segment, l loc, key blocks.Addr, h *header, err error) error {
+	if err == nil && (h.typ != recPiece || h.key != key) {
+		err = fmt.Errorf("silo: segment %s offset %d: record is not piece %s: %w", seg.name, l.off, key, blocks.ErrCorrupt)
+	}
+	if err != nil && errors.Is(err, blocks.ErrCorrupt) {
+		s.markBad(key, l)
+	}
+	return err
 }
 
 func (s *Silo) markBad(key blocks.Addr, l loc) {
