@@ -126,6 +126,15 @@ func (v *volumeImpl) pushSomeLocked(ctx context.Context, max int64) (uint64, err
 // appendLocked encodes the pending changes into records and appends every
 // unappended record to every journal holder. The caller holds flushMu.
 func (v *volumeImpl) appendLocked(ctx context.Context) error {
+	_, err := v.appendRecordsLocked(ctx, false)
+	return err
+}
+
+// appendRecordsLocked is appendLocked; with syncLast, the last record goes
+// to each journal holder that implements AppendSyncer through AppendSync,
+// and synced[i] reports whether journal holder i has synced since it took
+// every record (nil when no record was appended). The caller holds flushMu.
+func (v *volumeImpl) appendRecordsLocked(ctx context.Context, syncLast bool) (synced []bool, err error) {
 	for len(v.pending) > 0 {
 		n := min(len(v.pending), maxRecEntries)
 		v.unappended = append(v.unappended, batch{seq: v.nextSeq, rec: encodeRecord(v.pending[:n])})
@@ -135,28 +144,55 @@ func (v *volumeImpl) appendLocked(ctx context.Context) error {
 	v.pending = nil
 	for len(v.unappended) > 0 {
 		b := v.unappended[0]
+		last := len(v.unappended) == 1
+		var done []bool
+		if syncLast && last && v.anyAppendSyncer() {
+			done = make([]bool, len(v.journals))
+		}
 		err := parallel(ctx, len(v.journals), len(v.journals), func(i int) error {
+			if done != nil {
+				if as, ok := v.journals[i].(AppendSyncer); ok {
+					if err := as.AppendSync(ctx, v.id, v.epoch, b.seq, b.rec); err != nil {
+						return err
+					}
+					done[i] = true
+					return nil
+				}
+			}
 			return v.journals[i].Append(ctx, v.id, v.epoch, b.seq, b.rec)
 		})
 		if errors.Is(err, blocks.ErrFenced) {
-			return v.fence(err)
+			return nil, v.fence(err)
 		}
 		if err != nil {
-			return fmt.Errorf("volume %q: journal append seq %d: %w", v.name, b.seq, err)
+			return nil, fmt.Errorf("volume %q: journal append seq %d: %w", v.name, b.seq, err)
 		}
 		v.unappended = v.unappended[1:]
 		v.sinceCkpt++
+		synced = done
 	}
 	v.unappended = nil
-	return nil
+	return synced, nil
+}
+
+// anyAppendSyncer reports whether a journal holder implements AppendSyncer.
+func (v *volumeImpl) anyAppendSyncer() bool {
+	for _, j := range v.journals {
+		if _, ok := j.(AppendSyncer); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // syncAll syncs the store and every journal holder, in parallel, each
 // distinct holder once: on one node the store's only holder and the
 // journal holder are the same silo, and one Sync covers both (see
-// blocks.SyncHolders). With a single holder it runs inline.
-func (v *volumeImpl) syncAll(ctx context.Context) error {
-	ts := v.syncTargets()
+// blocks.SyncHolders). Journal holder i is left out where synced[i]: it
+// synced after it took the last record (AppendSync). With a single
+// holder it runs inline.
+func (v *volumeImpl) syncAll(ctx context.Context, synced []bool) error {
+	ts := v.syncTargets(synced)
 	err := parallel(ctx, len(ts), len(ts), func(i int) error { return ts[i].Sync(ctx) })
 	if err != nil {
 		return fmt.Errorf("volume %q: sync: %w", v.name, err)
@@ -170,9 +206,9 @@ type syncer interface {
 }
 
 // syncTargets returns what syncAll must sync: the store's holders (or the
-// store itself when it cannot name them) and the journal holders, without
-// duplicates.
-func (v *volumeImpl) syncTargets() []syncer {
+// store itself when it cannot name them) and the journal holders but
+// those marked in synced, without duplicates.
+func (v *volumeImpl) syncTargets(synced []bool) []syncer {
 	ts := make([]syncer, 0, len(v.journals)+1)
 	add := func(x syncer) {
 		for _, t := range ts {
@@ -192,15 +228,20 @@ func (v *volumeImpl) syncTargets() []syncer {
 	for _, h := range hs {
 		add(h)
 	}
-	for _, j := range v.journals {
+	for i, j := range v.journals {
+		if i < len(synced) && synced[i] {
+			continue
+		}
 		add(j)
 	}
 	return ts
 }
 
 // Flush implements Volume: push the dirty chunks, append their journal
-// records, sync the store and the journal holders. Concurrent Flushes
-// share the work: a Flush whose changes a running one covers waits for it.
+// records, sync the store and the journal holders (a journal holder that
+// implements AppendSyncer takes the last record and syncs in one step).
+// Concurrent Flushes share the work: a Flush whose changes a running one
+// covers waits for it.
 func (v *volumeImpl) Flush(ctx context.Context) error {
 	if err := v.usable(); err != nil {
 		return err
@@ -247,10 +288,19 @@ func (v *volumeImpl) flushLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := v.appendLocked(ctx); err != nil {
+	// The last record goes with a sync of each journal holder that can
+	// do both in one step (AppendSyncer); syncAll then syncs the store's
+	// holders (a cluster skips the nodes those syncs covered) and the
+	// other journal holders. The records are sent only once every piece
+	// they name was put. Across nodes a record may become durable before
+	// a piece elsewhere, as when both were synced in one parallel phase:
+	// the FLUSH returns only after both phases succeeded, and nothing is
+	// promised before.
+	synced, err := v.appendRecordsLocked(ctx, true)
+	if err != nil {
 		return err
 	}
-	if err := v.syncAll(ctx); err != nil {
+	if err := v.syncAll(ctx, synced); err != nil {
 		return err
 	}
 	if v.fenced.Load() {

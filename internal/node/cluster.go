@@ -56,6 +56,8 @@ type cluster struct {
 	hmu   sync.Mutex // guards hints
 	hints map[hint]struct{}
 
+	syncs sync.Map // node ID -> *nodeSync: puts there and the syncs that covered them
+
 	handedOff, handedBack atomic.Int64 // bytes
 	givenBack             atomic.Int64 // pieces given back
 	underReplicated       atomic.Int64 // shards led here that lack desired replicas
@@ -204,6 +206,70 @@ func (c *cluster) holder(id string) peer.Local {
 	return cl
 }
 
+// nodeSync tracks, for one node, the pieces this node put there and the
+// syncs of it that returned, so that a sync group can skip a node that
+// has already synced every piece put there (a volume's FLUSH syncs its
+// journal holders with the last record: AppendSync). A Sync covers every
+// put that returned before it was called; so a sync that read puts = p
+// before it was sent, and succeeded, covers the first p puts.
+type nodeSync struct {
+	puts    atomic.Uint64 // PutPiece calls to the node that returned (failed ones too)
+	covered atomic.Uint64 // puts covered by a successful sync
+	at      atomic.Int64  // when the last successful sync returned (UnixNano)
+}
+
+// syncState returns node id's nodeSync.
+func (c *cluster) syncState(id string) *nodeSync {
+	if ns, ok := c.syncs.Load(id); ok {
+		return ns.(*nodeSync)
+	}
+	ns, _ := c.syncs.LoadOrStore(id, &nodeSync{})
+	return ns.(*nodeSync)
+}
+
+// putPiece puts a piece on node id and counts the put (see nodeSync).
+func (c *cluster) putPiece(ctx context.Context, id string, key blocks.Addr, data []byte) error {
+	err := c.holder(id).PutPiece(ctx, key, data)
+	c.syncState(id).puts.Add(1)
+	return err
+}
+
+// synced runs sync, a call that syncs node id (Sync, or an append with a
+// sync), and notes what it covered if it succeeds.
+func (c *cluster) synced(id string, sync func() error) error {
+	ns := c.syncState(id)
+	p := ns.puts.Load()
+	if err := sync(); err != nil {
+		return err
+	}
+	for {
+		cur := ns.covered.Load()
+		if cur >= p || ns.covered.CompareAndSwap(cur, p) {
+			break
+		}
+	}
+	ns.at.Store(time.Now().UnixNano())
+	return nil
+}
+
+// syncNode syncs node id and notes what the sync covered.
+func (c *cluster) syncNode(ctx context.Context, id string) error {
+	return c.synced(id, func() error { return c.holder(id).Sync(ctx) })
+}
+
+// coveredFresh is how recently a node must have synced for a sync group
+// to count it without calling it: its sync confirmed both our pieces and
+// that the node was reachable, and the latter is only worth so much.
+const coveredFresh = time.Second
+
+// isCovered reports whether every piece put on node id has been synced,
+// by a sync that returned within coveredFresh.
+func (c *cluster) isCovered(id string) bool {
+	ns := c.syncState(id)
+	at := ns.at.Load()
+	return ns.covered.Load() >= ns.puts.Load() && at != 0 && time.Since(time.Unix(0, at)) < coveredFresh
+}
+
 // usable reports whether calls to node id are worth trying now.
 func (c *cluster) usable(v *view, id string) bool {
 	if !v.alive[id] {
@@ -318,18 +384,27 @@ func (c *cluster) allHolders() []blocks.Holder {
 // syncGroup is a holder whose Sync syncs every reachable storage node in
 // parallel and succeeds only if a majority of the nodes in the view did:
 // a FLUSH on a node cut off from most of the cluster fails, even when the
-// pieces it wrote before the cut had reached the others. Its other
-// methods are never called by the redundancy layer.
+// pieces it wrote before the cut had reached the others. A node that
+// already synced every piece put there, within the last coveredFresh
+// (a volume's journal holders, which the FLUSH synced with its last
+// record), is counted without a call (see nodeSync). Its other methods
+// are never called by the redundancy layer.
 type syncGroup struct{ c *cluster }
 
 func (g syncGroup) Sync(ctx context.Context) error {
 	c := g.c
 	v := c.view()
 	var ids []string
+	ok := 0
 	for id := range v.nodes {
-		if id == c.self.ID || c.usable(v, id) {
-			ids = append(ids, id)
+		if id != c.self.ID && !c.usable(v, id) {
+			continue
 		}
+		if c.isCovered(id) {
+			ok++
+			continue
+		}
+		ids = append(ids, id)
 	}
 	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
@@ -337,13 +412,12 @@ func (g syncGroup) Sync(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = c.holder(id).Sync(ctx); errs[i] != nil {
+			if errs[i] = c.syncNode(ctx, id); errs[i] != nil {
 				c.failed(id, errs[i])
 			}
 		}()
 	}
 	wg.Wait()
-	ok := 0
 	var firstErr error
 	for _, err := range errs {
 		if err == nil {
@@ -449,7 +523,7 @@ func (s *slot) putPiece(ctx context.Context, key blocks.Addr, data []byte) error
 	}
 	var err error
 	if s.c.usable(s.v, s.primary) || s.primary == s.c.self.ID {
-		if err = s.c.holder(s.primary).PutPiece(ctx, key, data); err == nil || !errors.Is(err, blocks.ErrUnavailable) {
+		if err = s.c.putPiece(ctx, s.primary, key, data); err == nil || !errors.Is(err, blocks.ErrUnavailable) {
 			return err
 		}
 		s.c.failed(s.primary, err)
@@ -463,7 +537,7 @@ func (s *slot) putPiece(ctx context.Context, key blocks.Addr, data []byte) error
 		if !s.c.usable(s.v, f) && f != s.c.self.ID {
 			continue
 		}
-		if ferr := s.c.holder(f).PutPiece(ctx, key, data); ferr != nil {
+		if ferr := s.c.putPiece(ctx, f, key, data); ferr != nil {
 			s.c.failed(f, ferr)
 			continue
 		}
@@ -523,7 +597,7 @@ func (s *slot) getBackground(ctx context.Context, key blocks.Addr) ([]byte, erro
 				if werr := s.c.limiter().Wait(ctx, len(fp)); werr != nil {
 					return nil, fmt.Errorf("node: move piece %v: %w", key, werr)
 				}
-				if perr := s.c.holder(s.primary).PutPiece(ctx, key, fp); perr == nil {
+				if perr := s.c.putPiece(ctx, s.primary, key, fp); perr == nil {
 					s.c.bg.movedPieces.Add(1)
 					s.c.bg.repairedPieces.Add(1)
 					s.c.bg.repairedBytes.Add(int64(len(fp)))
@@ -646,7 +720,7 @@ func (s *slot) DeletePiece(ctx context.Context, key blocks.Addr) error {
 }
 
 func (s *slot) Sync(ctx context.Context) error {
-	err := s.c.holder(s.primary).Sync(ctx)
+	err := s.c.syncNode(ctx, s.primary)
 	if err != nil {
 		s.c.failed(s.primary, err)
 		if errors.Is(err, blocks.ErrUnavailable) && s.primary != s.c.self.ID {
@@ -723,7 +797,7 @@ func (c *cluster) giveBackBatch(ctx context.Context, deadline time.Time) int {
 			if c.limiter().Wait(wctx, len(data)) != nil {
 				break // out of time (or stopping): the rest waits for the next call
 			}
-			err = c.holder(h.holder).PutPiece(bctx, h.key, data)
+			err = c.putPiece(bctx, h.holder, h.key, data)
 		}
 		switch {
 		case err == nil:
@@ -738,7 +812,7 @@ func (c *cluster) giveBackBatch(ctx context.Context, deadline time.Time) int {
 	for _, h := range moved {
 		err, ok := synced[h.holder]
 		if !ok {
-			err = c.holder(h.holder).Sync(bctx)
+			err = c.syncNode(bctx, h.holder)
 			synced[h.holder] = err
 		}
 		if err != nil {

@@ -163,11 +163,16 @@ func (g *journalGroup) copyTo(ctx context.Context, node string, skip *journalSlo
 // last Sync, which may be gone with the old node, are there too). A slot
 // that is down (degraded) skips fn until its node is back.
 func (s *journalSlot) do(ctx context.Context, fn func(h peer.Local) error) error {
+	return s.doOn(ctx, func(_ string, h peer.Local) error { return fn(h) })
+}
+
+// doOn is do for an fn that also needs the node's ID.
+func (s *journalSlot) doOn(ctx context.Context, fn func(id string, h peer.Local) error) error {
 	if s.isDown() && !s.restore(ctx) {
 		return nil
 	}
 	node := s.current()
-	err := fn(s.g.c.holder(node))
+	err := fn(node, s.g.c.holder(node))
 	if err == nil || !errors.Is(err, blocks.ErrUnavailable) {
 		return err
 	}
@@ -178,7 +183,7 @@ func (s *journalSlot) do(ctx context.Context, fn func(h peer.Local) error) error
 	if merr != nil {
 		return merr
 	}
-	return fn(s.g.c.holder(node))
+	return fn(node, s.g.c.holder(node))
 }
 
 func (s *journalSlot) isDown() bool {
@@ -189,6 +194,38 @@ func (s *journalSlot) isDown() bool {
 
 func (s *journalSlot) Append(ctx context.Context, log blocks.ID, e blocks.Epoch, seq uint64, rec []byte) error {
 	return s.do(ctx, func(h peer.Local) error { return h.Append(ctx, log, e, seq, rec) })
+}
+
+// appendSyncer is a holder that appends and syncs in one call (a peer
+// client: one round trip).
+type appendSyncer interface {
+	AppendSync(ctx context.Context, log blocks.ID, epoch blocks.Epoch, seq uint64, rec []byte) error
+}
+
+var (
+	_ volume.AppendSyncer = (*journalSlot)(nil)
+	_ appendSyncer        = (*peer.Client)(nil)
+)
+
+// AppendSync implements volume.AppendSyncer: the record is appended on
+// the slot's node, which then syncs (one round trip to a remote node,
+// peer.Client.AppendSync; Append then Sync on this node's silo). The
+// sync also covers the pieces put on that node before, so the cluster's
+// sync group need not sync it again (see nodeSync). A slot that is down
+// skips it, as it skips Append and Sync.
+func (s *journalSlot) AppendSync(ctx context.Context, log blocks.ID, e blocks.Epoch, seq uint64, rec []byte) error {
+	c := s.g.c
+	return s.doOn(ctx, func(id string, h peer.Local) error {
+		return c.synced(id, func() error {
+			if as, ok := h.(appendSyncer); ok {
+				return as.AppendSync(ctx, log, e, seq, rec)
+			}
+			if err := h.Append(ctx, log, e, seq, rec); err != nil {
+				return err
+			}
+			return h.Sync(ctx)
+		})
+	})
 }
 
 func (s *journalSlot) Seal(ctx context.Context, log blocks.ID, e blocks.Epoch) error {
@@ -204,5 +241,5 @@ func (s *journalSlot) Trim(ctx context.Context, log blocks.ID, before uint64) er
 }
 
 func (s *journalSlot) Sync(ctx context.Context) error {
-	return s.do(ctx, func(h peer.Local) error { return h.Sync(ctx) })
+	return s.doOn(ctx, func(id string, _ peer.Local) error { return s.g.c.syncNode(ctx, id) })
 }

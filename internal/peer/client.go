@@ -64,6 +64,10 @@ type Client struct {
 	slots []*slot
 	next  atomic.Uint32
 	batch batcher // PutPiece calls gathered into PutPieces (batch.go)
+	// noAppendSync: the server answered AppendSync (op 14) with
+	// codeBadRequest (it predates the op); AppendSync sends Append and
+	// Sync from then on. appendSyncProbed: it answered the probe.
+	noAppendSync, appendSyncProbed atomic.Bool
 }
 
 // NewClient returns a client of the peer at addr. It does not connect
@@ -120,7 +124,7 @@ func (c *Client) Close() error {
 // opNames name ops in errors.
 var opNames = map[byte]string{
 	opPutPiece: "put-piece", opGetPiece: "get-piece", opHasPiece: "has-piece",
-	opDeletePiece: "delete-piece", opSync: "sync", opAppend: "append", opSeal: "seal",
+	opDeletePiece: "delete-piece", opSync: "sync", opAppend: "append", opAppendSync: "append-sync", opSeal: "seal",
 	opReplay: "replay", opTrim: "trim", opWalk: "walk",
 	opLoad: "load", opCompareAndSet: "compare-and-set", opPutPieces: "put-pieces",
 }
@@ -678,6 +682,57 @@ func (c *Client) Append(ctx context.Context, log blocks.ID, epoch blocks.Epoch, 
 	}
 	_, err := c.call(ctx, opAppend, encodeLogHeader(log, uint64(epoch), seq), rec)
 	return err
+}
+
+// AppendSync is Append followed by Sync in one round trip (op 14): it
+// returns once the peer's holder has taken record seq and synced, which
+// makes the record, and every PutPiece and Append that returned before
+// AppendSync was called, durable there. Against a server that predates
+// op 14 (it answers with status 8, bad request) it falls back to Append
+// then Sync from then on. The first call probes the server with an
+// empty AppendSync (see the package doc). Errors: Append's and Sync's;
+// on an error the record may or may not have been appended, and nothing
+// is known to be durable.
+func (c *Client) AppendSync(ctx context.Context, log blocks.ID, epoch blocks.Epoch, seq uint64, rec []byte) error {
+	if len(rec) > blocks.MaxRecord {
+		return c.wrap("append-sync", fmt.Errorf("journal record of %d bytes: %w", len(rec), blocks.ErrTooLarge))
+	}
+	if !c.noAppendSync.Load() && !c.appendSyncProbed.Load() {
+		// An empty AppendSync fits any server's limit for an unknown op:
+		// one that predates the op answers bad request rather than
+		// closing the connection on a frame over that limit.
+		f, _, err := c.exchange(ctx, opAppendSync, true)
+		if err != nil {
+			return err
+		}
+		switch {
+		case f.status == codeBadRequest:
+			c.noAppendSync.Store(true)
+			c.log.Info("peer: the server predates append-sync; sending append and sync instead")
+		case f.status != codeOK:
+			return c.wrap("append-sync", replyError(f))
+		default:
+			c.appendSyncProbed.Store(true)
+		}
+	}
+	if !c.noAppendSync.Load() {
+		f, _, err := c.exchange(ctx, opAppendSync, true, encodeLogHeader(log, uint64(epoch), seq), rec)
+		if err != nil {
+			return err
+		}
+		if f.status != codeBadRequest {
+			if err := replyError(f); err != nil {
+				return c.wrap("append-sync", err)
+			}
+			return nil
+		}
+		c.noAppendSync.Store(true)
+		c.log.Info("peer: the server predates append-sync; sending append and sync instead")
+	}
+	if err := c.Append(ctx, log, epoch, seq, rec); err != nil {
+		return err
+	}
+	return c.Sync(ctx)
 }
 
 // Seal implements blocks.Journal.

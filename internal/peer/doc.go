@@ -54,7 +54,7 @@
 //
 // The reader checks n against the limit for the op and direction before it
 // allocates: PutPiece 32+blocks.MaxPiece, PutPieces 2+256*36+1 MiB+64 KiB
-// (msg.go), Append 48+blocks.MaxRecord,
+// (msg.go), Append and AppendSync 48+blocks.MaxRecord,
 // CompareAndSet 41+MaxMutablePayload, other
 // requests 64 bytes; replies blocks.MaxPiece, stream batches
 // 256 KiB+20+blocks.MaxRecord. An over-long length, a non-zero reserved
@@ -89,8 +89,23 @@
 //	11  Load         id(32)                               version(8) payload
 //	12  CompareAndSet id(32) want(8) flags(1) payload     version(8)
 //	13  PutPieces    count(2) {key(32) len(4) data}...    count(2) {code(1) len(2) text}...
+//	14  AppendSync   log(32) epoch(8) seq(8) record       empty
+//	    (probe)      empty                                empty
 //	16  Credit       empty (names a stream by its ID)     none
 //	17  Cancel       empty (names a stream by its ID)     none
+//
+// AppendSync is Append then Sync in one round trip: the server appends the
+// record, then syncs its holder, and replies once both are done, so the
+// record and every piece and record the holder took before it are durable
+// (a volume's FLUSH saves the separate Sync's round trip). An empty
+// AppendSync is a probe: a server that knows op 14 answers status 0 and
+// does nothing, one that predates it answers status 8 (the probe fits the
+// 64 bytes such a server reads of an unknown op; a real AppendSync may
+// not, and would close the connection). A client probes once before its
+// first AppendSync and, if the server predates the op, sends Append and
+// Sync instead. It is an op rather than a request flag because an older
+// server ignores flags it does not know and would reply to a flagged
+// Append without syncing.
 //
 // Replies are op 0x80 with a status: 0 OK, 1 not found, 2 corrupt, 3 no
 // space, 4 fenced, 5 too large, 6 unavailable (the holder is closed or the

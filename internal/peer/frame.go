@@ -39,6 +39,14 @@ const (
 	opCompareAndSet byte = 12
 	// Several PutPiece requests in one frame (see msg.go).
 	opPutPieces byte = 13
+	// Append then Sync in one round trip: Append's payload; the reply
+	// (empty) comes once the record and everything the holder took
+	// before it is durable. A new op, not a flag on Append: a server
+	// ignores flags it does not know, so an older one would append
+	// without syncing, whereas it answers an unknown op with
+	// codeBadRequest, which tells the client to send Append and Sync.
+	// An empty one is a probe (see the package doc).
+	opAppendSync byte = 14
 	// Stream control, client to server, naming a stream by its request ID.
 	opCredit byte = 16
 	opCancel byte = 17
@@ -158,7 +166,7 @@ func requestLimit(op byte) int {
 		return maxPutPiece
 	case opPutPieces:
 		return maxPutPieces
-	case opAppend:
+	case opAppend, opAppendSync:
 		return maxAppend
 	case opCompareAndSet:
 		return maxCompareAndSet

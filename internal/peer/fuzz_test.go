@@ -24,6 +24,7 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(appendFrame(nil, opCompareAndSet, 0, 5, encodeCompareAndSet(blocks.NameID("r"), 2, []byte("p")), []byte("p")))
 	f.Add(appendFrame(nil, opReply, codeConflict, 5, []byte{0, 0, 0, 0, 0, 0, 0, 3}, []byte("conflict")))
 	f.Add(appendFrame(nil, opReply, codeNotHosted, 6, []byte("not hosted")))
+	f.Add(appendFrame(nil, opAppendSync, 0, 7, append(encodeLogHeader(blocks.NameID("l"), 2, 3), "rec"...)))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -117,6 +118,9 @@ func FuzzServer(f *testing.F) {
 	f.Add(appendFrame(nil, opWalk, 0, 1))
 	f.Add(append(appendFrame(nil, opReplay, 0, 1, encodeLogHeader(blocks.NameID("l"), 0)), appendFrame(nil, opCancel, 0, 1)...))
 	f.Add(appendFrame(nil, opAppend, 0, 2, append(encodeLogHeader(blocks.NameID("l"), 1, 1), "rec"...)))
+	f.Add(appendFrame(nil, opAppendSync, 0, 2, append(encodeLogHeader(blocks.NameID("l"), 1, 1), "rec"...)))
+	f.Add(appendFrame(nil, opAppendSync, 0, 5, make([]byte, 40)))
+	f.Add(appendFrame(nil, opAppendSync, 0, 6))
 	f.Add([]byte("garbage"))
 	f.Add(appendFrame(nil, opPutPieces, 0, 3, appendPutEntry([]byte{0, 1}, blocks.Addr{1}, []byte("piece"))))
 	f.Add(appendFrame(nil, opPutPieces, 0, 4, []byte{0, 0}))

@@ -530,6 +530,28 @@ func (sc *serverConn) decode(f frame) (func(st *serverStream), error) {
 			}
 			sc.reply(id, h.Append(ctx, log, epoch, seq, rec))
 		}, nil
+	case opAppendSync:
+		if len(f.payload) == 0 {
+			// A client's probe (see Client.AppendSync): no effect.
+			return func(*serverStream) { sc.reply(id, nil) }, nil
+		}
+		log, epoch, seq, rec, err := decodeAppend(f.payload)
+		if err != nil {
+			return nil, err
+		}
+		return func(*serverStream) {
+			if len(rec) > blocks.MaxRecord {
+				sc.reply(id, fmt.Errorf("peer: journal record of %d bytes: %w", len(rec), blocks.ErrTooLarge))
+				return
+			}
+			err := h.Append(ctx, log, epoch, seq, rec)
+			if err == nil {
+				// The holder's Sync covers every write that returned
+				// before it: the record, and the pieces put before.
+				err = h.Sync(ctx)
+			}
+			sc.reply(id, err)
+		}, nil
 	case opSeal:
 		log, epoch, err := decodeLogOp("seal", f.payload)
 		if err != nil {
