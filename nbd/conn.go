@@ -450,6 +450,10 @@ func (c *conn) read(r *request) {
 		})
 		return
 	}
+	if vr, ok := c.dev.(VectorReader); ok && r.Length >= vectorMin {
+		c.readVec(r, vr)
+		return
+	}
 	buf := getBuf(int(r.Length))
 	defer putBuf(buf)
 	if err := c.dev.ReadAt(c.ctx, *buf, int64(r.Offset)); err != nil {
@@ -467,6 +471,39 @@ func (c *conn) read(r *request) {
 		}
 		return w.WriteData(hdr, *buf)
 	})
+}
+
+// readVec serves a large NBD_CMD_READ through the device's ReadVec: the
+// reply goes out from the device's own buffers. As in read, nothing is
+// sent before the whole range was read, so a device error always gets a
+// clean error reply; slices that do not add up to the request's length
+// (a device bug) get an EIO reply rather than a desynchronized stream.
+func (c *conn) readVec(r *request, vr VectorReader) {
+	replied := false
+	err := vr.ReadVec(c.ctx, int64(r.Offset), int(r.Length), func(bufs [][]byte) error {
+		total := 0
+		for _, b := range bufs {
+			total += len(b)
+		}
+		if total != int(r.Length) {
+			return fmt.Errorf("nbd: device returned %d bytes for a read of %d", total, r.Length) // reported as EIO
+		}
+		replied = true
+		c.send(func(w *replyWriter) error {
+			var b [proto.OffsetDataHeaderSize]byte
+			var hdr []byte
+			if c.structured {
+				hdr = proto.AppendOffsetDataHeader(b[:0], proto.ReplyFlagDone, r.Cookie, r.Offset, total)
+			} else {
+				hdr = proto.AppendSimpleReply(b[:0], r.Cookie, 0)
+			}
+			return w.WriteVec(hdr, bufs)
+		})
+		return nil
+	})
+	if err != nil && !replied {
+		c.deviceError(r, err)
+	}
 }
 
 // errStopExtents stops Device.Extents once the reply is full.

@@ -20,6 +20,7 @@ type replyWriter struct {
 	buf  []byte    // pending bytes; cap is the buffer size
 	vec  [3][]byte // scratch for bufs
 	bufs net.Buffers
+	many [][]byte // scratch for WriteVec's bufs
 }
 
 func newReplyWriter(w io.Writer, size int) *replyWriter {
@@ -93,5 +94,31 @@ func (w *replyWriter) Flush() error {
 	}
 	_, err := w.w.Write(w.buf)
 	w.buf = w.buf[:0]
+	return err
+}
+
+// WriteVec writes a header followed by a payload given in pieces (their
+// concatenation), with the pending bytes, in one vectored write (where
+// the connection supports it; the kernel takes up to 1024 pieces per
+// call, net.Buffers loops over more). Nothing is retained.
+func (w *replyWriter) WriteVec(hdr []byte, data [][]byte) error {
+	w.many = w.many[:0]
+	if len(w.buf) > 0 {
+		w.many = append(w.many, w.buf)
+	}
+	if len(hdr) > 0 {
+		w.many = append(w.many, hdr)
+	}
+	for _, d := range data {
+		if len(d) > 0 {
+			w.many = append(w.many, d)
+		}
+	}
+	all := w.many
+	bufs := net.Buffers(w.many)
+	_, err := bufs.WriteTo(w.w)
+	w.buf = w.buf[:0]
+	clear(all) // drop references to the caller's buffers
+	w.many = all[:0]
 	return err
 }

@@ -62,6 +62,18 @@ type Device interface {
 	Close(ctx context.Context) error
 }
 
+// VectorReader is an optional capability of a Device: ReadVec reads
+// [off, off+n) like ReadAt, but instead of copying the bytes into a
+// buffer it calls fn once with slices whose concatenation is exactly
+// those n bytes, valid only during the call and not to be modified. The
+// server then sends a large READ reply straight from them with one
+// vectored write, saving a copy of every byte read. ReadVec returns
+// ReadAt's errors before calling fn (and then does not call it), or else
+// fn's error. A volume.Volume of package volume has the method.
+type VectorReader interface {
+	ReadVec(ctx context.Context, off int64, n int, fn func(bufs [][]byte) error) error
+}
+
 // ExportInfo describes an export for NBD_OPT_LIST.
 type ExportInfo struct {
 	Name        string

@@ -3,6 +3,9 @@ package volume
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"cairn/blocks"
 )
@@ -24,15 +27,40 @@ func (v *volumeImpl) ReadAt(ctx context.Context, p []byte, off int64) error {
 	}
 	// Several chunks. Small reads run inline: a goroutine per chunk costs
 	// more than the chunk (a page-cache read). Large reads go in parallel
-	// across groups of chunks, each group read in order by one goroutine.
+	// across groups of chunks, each group read in order by one goroutine,
+	// but only while cores are idle: when other large reads are in flight
+	// (a client at queue depth 8, say), they already keep the cores busy,
+	// and one group per read costs less (no goroutines, fewer and longer
+	// preads in the silo).
 	first := off / v.bs
 	count := int((off+int64(len(p))-1)/v.bs - first + 1)
+	busy := int(largeReads.Add(1))
+	defer largeReads.Add(-1)
 	per := max(1, int(readGroupBytes/v.bs))
+	limit := v.c.opts.PutParallel
+	if idle := runtime.GOMAXPROCS(0) - busy + 1; idle <= 1 {
+		per, limit = max(1, int(readBatchBytes/v.bs)), 1
+	} else {
+		limit = min(limit, idle)
+	}
 	groups := (count + per - 1) / per
-	return parallel(ctx, groups, v.c.opts.PutParallel, func(g int) error {
+	if limit == 1 {
+		for g := range groups {
+			if err := v.readChunks(ctx, p, off, first+int64(g*per), first+int64(min((g+1)*per, count))); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return parallel(ctx, groups, limit, func(g int) error {
 		return v.readChunks(ctx, p, off, first+int64(g*per), first+int64(min((g+1)*per, count)))
 	})
 }
+
+// largeReads counts the reads of several chunks in flight in this process
+// (all volumes): ReadAt splits a large read across goroutines only while
+// fewer than GOMAXPROCS of them run.
+var largeReads atomic.Int32
 
 // chunkPart is the part of a read that falls in one chunk.
 type chunkPart struct {
@@ -94,9 +122,15 @@ func (v *volumeImpl) readChunks(ctx context.Context, p []byte, off, from, to int
 	return nil
 }
 
-// readGroupBytes is how much of a large read one goroutine reads: reads up
-// to this size run inline, larger ones in parallel across groups.
-const readGroupBytes = 128 << 10
+// readGroupBytes is how much of a large read one goroutine reads while
+// cores are idle: reads up to this size run inline, larger ones in
+// parallel across groups. readBatchBytes bounds one batch (one GetMany)
+// of a read that runs inline on a busy machine, and so the buffer it
+// pools.
+const (
+	readGroupBytes = 128 << 10
+	readBatchBytes = 4 << 20
+)
 
 // locate fills p from chunk at offset in when the chunk is dirty or a
 // hole; else it returns the address to read it from (stored true).
@@ -159,3 +193,213 @@ func (v *volumeImpl) readChunk(ctx context.Context, chunk uint64, p []byte, in i
 // of the layers below (sealing, piece and record headers), so that they
 // can read into it without allocating.
 const readSlack = 512
+
+// ReadVec is ReadAt without the final copy, for a server that sends the
+// bytes from where they were read (the NBD server's vectored READ reply).
+// It reads [off, off+n) and calls fn once with slices whose concatenation
+// is exactly those n bytes, then takes them back: the slices are valid
+// only during fn, and fn must not modify them (holes share one buffer of
+// zeros). fn runs without the volume's locks held, so a slow consumer
+// delays neither writes nor Close. ReadVec returns ReadAt's errors, before
+// fn is called and without calling it, or else fn's error.
+func (v *volumeImpl) ReadVec(ctx context.Context, off int64, n int, fn func(bufs [][]byte) error) error {
+	if n <= 0 {
+		if err := v.ReadAt(ctx, nil, off); err != nil {
+			return err
+		}
+		return fn(nil)
+	}
+	// The read counts as in flight until fn returns: a server sending
+	// the replies of earlier reads keeps the cores as busy as reading.
+	busy := int(largeReads.Add(1))
+	defer largeReads.Add(-1)
+	r := vecReads.Get().(*vecRead)
+	defer r.release(v)
+	if err := v.gatherVec(ctx, off, n, busy, r); err != nil {
+		return err
+	}
+	return fn(r.all)
+}
+
+// gatherVec reads the chunks of [off, off+n) into r, as ReadAt would read
+// them (busy is the number of large reads in flight, this one included),
+// under the volume's life lock.
+func (v *volumeImpl) gatherVec(ctx context.Context, off int64, n, busy int, r *vecRead) error {
+	v.life.RLock()
+	defer v.life.RUnlock()
+	if err := v.usable(); err != nil {
+		return err
+	}
+	if err := v.checkRange(off, int64(n)); err != nil {
+		return err
+	}
+	first := off / v.bs
+	count := int((off+int64(n)-1)/v.bs - first + 1)
+	per := max(1, int(readGroupBytes/v.bs))
+	limit := v.c.opts.PutParallel
+	if idle := runtime.GOMAXPROCS(0) - busy + 1; idle <= 1 {
+		per, limit = max(1, int(readBatchBytes/v.bs)), 1
+	} else {
+		limit = min(limit, idle)
+	}
+	groups := (count + per - 1) / per
+	for len(r.groups) < groups {
+		r.groups = append(r.groups, &vecGroup{})
+	}
+	span := func(g int) (from, to int64) {
+		return first + int64(g*per), first + int64(min((g+1)*per, count))
+	}
+	if limit == 1 {
+		for g := range groups {
+			from, to := span(g)
+			if err := v.gatherChunks(ctx, off, n, from, to, r.groups[g]); err != nil {
+				return err
+			}
+		}
+	} else if err := parallel(ctx, groups, limit, func(g int) error {
+		from, to := span(g)
+		return v.gatherChunks(ctx, off, n, from, to, r.groups[g])
+	}); err != nil {
+		return err
+	}
+	for _, g := range r.groups[:groups] {
+		r.all = append(r.all, g.vec...)
+	}
+	return nil
+}
+
+// vecRead is the state of one ReadVec: a group per goroutine of the read
+// (see ReadAt), and the slices of every group, in order.
+type vecRead struct {
+	groups []*vecGroup
+	all    [][]byte
+}
+
+// vecGroup gathers the slices of chunks [from, to) of a ReadVec.
+type vecGroup struct {
+	vec     [][]byte      // the group's slices, in order
+	buf     *[]byte       // GetMany's buffer (from the volume's manyBufs)
+	scratch []byte        // copies of dirty chunks and of chunks read alone; never grown
+	addrs   []blocks.Addr // stored chunks' addresses, for GetMany
+	at      []int         // stored chunks' entries in vec
+	parts   []chunkPart   // stored chunks (p unused)
+}
+
+var vecReads = sync.Pool{New: func() any { return new(vecRead) }}
+
+// release gives the buffers back to v's pool and r to vecReads, keeping
+// no reference to the data.
+func (r *vecRead) release(v *volumeImpl) {
+	for _, g := range r.groups {
+		if g.buf != nil {
+			v.manyBufs.Put(g.buf)
+			g.buf = nil
+		}
+		clear(g.vec)
+		g.vec = g.vec[:0]
+		g.addrs, g.at, g.parts = g.addrs[:0], g.at[:0], g.parts[:0]
+		if cap(g.scratch) > maxKeptScratch {
+			g.scratch = nil
+		}
+		g.scratch = g.scratch[:0]
+	}
+	clear(r.all)
+	r.all = r.all[:0]
+	vecReads.Put(r)
+}
+
+// maxKeptScratch bounds the scratch buffer a pooled vecGroup keeps.
+const maxKeptScratch = 256 << 10
+
+// zeroes backs the slices of holes in a ReadVec (never written).
+var zeroes [64 << 10]byte
+
+// gatherChunks appends to g the slices of chunks [from, to) of the read
+// of [off, off+n): dirty chunks copied (their data may change once v.mu is
+// released), holes as zeroes, stored chunks as read by GetMany, in place.
+// A chunk that fails there is read again alone, by readChunk, which
+// repairs or reports it as a single read would.
+func (v *volumeImpl) gatherChunks(ctx context.Context, off int64, n int, from, to int64, g *vecGroup) error {
+	mg, many := v.store.(blocks.ManyGetter)
+	// Every copy goes to scratch, made (at the first copy) to hold the
+	// whole group if need be, and never grown after: the slices taken
+	// from it stay valid.
+	lo0, hi0 := max(from*v.bs, off), min(to*v.bs, off+int64(n))
+	take := func(k int64) []byte {
+		if len(g.scratch) == 0 && int64(cap(g.scratch)) < hi0-lo0 {
+			g.scratch = make([]byte, 0, hi0-lo0)
+		}
+		s := g.scratch[len(g.scratch) : len(g.scratch)+int(k)]
+		g.scratch = g.scratch[:len(g.scratch)+int(k)]
+		return s
+	}
+	for chunk := from; chunk < to; chunk++ {
+		lo := max(chunk*v.bs, off)
+		hi := min((chunk+1)*v.bs, off+int64(n))
+		in := lo - chunk*v.bs
+		v.mu.Lock()
+		if d, ok := v.dirty[uint64(chunk)]; ok {
+			if d.data == nil {
+				v.mu.Unlock()
+				g.appendZeroes(hi - lo)
+				continue
+			}
+			p := take(hi - lo)
+			copy(p, d.data[in:])
+			v.mu.Unlock()
+			g.vec = append(g.vec, p)
+			continue
+		}
+		v.mu.Unlock()
+		a, err := v.m.Get(ctx, uint64(chunk))
+		if err != nil {
+			return fmt.Errorf("volume %q: read chunk %d: %w", v.name, chunk, err)
+		}
+		if a.IsZero() {
+			g.appendZeroes(hi - lo)
+			continue
+		}
+		g.at = append(g.at, len(g.vec))
+		g.vec = append(g.vec, nil)
+		g.addrs = append(g.addrs, a)
+		g.parts = append(g.parts, chunkPart{chunk: uint64(chunk), in: in})
+	}
+	if len(g.addrs) == 0 {
+		return nil
+	}
+	var got [][]byte
+	var errs []error
+	if many && len(g.addrs) > 1 {
+		if g.buf == nil {
+			g.buf, _ = v.manyBufs.Get().(*[]byte)
+			if g.buf == nil {
+				g.buf = new([]byte)
+			}
+		}
+		got, errs = mg.GetMany(ctx, g.addrs, g.buf)
+	}
+	for j, pt := range g.parts {
+		k := g.at[j]
+		lo := max(int64(pt.chunk)*v.bs, off)
+		hi := min(int64(pt.chunk+1)*v.bs, off+int64(n))
+		if got != nil && errs[j] == nil && int64(len(got[j])) == v.bs {
+			g.vec[k] = got[j][pt.in : pt.in+hi-lo]
+			continue
+		}
+		p := take(hi - lo)
+		if err := v.readChunk(ctx, pt.chunk, p, pt.in); err != nil {
+			return err
+		}
+		g.vec[k] = p
+	}
+	return nil
+}
+
+// appendZeroes appends n bytes of zeroes to g's slices.
+func (g *vecGroup) appendZeroes(n int64) {
+	for n > 0 {
+		k := min(n, int64(len(zeroes)))
+		g.vec = append(g.vec, zeroes[:k])
+		n -= k
+	}
+}

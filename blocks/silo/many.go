@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"sync"
 
 	"cairn/blocks"
 )
@@ -38,17 +39,14 @@ func (s *Silo) GetPieces(ctx context.Context, keys []blocks.Addr, buf *[]byte) (
 		}
 		return out, errs
 	}
-	type want struct {
-		i   int
-		seg *segment
-		l   loc
-		at  int64 // where the record lands in *buf
-	}
-	ws := make([]want, 0, len(keys))
+	sc := manyScratches.Get().(*manyScratch)
+	defer sc.release()
+	ws := sc.ws[:0]
 	var slow []int
 	s.mu.RLock()
 	if err := s.checkOpen(); err != nil {
 		s.mu.RUnlock()
+		sc.ws = ws
 		for i := range errs {
 			errs[i] = err
 		}
@@ -64,14 +62,9 @@ func (s *Silo) GetPieces(ctx context.Context, keys []blocks.Addr, buf *[]byte) (
 			slow = append(slow, i)
 			continue
 		}
-		ws = append(ws, want{i: i, seg: seg, l: e.loc})
+		ws = append(ws, want{place: uint64(seg.id)<<32 | uint64(e.off), seg: seg, l: e.loc, i: int32(i)})
 	}
-	slices.SortFunc(ws, func(a, b want) int {
-		if c := cmp.Compare(a.seg.id, b.seg.id); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.l.off, b.l.off)
-	})
+	ws = sc.sortByPlace(ws)
 	// Runs of records close together in one segment: [from, to) of ws,
 	// read from the file at [start, end) into *buf at at.
 	type run struct {
@@ -79,7 +72,7 @@ func (s *Silo) GetPieces(ctx context.Context, keys []blocks.Addr, buf *[]byte) (
 		start, end int64
 		at         int64
 	}
-	var runs []run
+	runs := make([]run, 0, 8)
 	var total int64
 	for j := range ws {
 		w := &ws[j]
@@ -120,7 +113,7 @@ func (s *Silo) GetPieces(ctx context.Context, keys []blocks.Addr, buf *[]byte) (
 		}
 		if err != nil {
 			for _, w := range ws[r.from:r.to] {
-				slow = append(slow, w.i) // GetPieceInto reports the error
+				slow = append(slow, int(w.i)) // GetPieceInto reports the error
 			}
 			continue
 		}
@@ -128,7 +121,7 @@ func (s *Silo) GetPieces(ctx context.Context, keys []blocks.Addr, buf *[]byte) (
 			rec := b[w.at : w.at+w.l.size()]
 			var h header
 			if checkFetched(w.seg, w.l, rec, &h) != nil || h.typ != recPiece || h.key != keys[w.i] {
-				slow = append(slow, w.i) // GetPieceInto marks it bad and reports it
+				slow = append(slow, int(w.i)) // GetPieceInto marks it bad and reports it
 				continue
 			}
 			out[w.i] = rec[hdrSize:]
@@ -138,4 +131,72 @@ func (s *Silo) GetPieces(ctx context.Context, keys []blocks.Addr, buf *[]byte) (
 		out[i], errs[i] = s.GetPieceInto(ctx, keys[i], nil)
 	}
 	return out, errs
+}
+
+// want is a record GetPieces reads.
+type want struct {
+	place uint64   // segment id, then offset in it: the sort key
+	seg   *segment // the segment holding the record
+	at    int64    // where the record lands in the caller's buffer
+	l     loc
+	i     int32 // the key's index
+}
+
+// manyScratch is the scratch space of one GetPieces, pooled.
+type manyScratch struct {
+	ws, sorted []want
+	order      []uint64
+}
+
+var manyScratches = sync.Pool{New: func() any { return new(manyScratch) }}
+
+// release drops the scratch's references to segments and pools it.
+func (sc *manyScratch) release() {
+	clear(sc.ws[:cap(sc.ws)])
+	clear(sc.sorted[:cap(sc.sorted)])
+	sc.ws, sc.sorted = sc.ws[:0], sc.sorted[:0]
+	if cap(sc.ws) > maxKeptWants {
+		sc.ws, sc.sorted, sc.order = nil, nil, nil
+	}
+	manyScratches.Put(sc)
+}
+
+// maxKeptWants bounds the wants a pooled manyScratch keeps room for.
+const maxKeptWants = 1 << 14
+
+// sortByPlace returns ws sorted by place: ws itself or sc's other slice.
+// The records of chunks pushed together lie together, in the order the
+// parallel push wrote them: often sorted already, else nearly, within a
+// small span of one segment. Then each record's place relative to the
+// first and its index pack into one integer, and sorting integers costs a
+// fraction of sorting the records by a comparison function.
+func (sc *manyScratch) sortByPlace(ws []want) []want {
+	byPlace := func(a, b want) int { return cmp.Compare(a.place, b.place) }
+	if slices.IsSortedFunc(ws, byPlace) {
+		sc.ws = ws
+		return ws
+	}
+	lo, hi := ws[0].place, ws[0].place
+	for _, w := range ws {
+		lo, hi = min(lo, w.place), max(hi, w.place)
+	}
+	const idxBits = 16
+	if len(ws) > 1<<idxBits || hi-lo >= 1<<(64-idxBits) {
+		slices.SortFunc(ws, byPlace)
+		sc.ws = ws
+		return ws
+	}
+	order := sc.order[:0]
+	for j, w := range ws {
+		order = append(order, (w.place-lo)<<idxBits|uint64(j))
+	}
+	slices.Sort(order)
+	sorted := sc.sorted[:0]
+	for _, o := range order {
+		sorted = append(sorted, ws[o&(1<<idxBits-1)])
+	}
+	sc.order = order
+	// Keep both slices for the next call; sorted is the one in use.
+	sc.ws, sc.sorted = sorted, ws
+	return sorted
 }

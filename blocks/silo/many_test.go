@@ -2,11 +2,13 @@ package silo
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"cairn/blocks"
@@ -87,5 +89,55 @@ func TestGetPiecesMatchesGetPiece(t *testing.T) {
 	}
 	if _, errs := s.GetPieces(ctx, []blocks.Addr{keyOf(3)}, &buf); !errors.Is(errs[0], blocks.ErrCorrupt) {
 		t.Fatalf("rotten piece: %v, want ErrCorrupt", errs[0])
+	}
+}
+
+// TestSortByPlace: the packed-integer sort orders records by place like a
+// comparison sort, whatever the input (sorted, reversed, shuffled, with
+// equal places, spanning segments, spans too wide to pack), and a pooled
+// scratch reused across calls does not mix up their records.
+func TestSortByPlace(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	sc := new(manyScratch)
+	for round := range 300 {
+		n := rng.IntN(300)
+		ws := make([]want, n)
+		for j := range ws {
+			var place uint64
+			switch round % 4 {
+			case 0: // one segment, nearby records
+				place = 7<<32 | uint64(rng.IntN(1<<20))
+			case 1: // a few segments
+				place = uint64(rng.IntN(3))<<32 | uint64(rng.IntN(1<<30))
+			case 2: // spans too wide to pack: the comparison sort
+				place = rng.Uint64()
+			case 3: // many equal places
+				place = uint64(rng.IntN(4))
+			}
+			ws[j] = want{place: place}
+		}
+		if round%10 == 5 {
+			slices.SortFunc(ws, func(a, b want) int { return cmp.Compare(b.place, a.place) })
+		}
+		for j := range ws {
+			ws[j].i, ws[j].at = int32(j), int64(j)
+		}
+		input := slices.Clone(ws)
+		got := sc.sortByPlace(append(sc.ws[:0], ws...))
+		if len(got) != n {
+			t.Fatalf("round %d: %d records, want %d", round, len(got), n)
+		}
+		if !slices.IsSortedFunc(got, func(a, b want) int { return cmp.Compare(a.place, b.place) }) {
+			t.Fatalf("round %d: not sorted", round)
+		}
+		// Same multiset: every input record once.
+		seen := make([]bool, n)
+		for _, w := range got {
+			if w.at < 0 || int(w.at) >= n || seen[w.at] || input[w.at] != w {
+				t.Fatalf("round %d: record %+v lost, doubled or changed", round, w)
+			}
+			seen[w.at] = true
+		}
+		sc.ws = got
 	}
 }
