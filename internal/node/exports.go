@@ -82,6 +82,21 @@ type conn struct {
 	once sync.Once
 }
 
+var _ nbd.VectorReader = (*conn)(nil)
+
+// ReadVec implements nbd.VectorReader: the volume's, when it has one (a
+// local volume), else ReadAt into a new buffer (a forwarded one).
+func (c *conn) ReadVec(ctx context.Context, off int64, n int, fn func(bufs [][]byte) error) error {
+	if vr, ok := c.Volume.(nbd.VectorReader); ok {
+		return vr.ReadVec(ctx, off, n, fn)
+	}
+	p := make([]byte, n)
+	if err := c.Volume.ReadAt(ctx, p, off); err != nil {
+		return err
+	}
+	return fn([][]byte{p})
+}
+
 // Close flushes; the last connection's Close closes the volume.
 func (c *conn) Close(ctx context.Context) error {
 	err := fmt.Errorf("node: export %s closed twice", c.name)
