@@ -175,6 +175,14 @@ func (v *volumeImpl) readChunk(ctx context.Context, chunk uint64, p []byte, in i
 			*bp = make([]byte, want)
 		}
 		defer v.readBufs.Put(bp)
+		// A whole chunk of a plain volume on this node goes straight from
+		// the disk's pages into p (see blocks.SplitGetter), the buffer
+		// only holding the headers around it; anything else, or a failure,
+		// reads it whole into the buffer.
+		if sg, ok := v.store.(blocks.SplitGetter); ok && in == 0 && int64(len(p)) == v.bs &&
+			sg.GetSplit(ctx, a, nil, p, (*bp)[:blocks.SplitScratch]) {
+			return nil
+		}
 		b, err = gi.GetInto(ctx, a, (*bp)[:0])
 	} else {
 		b, err = v.store.Get(ctx, a)
