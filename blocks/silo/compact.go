@@ -108,6 +108,7 @@ func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
 		return fmt.Errorf("silo: compact %s: %w", seg.name, err)
 	}
 	var copied, dropped int
+	rotten := false // a live record failed its checksum: the segment stays
 	bp := getBuf(0)
 	defer putBuf(bp)
 	for i := range recs {
@@ -138,21 +139,30 @@ func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
 			s.mu.Unlock()
 			continue
 		}
-		// The record is copied verbatim, stamp and checksums included: a
-		// rotten payload stays detectable, and the scan at open resolves
-		// the two copies a crash may leave by stamp.
-		nseg, noff, err := s.appendLocked(nil, 0, nil, *bp)
-		if err == nil {
-			s.relocateLocked(seg.id, r.off, &r.h, loc{seg: nseg.id, off: noff, n: r.h.n})
-			if r.h.typ == recPiece && !checkRecord(*bp, &r.h) {
-				// Mark it, so that a PutPiece may replace it (a GetPiece
-				// that read the old copy could not).
+		if !checkRecord(*bp, &r.h) {
+			// A live record that rotted. The copy would carry a checksum
+			// of the rotten bytes (it is re-encoded with the new segment's
+			// durable mark) and serve them as good: keep the segment
+			// instead, until the record is replaced (a PutPiece of the
+			// piece, which its reader's repair makes; the marked piece is
+			// reported corrupt meanwhile) or dropped (a journal trim).
+			if r.h.typ == recPiece {
 				key := blocks.Addr(r.h.key)
 				e := s.index[key]
 				e.bad = true
 				s.index[key] = e
-				s.log.Warn("silo: compaction copied a corrupt piece", "key", key.String(), "segment", seg.name, "offset", r.off)
 			}
+			s.mu.Unlock()
+			s.log.Warn("silo: compaction keeps a segment holding a corrupt live record", "segment", seg.name, "offset", r.off, "type", r.h.typ)
+			rotten = true
+			break
+		}
+		// The record is copied whole (its checksum checked above), its
+		// stamp kept, so that the scan at open resolves the two copies a
+		// crash may leave.
+		nseg, noff, err := s.appendLocked(nil, 0, nil, *bp)
+		if err == nil {
+			s.relocateLocked(seg.id, r.off, &r.h, loc{seg: nseg.id, off: noff, n: r.h.n})
 		}
 		s.mu.Unlock()
 		if err != nil {
@@ -162,6 +172,9 @@ func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
 	}
 	if err := s.Sync(ctx); err != nil {
 		return err
+	}
+	if rotten {
+		return nil
 	}
 	s.mu.Lock()
 	if err := s.checkOpen(); err != nil {
