@@ -148,9 +148,9 @@ func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
 			// reported corrupt meanwhile) or dropped (a journal trim).
 			if r.h.typ == recPiece {
 				key := blocks.Addr(r.h.key)
-				e := s.index[key]
+				e, _ := s.index.get(key)
 				e.bad = true
-				s.index[key] = e
+				s.index.set(key, e)
 			}
 			s.mu.Unlock()
 			s.log.Warn("silo: compaction keeps a segment holding a corrupt live record", "segment", seg.name, "offset", r.off, "type", r.h.typ)
@@ -246,11 +246,11 @@ func (s *Silo) isLiveLocked(seg, off uint32, h *header) bool {
 	at := func(l loc) bool { return l.seg == seg && l.off == off }
 	switch h.typ {
 	case recPiece:
-		e, ok := s.index[blocks.Addr(h.key)]
+		e, ok := s.index.get(blocks.Addr(h.key))
 		return ok && at(e.loc)
 	case recTomb:
 		key := blocks.Addr(h.key)
-		if _, ok := s.index[key]; ok {
+		if _, ok := s.index.get(key); ok {
 			return false
 		}
 		t, ok := s.tombs[key]
@@ -291,9 +291,9 @@ func (s *Silo) relocateLocked(seg, off uint32, h *header, nl loc) {
 	switch h.typ {
 	case recPiece:
 		key := blocks.Addr(h.key)
-		e := s.index[key]
+		e, _ := s.index.get(key)
 		e.loc = nl
-		s.index[key] = e
+		s.index.set(key, e)
 		// Until the old segment's removal is durable, it holds a put of key.
 		s.noteHistoryLocked(key, seg)
 	case recTomb:
@@ -337,7 +337,7 @@ func (s *Silo) markerLocked(l loc, sign int64) {
 // drops them, and tightens the history of live keys.
 func (s *Silo) cleanupLocked() {
 	for key, t := range s.tombs {
-		if e, live := s.index[key]; live {
+		if e, live := s.index.get(key); live {
 			if !s.anySegInLocked(t.minSeg, e.seg) {
 				delete(s.tombs, key)
 			}

@@ -53,7 +53,7 @@ func (s *Silo) GetPieces(ctx context.Context, keys []blocks.Addr, buf *[]byte) (
 		return out, errs
 	}
 	for i, k := range keys {
-		e, ok := s.index[k]
+		e, ok := s.index.get(k)
 		var seg *segment
 		if ok {
 			seg = s.segs[e.seg]

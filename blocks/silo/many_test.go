@@ -44,7 +44,7 @@ func TestGetPiecesMatchesGetPiece(t *testing.T) {
 	}
 	// Rot one byte of a piece's payload in the first segment.
 	s.mu.RLock()
-	e := s.index[keyOf(3)]
+	e, _ := s.index.get(keyOf(3))
 	s.mu.RUnlock()
 	f, err := os.OpenFile(filepath.Join(dir, segName(e.seg)), os.O_RDWR, 0)
 	if err != nil {

@@ -126,7 +126,7 @@ func (s *Silo) GetPieceSplit(ctx context.Context, key blocks.Addr, head, tail, s
 	}
 	hb := scratch[:hdrSize]
 	s.mu.RLock()
-	e, ok := s.index[key]
+	e, ok := s.index.get(key)
 	if s.checkOpen() != nil || !ok || e.bad || int(e.n) != len(head)+len(tail) {
 		s.mu.RUnlock()
 		return false

@@ -32,7 +32,8 @@ func TestMappedReadOfAShrunkFile(t *testing.T) {
 		t.Fatalf("first read: %v", err)
 	}
 	s.mu.RLock()
-	seg := s.segs[s.index[keyOf(0)].seg]
+	e, _ := s.index.get(keyOf(0))
+	seg := s.segs[e.seg]
 	s.mu.RUnlock()
 	if seg.mm.ptr.Load() == nil {
 		t.Fatal("the segment was not mapped by a read")

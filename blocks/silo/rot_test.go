@@ -32,7 +32,7 @@ func TestCompactionNeverLaundersRot(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.mu.RLock()
-	victim := s.index[keyOf(1)]
+	victim, _ := s.index.get(keyOf(1))
 	seg := s.segs[victim.seg]
 	active := seg == s.active
 	s.mu.RUnlock()

@@ -217,7 +217,7 @@ func (st *scanState) apply(seg, off uint32, h *header) {
 			t.tombSeg, t.tombOff, t.tombStamp = 0, 0, 0 // put again later
 			s.tombs[key] = t
 		}
-		if e, has := s.index[key]; has {
+		if e, has := s.index.get(key); has {
 			if h.stamp < e.stamp {
 				s.noteHistoryLocked(key, seg)
 				return
@@ -226,15 +226,15 @@ func (st *scanState) apply(seg, off uint32, h *header) {
 				s.noteHistoryLocked(key, e.seg)
 			}
 		}
-		s.index[key] = entry{loc: l, stamp: h.stamp}
+		s.index.set(key, entry{loc: l, stamp: h.stamp})
 	case recTomb:
 		key := blocks.Addr(h.key)
 		t, has := s.tombs[key]
-		if e, live := s.index[key]; live {
+		if e, live := s.index.get(key); live {
 			if e.stamp > h.stamp {
 				return // a stale tombstone: the key was put again later
 			}
-			delete(s.index, key)
+			s.index.del(key)
 			s.noteHistoryLocked(key, e.seg)
 			t = s.tombs[key]
 			has = true
@@ -297,7 +297,7 @@ func (st *scanState) resolve() {
 			delete(s.logs, id)
 		}
 	}
-	for _, e := range s.index {
+	for _, e := range s.index.all() {
 		s.liveLocked(e.loc)
 	}
 	for _, t := range s.tombs {

@@ -103,9 +103,8 @@ type loc struct {
 
 func (l loc) size() int64 { return hdrSize + int64(l.n) }
 
-// entry is the index entry of a live piece.
-// Field order keeps it at 24 bytes: with its 32-byte key, an index entry
-// costs about 56 bytes plus the map's overhead, per piece.
+// entry is the index entry of a live piece. The index (index.go) stores
+// it with its key in one 64-byte slot.
 type entry struct {
 	loc
 	bad   bool // the record failed its checksum; a PutPiece may replace it
@@ -182,7 +181,7 @@ type Silo struct {
 	order  []uint32 // ids of segs, ascending
 	active *segment
 	stamp  uint64 // last stamp handed out
-	index  map[blocks.Addr]entry
+	index  *index // freed (empty) once closed
 	tombs  map[blocks.Addr]tombInfo
 	logs   map[blocks.ID]*logState
 	drops  map[blocks.ID]marker // the latest drop (Trim to MaxUint64) per log
@@ -273,7 +272,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
 		opts:   opts,
 		lock:   lock,
 		segs:   map[uint32]*segment{},
-		index:  map[blocks.Addr]entry{},
+		index:  newIndex(),
 		tombs:  map[blocks.Addr]tombInfo{},
 		logs:   map[blocks.ID]*logState{},
 		drops:  map[blocks.ID]marker{},
@@ -287,6 +286,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
 	s.scond = sync.NewCond(&s.smu)
 	if err := s.load(ctx); err != nil {
 		s.closeFiles()
+		s.index.free()
 		lock.Close()
 		return nil, err
 	}
@@ -654,7 +654,7 @@ func (s *Silo) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 	if err := s.checkOpen(); err != nil {
 		return err
 	}
-	old, ok := s.index[key]
+	old, ok := s.index.get(key)
 	if ok && !old.bad {
 		return nil
 	}
@@ -675,7 +675,7 @@ func (s *Silo) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 		s.tombs[key] = t
 	}
 	l := loc{seg: seg.id, off: off, n: h.n}
-	s.index[key] = entry{loc: l, stamp: h.stamp}
+	s.index.set(key, entry{loc: l, stamp: h.stamp})
 	s.liveLocked(l)
 	return nil
 }
@@ -719,7 +719,7 @@ func (s *Silo) GetPieceInto(ctx context.Context, key blocks.Addr, dst []byte) ([
 		s.mu.RUnlock()
 		return nil, err
 	}
-	e, ok := s.index[key]
+	e, ok := s.index.get(key)
 	if !ok {
 		s.mu.RUnlock()
 		return nil, fmt.Errorf("silo: piece %s: %w", key, blocks.ErrNotFound)
@@ -765,9 +765,9 @@ func (s *Silo) checkPiece(seg *segment, l loc, key blocks.Addr, h *header, err e
 func (s *Silo) markBad(key blocks.Addr, l loc) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.index[key]; ok && e.loc == l && !e.bad {
+	if e, ok := s.index.get(key); ok && e.loc == l && !e.bad {
 		e.bad = true
-		s.index[key] = e
+		s.index.set(key, e)
 		s.log.Warn("silo: corrupt piece", "key", key.String(), "segment", l.seg, "offset", l.off)
 	}
 }
@@ -783,7 +783,7 @@ func (s *Silo) HasPiece(ctx context.Context, key blocks.Addr) (bool, error) {
 	if err := s.checkOpen(); err != nil {
 		return false, err
 	}
-	_, ok := s.index[key]
+	_, ok := s.index.get(key)
 	return ok, nil
 }
 
@@ -798,7 +798,7 @@ func (s *Silo) DeletePiece(ctx context.Context, key blocks.Addr) error {
 	if err := s.checkOpen(); err != nil {
 		return err
 	}
-	e, ok := s.index[key]
+	e, ok := s.index.get(key)
 	if !ok {
 		return nil
 	}
@@ -808,7 +808,7 @@ func (s *Silo) DeletePiece(ctx context.Context, key blocks.Addr) error {
 	if err != nil {
 		return err
 	}
-	delete(s.index, key)
+	s.index.del(key)
 	s.killLocked(e.loc)
 	s.noteHistoryLocked(key, e.seg)
 	t := s.tombs[key]
@@ -826,8 +826,8 @@ func (s *Silo) Walk(ctx context.Context, fn func(key blocks.Addr) error) error {
 		s.mu.RUnlock()
 		return err
 	}
-	keys := make([]blocks.Addr, 0, len(s.index))
-	for k := range s.index {
+	keys := make([]blocks.Addr, 0, s.index.len())
+	for k := range s.index.all() {
 		keys = append(keys, k)
 	}
 	s.mu.RUnlock()
@@ -848,7 +848,7 @@ func (s *Silo) Walk(ctx context.Context, fn func(key blocks.Addr) error) error {
 func (s *Silo) Stats() Stats {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	st := Stats{Pieces: int64(len(s.index)), LiveBytes: s.live, Segments: len(s.order)}
+	st := Stats{Pieces: int64(s.index.len()), LiveBytes: s.live, Segments: len(s.order)}
 	for _, id := range s.order {
 		seg := s.segs[id]
 		st.DiskBytes += max(seg.size, seg.alloc)
@@ -1050,6 +1050,9 @@ func (s *Silo) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		close(s.flyQ) // no appends from here on
+		// Every reader of the index holds mu and finds the silo closed
+		// (or, GetPieceSplit, the freed index empty).
+		s.index.free()
 		s.mu.Unlock()
 		<-s.flyDone
 		s.closeFiles()

@@ -1,0 +1,387 @@
+package silo
+
+import (
+	"encoding/binary"
+	"iter"
+	"math/bits"
+	"math/rand/v2"
+	"runtime"
+	"syscall"
+	"unsafe"
+
+	"cairn/blocks"
+)
+
+// The silo's index: an open-addressing hash table built for its keys
+// (32-byte hashes) and entries.
+//
+// A Go map lookup of a random key touches a directory, a control word and
+// a 56-byte slot, in different cache lines and 4 KiB pages: about 0.6 µs
+// when the caches are cold, a third of a random 4 KiB read's CPU time. The
+// table here keeps key and entry together in one 64-byte slot aligned to a
+// cache line, found by linear probing from the key's home slot, so a
+// lookup usually touches one line, the next few at most (the hardware
+// prefetches them, they are contiguous). Large tables live in anonymous
+// mappings advised for transparent huge pages, so that a lookup misses the
+// TLB less often too.
+//
+// Load factor: a table doubles when an insert would take it past 0.8. With
+// linear probing a lookup of a present key then probes 3 slots on average
+// at worst (0.5·(1+1/(1-α)); 1.75 at the mean load of about 0.6), and an
+// insert of a new key 13 at worst (0.5·(1+1/(1-α)²); 3.6 at 0.6), all
+// contiguous. Memory is 64/α bytes per entry: 80 to 160, about 111 on
+// average over sizes. The Go map it replaced costs the same on the heap
+// (128, 89.5 and 107 bytes per entry at 1M, 1.5M and 10M entries, both),
+// more in RSS (see BenchmarkIndexMemory). A higher load would save memory
+// but lengthen the probes of inserts steeply.
+//
+// Deletion shifts the following slots of the probe chain back (no
+// tombstones), so a table never fills with dead slots. Tables never
+// shrink (the Go map did not either).
+//
+// Growth is incremental: rehashing in one go stalled an insert for 3.2 s
+// when a table of 10M entries doubled (8M slots into 16M, the new table's
+// 1 GiB faulted in on the spot; BenchmarkIndexGrow). The new table (twice
+// the size) takes every insert while the old one is consulted too, and
+// each insert moves up to migrateBatch of the old table's slots over. The
+// longest insert is then bounded by page faults (a huge page's first
+// touch, about 1 ms here, rarely tens of ms when the kernel compacts
+// memory for it), not by the table's size.
+
+const (
+	// slotSize is a slot's size: one cache line.
+	slotSize = 64
+	// minSlots is the size of a new index's table.
+	minSlots = 16
+	// mapBytes is the table size from which tables are allocated as
+	// anonymous mappings advised for huge pages (one huge page).
+	mapBytes = 2 << 20
+	// hugePage is the alignment of mapped tables.
+	hugePage = 2 << 20
+	// madvHugepage is MADV_HUGEPAGE (package syscall lacks it).
+	madvHugepage = 14
+	// migrateBatch is how many of the old table's slots an insert migrates
+	// while a migration runs. A migration takes one pass over the old
+	// table (see migrate): at most 1.8·len(old) steps, and the new table,
+	// at load 0.4 when it starts, would grow 0.8·len(old) inserts later, so
+	// any batch over 2.25 finishes in time. Lookups of keys not yet moved
+	// probe both tables (two cache misses) and memory is 1.5 times the new
+	// table's while a migration runs, so a larger batch keeps it short: 64
+	// slots (4 KiB read, at most 64 entries moved, a few microseconds per
+	// insert) end it within 0.03·len(old) inserts.
+	migrateBatch = 64
+	// oneShotSlots is the size up to which a table is rehashed at once
+	// rather than incrementally (a few microseconds).
+	oneShotSlots = 4096
+)
+
+// Slot flags.
+const (
+	slotUsed = 1 << iota // the slot holds an entry
+	slotBad              // entry.bad
+)
+
+// slot is one cell of a table: a key, its hash and its entry, in one
+// 64-byte cache line. It holds no pointers, so tables can live outside the
+// Go heap.
+type slot struct {
+	key         blocks.Addr
+	hash        uint64 // the key's hash: its home is hash >> table.shift
+	stamp       uint64
+	seg, off, n uint32
+	flags       uint32
+}
+
+// Compile-time check that a slot is exactly one cache line.
+var _ [slotSize - unsafe.Sizeof(slot{})]struct{}
+var _ [unsafe.Sizeof(slot{}) - slotSize]struct{}
+
+// entry returns the slot's entry.
+func (s *slot) entry() entry {
+	return entry{loc: loc{seg: s.seg, off: s.off, n: s.n}, bad: s.flags&slotBad != 0, stamp: s.stamp}
+}
+
+// put stores e in the slot (its key and hash already set) and marks it
+// used.
+func (s *slot) put(e entry) {
+	s.seg, s.off, s.n, s.stamp = e.seg, e.off, e.n, e.stamp
+	s.flags = slotUsed
+	if e.bad {
+		s.flags |= slotBad
+	}
+}
+
+// region is an anonymous mapping holding a table. A cleanup unmaps it if
+// it becomes unreachable without free (a silo dropped without Close).
+type region struct {
+	mem     []byte // the mapping as Mmap returned it
+	cleanup runtime.Cleanup
+}
+
+// table is a linear-probing hash table with a power-of-two number of
+// slots.
+type table struct {
+	slots []slot
+	shift uint    // 64 - log2(len(slots)): a hash's top bits are its home
+	n     int     // used slots
+	reg   *region // the mapping holding slots, or nil (Go heap)
+}
+
+// newTable returns an empty table of n slots (a power of two): in a mapping
+// advised for huge pages if it is large, else on the Go heap.
+func newTable(n int) table {
+	t := table{shift: 64 - uint(bits.Len(uint(n-1)))}
+	if n*slotSize >= mapBytes {
+		if reg, slots := mapSlots(n); reg != nil {
+			t.slots, t.reg = slots, reg
+			return t
+		}
+	}
+	t.slots = make([]slot, n)
+	return t
+}
+
+// adviseHuge tells mapSlots to advise huge pages (a test hook).
+var adviseHuge = true
+
+// mapSlots allocates n slots in an anonymous private mapping aligned to a
+// huge page and advised for huge pages. It returns nil if the mapping
+// fails (the caller falls back to the Go heap).
+func mapSlots(n int) (*region, []slot) {
+	size := n * slotSize
+	mem, err := syscall.Mmap(-1, 0, size+hugePage, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		return nil, nil
+	}
+	skip := int(-uintptr(unsafe.Pointer(&mem[0])) & (hugePage - 1))
+	body := mem[skip : skip+size]
+	// Best effort: without THP (EINVAL) the table works on small pages.
+	if adviseHuge {
+		_ = syscall.Madvise(body, madvHugepage)
+	}
+	reg := &region{mem: mem}
+	reg.cleanup = runtime.AddCleanup(reg, func(m []byte) { _ = syscall.Munmap(m) }, mem)
+	return reg, unsafe.Slice((*slot)(unsafe.Pointer(&body[0])), n)
+}
+
+// free releases the table's memory and leaves it empty, with no slots.
+func (t *table) free() {
+	if t.reg != nil {
+		t.reg.cleanup.Stop()
+		_ = syscall.Munmap(t.reg.mem)
+	}
+	*t = table{}
+}
+
+// find returns the slot of key (with hash h), or -1.
+func (t *table) find(key *blocks.Addr, h uint64) int {
+	if t.n == 0 {
+		return -1
+	}
+	mask := len(t.slots) - 1
+	for i := int(h >> t.shift); ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if s.flags&slotUsed == 0 {
+			return -1
+		}
+		if s.hash == h && s.key == *key {
+			return i
+		}
+	}
+}
+
+// insert stores a copy of src, whose key the table does not hold, in the
+// first free slot from its home. The table must have a free slot.
+func (t *table) insert(src *slot) {
+	mask := len(t.slots) - 1
+	i := int(src.hash >> t.shift)
+	for t.slots[i].flags&slotUsed != 0 {
+		i = (i + 1) & mask
+	}
+	t.slots[i] = *src
+	t.n++
+}
+
+// remove empties slot i, shifting back the later slots of its probe chain
+// that may move closer to their homes (backward-shift deletion), so that
+// every entry stays reachable from its home without tombstones.
+func (t *table) remove(i int) {
+	mask := len(t.slots) - 1
+	for j := (i + 1) & mask; t.slots[j].flags&slotUsed != 0; j = (j + 1) & mask {
+		home := int(t.slots[j].hash >> t.shift)
+		// Slot j's entry may move to i if i lies in [home, j) cyclically.
+		if (j-home)&mask >= (j-i)&mask {
+			t.slots[i] = t.slots[j]
+			i = j
+		}
+	}
+	t.slots[i] = slot{}
+	t.n--
+}
+
+// full reports whether the table would pass its maximum load (0.8) with
+// n entries.
+func (t *table) full(n int) bool {
+	return n*5 > len(t.slots)*4
+}
+
+// index maps piece keys to their entries (see the top of this file). It is
+// not safe for concurrent use: the silo calls get, len and all under s.mu
+// held shared or exclusively, set and del under s.mu held exclusively.
+// The zero value is not usable: make one with newIndex.
+type index struct {
+	cur  table  // the table taking inserts
+	old  table  // the table being migrated into cur; no slots when none
+	next int    // old's next slot to migrate
+	seed uint64 // mixed into every hash
+	// oneShot is the table size up to which growth rehashes at once
+	// (oneShotSlots; tests change it).
+	oneShot int
+	// hashFn, when set (tests only), replaces the seeded hash.
+	hashFn func(key blocks.Addr) uint64
+}
+
+// newIndex returns an empty index.
+func newIndex() *index {
+	return &index{cur: newTable(minSlots), seed: rand.Uint64(), oneShot: oneShotSlots}
+}
+
+// hash returns key's hash: its first 8 bytes (the keys are hashes
+// themselves) xor the index's random seed, mixed by the finalizer of
+// MurmurHash3, so that a set of keys crafted to share a home in one process
+// spreads in another.
+func (ix *index) hash(key *blocks.Addr) uint64 {
+	if ix.hashFn != nil {
+		return ix.hashFn(*key)
+	}
+	h := binary.LittleEndian.Uint64(key[:8]) ^ ix.seed
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}
+
+// len returns the number of entries.
+func (ix *index) len() int { return ix.cur.n + ix.old.n }
+
+// get returns key's entry and whether it is present.
+func (ix *index) get(key blocks.Addr) (entry, bool) {
+	h := ix.hash(&key)
+	if i := ix.cur.find(&key, h); i >= 0 {
+		return ix.cur.slots[i].entry(), true
+	}
+	if i := ix.old.find(&key, h); i >= 0 {
+		return ix.old.slots[i].entry(), true
+	}
+	return entry{}, false
+}
+
+// set makes e key's entry.
+func (ix *index) set(key blocks.Addr, e entry) {
+	h := ix.hash(&key)
+	if i := ix.cur.find(&key, h); i >= 0 {
+		ix.cur.slots[i].put(e)
+		return
+	}
+	if i := ix.old.find(&key, h); i >= 0 {
+		ix.old.slots[i].put(e) // it moves when the migration reaches it
+		return
+	}
+	if ix.cur.slots == nil {
+		ix.cur = newTable(minSlots) // set after free
+	}
+	if ix.cur.full(ix.len() + 1) {
+		ix.grow()
+	}
+	s := slot{key: key, hash: h}
+	s.put(e)
+	ix.cur.insert(&s)
+	if ix.old.n > 0 {
+		ix.migrate(migrateBatch)
+	}
+}
+
+// del removes key's entry, if any.
+func (ix *index) del(key blocks.Addr) {
+	h := ix.hash(&key)
+	if i := ix.cur.find(&key, h); i >= 0 {
+		ix.cur.remove(i)
+		return
+	}
+	if i := ix.old.find(&key, h); i >= 0 {
+		ix.old.remove(i)
+		if ix.old.n == 0 {
+			ix.endMigration()
+		}
+	}
+}
+
+// grow replaces the current table with one twice its size and starts
+// migrating the entries over (finishing an unfinished migration first; a
+// small table migrates at once).
+func (ix *index) grow() {
+	if ix.old.slots != nil {
+		ix.migrate(-1)
+	}
+	ix.old, ix.cur = ix.cur, newTable(2*len(ix.cur.slots))
+	ix.next = 0
+	if len(ix.old.slots) <= ix.oneShot {
+		ix.migrate(-1)
+	}
+}
+
+// migrate moves entries of the old table to the current one, examining up
+// to budget of its slots (all of them if budget < 0), and frees the old
+// table once it is empty. It scans the old table from ix.next on; a slot
+// it empties may receive the next entry of the probe chain (backward
+// shift), so it examines the slot again. The slots before ix.next are
+// empty (the old table takes no inserts, and a backward shift, by a
+// migration or a del, moves entries only within a probe chain, which ends
+// at the first empty slot), so one pass moves every entry: len(old)
+// examined slots plus old.n moves, done long before the new table fills.
+func (ix *index) migrate(budget int) {
+	old := &ix.old
+	for ; budget != 0 && old.n > 0; budget-- {
+		s := &old.slots[ix.next]
+		if s.flags&slotUsed == 0 {
+			ix.next++
+			continue
+		}
+		ix.cur.insert(s)
+		old.remove(ix.next)
+	}
+	if old.n == 0 && old.slots != nil {
+		ix.endMigration()
+	}
+}
+
+// endMigration frees the old table, which the migration emptied.
+func (ix *index) endMigration() {
+	ix.old.free()
+	ix.next = 0
+}
+
+// all iterates over the entries, in no particular order. The index must
+// not change during the iteration (none of the silo's loops changes it).
+func (ix *index) all() iter.Seq2[blocks.Addr, entry] {
+	return func(yield func(blocks.Addr, entry) bool) {
+		for _, t := range []*table{&ix.cur, &ix.old} {
+			for i := range t.slots {
+				if s := &t.slots[i]; s.flags&slotUsed != 0 && !yield(s.key, s.entry()) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// free releases the index's memory and leaves it empty. The silo frees its
+// index when it closes (or fails to open); a get after free finds nothing,
+// and a set allocates a new table.
+func (ix *index) free() {
+	ix.cur.free()
+	ix.old.free()
+	ix.next = 0
+}
