@@ -59,7 +59,7 @@ func clusterSuite(ctx context.Context, o options, bin, tmp string) (*clusterResu
 		fmt.Fprintf(os.Stderr, "benchnbd: cluster: starting 4 cairn nodes with --remove-after %s --repair-rate %d for healing run %d\n", o.removeAfter, rate, i+1)
 		t0 := time.Now()
 		hc, err := startCluster(ctx, bin, filepath.Join(tmp, fmt.Sprintf("heal%d", i+1)), 4,
-			"--remove-after", o.removeAfter.String(), "--repair-rate", strconv.FormatInt(rate, 10))
+			append([]string{"--remove-after", o.removeAfter.String(), "--repair-rate", strconv.FormatInt(rate, 10)}, o.nodeArgs...)...)
 		if err != nil {
 			return nil, fmt.Errorf("cluster (healing): %w", err)
 		}
@@ -81,7 +81,7 @@ func fioAndAbsence(ctx context.Context, o options, bin, tmp string, res *cluster
 	dir := filepath.Join(tmp, "cluster")
 	fmt.Fprintf(os.Stderr, "benchnbd: cluster: starting 3 cairn nodes and 1 cairn serve in %s\n", dir)
 	t0 := time.Now()
-	cl, err := startCluster(ctx, bin, dir, 3)
+	cl, err := startCluster(ctx, bin, dir, 3, o.nodeArgs...)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}

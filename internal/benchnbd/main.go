@@ -94,6 +94,7 @@ type options struct {
 	healLoad      time.Duration // how long into the rebuild the client job runs
 	healRates     []int64       // --repair-rate of each healing run (0: unlimited)
 	healOnly      bool          // the cluster section runs only the healing runs
+	nodeArgs      []string      // extra flags for every cluster node (-node-args)
 }
 
 func main() {
@@ -120,6 +121,7 @@ func main() {
 	flag.DurationVar(&o.healLoad, "heal-load", 30*time.Second, "how long into the rebuild the client job keeps running (it also runs from the kill to the removal)")
 	healRates := flag.String("heal-rates", "8MiB,0", "--repair-rate of the healing runs, comma-separated: one fresh 4-node cluster each (0: unlimited; 8MiB bites on a small machine, where the 64MiB default would not)")
 	flag.BoolVar(&o.healOnly, "heal-only", false, "in the cluster section, run only the healing runs")
+	nodeArgs := flag.String("node-args", "", "extra flags for every cluster node, space-separated (e.g. \"--write-cache 512MiB\")")
 	rowsFlag := flag.String("rows", "", "run only the fio rows whose name contains this (e.g. fsync, \"rand read\")")
 	flag.Parse()
 
@@ -136,6 +138,7 @@ func main() {
 	if o.healSize, err = parseSize(*healSize); err != nil {
 		fatal(err)
 	}
+	o.nodeArgs = strings.Fields(*nodeArgs)
 	for _, r := range strings.Split(*healRates, ",") {
 		r = strings.TrimSpace(r)
 		var n int64
