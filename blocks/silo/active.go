@@ -99,9 +99,7 @@ func (s *Silo) appendLocked(h *header, pcrc uint32, payload, raw []byte) (*segme
 		pcrc = crc32.Checksum(payload, castagnoli)
 	}
 	h.durable = uint32(seg.synced)
-	for len(s.wbuf) > 0 && (s.wcarry >= 0 || len(s.wbuf)+n > cap(s.wbuf)) {
-		// At most twice: a launch that carries a record over (see
-		// launchLocked) leaves a buffer the next launch empties.
+	if len(s.wbuf)+n > cap(s.wbuf) {
 		if err := s.launchLocked(); err != nil {
 			return nil, 0, err
 		}
@@ -110,15 +108,6 @@ func (s *Silo) appendLocked(h *header, pcrc uint32, payload, raw []byte) (*segme
 		i := len(s.wbuf)
 		s.wbuf = s.wbuf[:i+n]
 		encodeInto(s.wbuf[i:], h, pcrc, payload, raw)
-		if a := off % writeBufSize; a+int64(n) >= writeBufSize {
-			// The buffer reaches a boundary: the next append launches it,
-			// carrying this record over if it crosses the boundary and is
-			// not the buffer's first.
-			s.wcarry = 0
-			if a+int64(n) > writeBufSize && i > 0 && n <= maxCarry {
-				s.wcarry = n
-			}
-		}
 	} else {
 		if err := s.flushLocked(); err != nil {
 			return nil, 0, err
@@ -188,7 +177,6 @@ func (s *Silo) flushLocked() error {
 		return s.failed
 	}
 	s.wbuf = s.wbuf[:0]
-	s.wcarry = -1
 	return nil
 }
 
@@ -250,10 +238,6 @@ func copy3(src, a, b, c []byte) {
 // before it fdatasyncs, and compaction before it reads a segment. A failed
 // flight is sticky, like a failed buffer write.
 
-// maxCarry bounds the bytes a launch carries over into the fresh buffer
-// (see launchLocked).
-const maxCarry = 16 << 10
-
 // maxFlights bounds the buffers queued or being written (4 MiB); an
 // appender that gets further ahead waits for the writer.
 const maxFlights = 16
@@ -266,30 +250,18 @@ type flight struct {
 	done chan struct{}
 }
 
-// wbufCap is the capacity of a write buffer: room for a boundary-crossing
-// record beyond writeBufSize (see launchLocked).
-const wbufCap = writeBufSize + maxCarry + hdrSize
-
-var wbufPool = sync.Pool{New: func() any { b := make([]byte, 0, wbufCap); return &b }}
+var wbufPool = sync.Pool{New: func() any { b := make([]byte, 0, writeBufSize); return &b }}
 
 // launchLocked hands the write buffer to the flight writer and starts a
 // fresh one.
 //
-// Flights end on writeBufSize boundaries of the file where they can: the
-// page cache builds its folios (its units of memory, up to 2 MiB) from the
-// writes that create them, and a folio starts no earlier than the write
-// that creates it. Buffers that began and ended wherever a record did left
-// the segments in small, ragged folios, and a 4 KiB random read from those
-// cost about 1.2 µs against 0.9 µs from the large folios of aligned writes
-// (4,160-byte reads of a 256 MiB file in the page cache, this machine). So
-// the buffer (of capacity wbufCap, a little more than writeBufSize) is
-// launched once a record reaches the next boundary (s.wcarry set, see
-// appendLocked); when that record crosses the boundary, the flight takes
-// the bytes up to the boundary and the fresh buffer starts with the
-// record, whole (the flight writes the record's head, and the next flight
-// the same bytes again). Reads find the record whole in the fresh buffer.
-// Only records up to maxCarry are carried over, so the rewrite stays
-// small; larger ones, and buffers a Sync writes early, end where they end.
+// Buffers end where a record does, not on boundaries of the file. Ending
+// them on 256 KiB boundaries (a record crossing one carried into the next
+// buffer) gave the page cache large folios and made pread of a random
+// record about 20% cheaper, but with a node of a cluster dead it cut the
+// client's IOPS from 0.95x to 0.6x of before (benchnbd -heal-only; not
+// understood yet), and reads now copy from mappings, where folio size
+// matters little; so it was taken out again.
 func (s *Silo) launchLocked() error {
 	if len(s.wbuf) == 0 {
 		return nil
@@ -299,18 +271,12 @@ func (s *Silo) launchLocked() error {
 	}
 	seg := s.active
 	start := seg.size - int64(len(s.wbuf))
-	buf, carry := s.wbuf, []byte(nil)
-	if s.wcarry > 0 {
-		c := seg.size - int64(s.wcarry)           // the record's offset
-		at := (c/writeBufSize + 1) * writeBufSize // the boundary it crosses
-		buf, carry = s.wbuf[:at-start], s.wbuf[c-start:]
-	}
-	s.wcarry = -1
+	buf := s.wbuf
 	fl := &flight{seg: seg, off: start, buf: buf, done: make(chan struct{})}
 	s.fmu.Lock()
 	s.flights = append(s.flights, fl)
 	s.fmu.Unlock()
-	s.wbuf = append((*wbufPool.Get().(*[]byte))[:0], carry...)
+	s.wbuf = (*wbufPool.Get().(*[]byte))[:0]
 	seg.mu.RLock() // the segment stays open until the write is done
 	s.flyQ <- fl   // the writer never takes s.mu: waiting here is safe
 	return nil

@@ -189,7 +189,6 @@ type Silo struct {
 	ghosts []uint32             // removed segments whose removal may not be durable yet
 	wbuf   []byte               // records at the end of the active segment not yet written to its file
 	maps   atomic.Int64         // segments mapped (see mmap.go)
-	wcarry int                  // wbuf reached a writeBufSize boundary: launch it, carrying its last wcarry bytes over; -1: not yet (see launchLocked)
 
 	fmu          sync.Mutex  // guards flights and flightE; never held while taking mu
 	flights      []*flight   // full write buffers being written, oldest first (see active.go)
@@ -266,19 +265,18 @@ func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
 		return nil, fmt.Errorf("silo: open %s: %w", dir, err)
 	}
 	s := &Silo{
-		dir:    dir,
-		fs:     fsys,
-		log:    opts.Logger.With("silo", dir),
-		opts:   opts,
-		lock:   lock,
-		segs:   map[uint32]*segment{},
-		index:  newIndex(),
-		tombs:  map[blocks.Addr]tombInfo{},
-		logs:   map[blocks.ID]*logState{},
-		drops:  map[blocks.ID]marker{},
-		kick:   make(chan struct{}, 1),
-		wbuf:   make([]byte, 0, wbufCap),
-		wcarry: -1,
+		dir:   dir,
+		fs:    fsys,
+		log:   opts.Logger.With("silo", dir),
+		opts:  opts,
+		lock:  lock,
+		segs:  map[uint32]*segment{},
+		index: newIndex(),
+		tombs: map[blocks.Addr]tombInfo{},
+		logs:  map[blocks.ID]*logState{},
+		drops: map[blocks.ID]marker{},
+		kick:  make(chan struct{}, 1),
+		wbuf:  make([]byte, 0, writeBufSize),
 
 		spareKick: make(chan struct{}, 1),
 		spareDone: make(chan struct{}),
