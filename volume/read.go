@@ -32,29 +32,51 @@ func (v *volumeImpl) ReadAt(ctx context.Context, p []byte, off int64) error {
 	// (a client at queue depth 8, say), they already keep the cores busy,
 	// and one group per read costs less (no goroutines, fewer and longer
 	// preads in the silo).
-	first := off / v.bs
-	count := int((off+int64(len(p))-1)/v.bs - first + 1)
 	busy := int(largeReads.Add(1))
 	defer largeReads.Add(-1)
-	per := max(1, int(readGroupBytes/v.bs))
-	limit := v.c.opts.PutParallel
-	if idle := runtime.GOMAXPROCS(0) - busy + 1; idle <= 1 {
-		per, limit = max(1, int(readBatchBytes/v.bs)), 1
-	} else {
-		limit = min(limit, idle)
-	}
-	groups := (count + per - 1) / per
-	if limit == 1 {
-		for g := range groups {
-			if err := v.readChunks(ctx, p, off, first+int64(g*per), first+int64(min((g+1)*per, count))); err != nil {
+	pl := v.planRead(off, len(p), busy)
+	if pl.limit == 1 {
+		for g := range pl.groups {
+			from, to := pl.span(g)
+			if err := v.readChunks(ctx, p, off, from, to); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return parallel(ctx, groups, limit, func(g int) error {
-		return v.readChunks(ctx, p, off, first+int64(g*per), first+int64(min((g+1)*per, count)))
+	return parallel(ctx, pl.groups, pl.limit, func(g int) error {
+		from, to := pl.span(g)
+		return v.readChunks(ctx, p, off, from, to)
 	})
+}
+
+// readPlan splits a read of several chunks into groups, each read in
+// order by one goroutine, limit of them at a time.
+type readPlan struct {
+	first         int64 // the first chunk
+	count, per    int   // chunks in all, and per group
+	groups, limit int
+}
+
+// planRead plans the read of [off, off+n): groups of readGroupBytes read
+// in parallel while cores are idle, else one group of up to readBatchBytes
+// after another, inline (busy is the number of large reads in flight, this
+// one included).
+func (v *volumeImpl) planRead(off int64, n, busy int) readPlan {
+	pl := readPlan{first: off / v.bs, per: max(1, int(readGroupBytes/v.bs)), limit: v.c.opts.PutParallel}
+	pl.count = int((off+int64(n)-1)/v.bs - pl.first + 1)
+	if idle := runtime.GOMAXPROCS(0) - busy + 1; idle <= 1 {
+		pl.per, pl.limit = max(1, int(readBatchBytes/v.bs)), 1
+	} else {
+		pl.limit = min(pl.limit, idle)
+	}
+	pl.groups = (pl.count + pl.per - 1) / pl.per
+	return pl
+}
+
+// span returns the chunks [from, to) of group g.
+func (pl readPlan) span(g int) (from, to int64) {
+	return pl.first + int64(g*pl.per), pl.first + int64(min((g+1)*pl.per, pl.count))
 }
 
 // largeReads counts the reads of several chunks in flight in this process
@@ -241,21 +263,10 @@ func (v *volumeImpl) gatherVec(ctx context.Context, off int64, n, busy int, r *v
 	if err := v.checkRange(off, int64(n)); err != nil {
 		return err
 	}
-	first := off / v.bs
-	count := int((off+int64(n)-1)/v.bs - first + 1)
-	per := max(1, int(readGroupBytes/v.bs))
-	limit := v.c.opts.PutParallel
-	if idle := runtime.GOMAXPROCS(0) - busy + 1; idle <= 1 {
-		per, limit = max(1, int(readBatchBytes/v.bs)), 1
-	} else {
-		limit = min(limit, idle)
-	}
-	groups := (count + per - 1) / per
+	pl := v.planRead(off, n, busy)
+	groups, limit, span := pl.groups, pl.limit, pl.span
 	for len(r.groups) < groups {
 		r.groups = append(r.groups, &vecGroup{})
-	}
-	span := func(g int) (from, to int64) {
-		return first + int64(g*per), first + int64(min((g+1)*per, count))
 	}
 	if limit == 1 {
 		for g := range groups {

@@ -518,20 +518,9 @@ func (sc *serverConn) decode(f frame) (func(st *serverStream), error) {
 			return nil, errMalformed("sync", len(f.payload))
 		}
 		return func(*serverStream) { sc.reply(id, h.Sync(ctx)) }, nil
-	case opAppend:
-		log, epoch, seq, rec, err := decodeAppend(f.payload)
-		if err != nil {
-			return nil, err
-		}
-		return func(*serverStream) {
-			if len(rec) > blocks.MaxRecord {
-				sc.reply(id, fmt.Errorf("peer: journal record of %d bytes: %w", len(rec), blocks.ErrTooLarge))
-				return
-			}
-			sc.reply(id, h.Append(ctx, log, epoch, seq, rec))
-		}, nil
-	case opAppendSync:
-		if len(f.payload) == 0 {
+	case opAppend, opAppendSync:
+		sync := f.op == opAppendSync
+		if sync && len(f.payload) == 0 {
 			// A client's probe (see Client.AppendSync): no effect.
 			return func(*serverStream) { sc.reply(id, nil) }, nil
 		}
@@ -545,7 +534,7 @@ func (sc *serverConn) decode(f frame) (func(st *serverStream), error) {
 				return
 			}
 			err := h.Append(ctx, log, epoch, seq, rec)
-			if err == nil {
+			if err == nil && sync {
 				// The holder's Sync covers every write that returned
 				// before it: the record, and the pieces put before.
 				err = h.Sync(ctx)
