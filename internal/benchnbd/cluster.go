@@ -55,7 +55,7 @@ func newClusterNode(dir, name, ip string, args []string) (*clusterNode, error) {
 // were free a moment ago.
 func freePorts(ip string, n int) (string, error) {
 	for try := 0; try < 200; try++ {
-		p := 20000 + rand.IntN(30000)
+		p := 10000 + rand.IntN(22000) // below the ephemeral ports of outgoing connections
 		var closers []interface{ Close() error }
 		ok := true
 		for i := 0; i < n && ok; i++ {

@@ -52,16 +52,22 @@ func NeedRoot(t testing.TB) {
 	t.Skip("needs root")
 }
 
-// FreePort returns a TCP address on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP address on 127.0.0.1 that was free a moment ago
+// (see FreePorts for the range).
 func FreePort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return FreePorts(t, "127.0.0.1", 1)
 }
+
+// Test servers listen on ports below the kernel's ephemeral range (32768
+// and up by default), where the source ports of outgoing connections come
+// from: a port probed free and bound by a node a moment later was taken
+// once by a connection between other nodes (CI: "bind: address already
+// in use" at a node's start-up).
+const (
+	portLow  = 10000
+	portSpan = 22000 // portLow+portSpan+a few < 32768
+)
 
 var (
 	buildOnce sync.Once
@@ -138,15 +144,10 @@ func NewNode(t testing.TB, ip string, args ...string) *Server {
 	return &Server{t: t, Data: filepath.Join(t.TempDir(), "data"), Listen: base, NBD: FreePortOn(t, ip), Args: args}
 }
 
-// FreePortOn returns a free TCP address on ip.
+// FreePortOn returns a TCP address on ip that was free a moment ago.
 func FreePortOn(t testing.TB, ip string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return FreePorts(t, ip, 1)
 }
 
 // FreePorts returns ip:p such that TCP ports p..p+n-1 and UDP port p on
@@ -154,7 +155,7 @@ func FreePortOn(t testing.TB, ip string) string {
 func FreePorts(t testing.TB, ip string, n int) string {
 	t.Helper()
 	for try := 0; try < 200; try++ {
-		p := 20000 + rand.IntN(30000)
+		p := portLow + rand.IntN(portSpan)
 		ok := true
 		var ls []io.Closer
 		for i := 0; i < n && ok; i++ {

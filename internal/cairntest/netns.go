@@ -107,7 +107,7 @@ func (nw *Net) Cut(i int) (heal func()) {
 func NewNodeIn(t testing.TB, nw *Net, i int, args ...string) *Server {
 	t.Helper()
 	ip := nw.IP(i)
-	p := 20000 + rand.IntN(30000)
+	p := portLow + rand.IntN(portSpan)
 	s := &Server{t: t, Data: t.TempDir() + "/data", Listen: fmt.Sprintf("%s:%d", ip, p), NBD: fmt.Sprintf("%s:%d", ip, p+5), Args: args, Netns: nw.Netns(i)}
 	return s
 }
