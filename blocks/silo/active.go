@@ -354,11 +354,13 @@ func (s *Silo) fetchRecord(seg *segment, l loc, buf []byte) ([]byte, error) {
 }
 
 // fetchSplit is fetchRecord reading the record's header into hb (hdrSize
-// bytes) and its payload into payload (l.n bytes) with one system call,
-// from a file that can (sr): no copy of the payload afterwards. It is
-// called with s.mu held shared and releases it.
-func (s *Silo) fetchSplit(seg *segment, l loc, sr splitReader, hb, payload []byte) error {
-	if s.splitBufferedLocked(seg, l, hb, payload, nil) {
+// bytes) and its payload into a and b in turn (l.n bytes in all), from a
+// write buffer, the segment's mapping, or else with one system call from a
+// file that can (sr; only with b empty): no copy of the payload
+// afterwards. With sr nil, a record it would have to pread is
+// errUnmapped. It is called with s.mu held shared and releases it.
+func (s *Silo) fetchSplit(seg *segment, l loc, sr splitReader, hb, a, b []byte) error {
+	if s.splitBufferedLocked(seg, l, hb, a, b) {
 		s.mu.RUnlock()
 		return nil
 	}
@@ -366,30 +368,38 @@ func (s *Silo) fetchSplit(seg *segment, l loc, sr splitReader, hb, payload []byt
 	seg.mu.RLock()
 	s.mu.RUnlock()
 	var err error
-	if m := s.mapping(seg, alloc); int64(l.off)+l.size() <= int64(len(m)) {
-		err = copyMapped(seg, l.off, m[l.off:int64(l.off)+l.size()], hb, payload, nil)
-	} else if len(payload) == 0 {
+	switch m := s.mapping(seg, alloc); {
+	case int64(l.off)+l.size() <= int64(len(m)):
+		err = copyMapped(seg, l.off, m[l.off:int64(l.off)+l.size()], hb, a, b)
+	case sr == nil:
+		err = errUnmapped
+	case len(a) == 0:
 		_, err = seg.f.ReadAt(hb, int64(l.off))
-	} else {
-		_, err = sr.ReadSplitAt(hb, payload, int64(l.off))
+	default:
+		_, err = sr.ReadSplitAt(hb, a, int64(l.off))
 	}
 	seg.mu.RUnlock()
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("silo: segment %s offset %d: short record: %w", seg.name, l.off, blocks.ErrCorrupt)
-		}
-		return mapErr("read", err)
+	switch {
+	case err == nil, errors.Is(err, errUnmapped):
+		return err
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("silo: segment %s offset %d: short record: %w", seg.name, l.off, blocks.ErrCorrupt)
 	}
-	return nil
+	return mapErr("read", err)
 }
 
-// checkSplit is checkFetched for a record fetched by fetchSplit.
-func checkSplit(seg *segment, l loc, hb, payload []byte, h *header) error {
+// errUnmapped: fetchSplit found the record in no buffer and no mapping,
+// and was given no file to read it from.
+var errUnmapped = errors.New("silo: record not mapped")
+
+// checkSplit is checkFetched for a record fetched by fetchSplit, its
+// payload in a and b.
+func checkSplit(seg *segment, l loc, hb, a, b []byte, h *header) error {
 	if err := decodeHeader(hb, h); err != nil {
 		return fmt.Errorf("silo: segment %s offset %d: %v: %w", seg.name, l.off, err, blocks.ErrCorrupt)
 	}
-	if h.n != l.n || int(h.n) != len(payload) ||
-		crc32.Update(crc32.Checksum(payload, castagnoli), castagnoli, hb[:76]) != h.crc {
+	if h.n != l.n || int(h.n) != len(a)+len(b) ||
+		crc32.Update(crc32.Update(crc32.Checksum(a, castagnoli), castagnoli, b), castagnoli, hb[:76]) != h.crc {
 		return fmt.Errorf("silo: segment %s offset %d: checksum mismatch: %w", seg.name, l.off, blocks.ErrCorrupt)
 	}
 	return nil

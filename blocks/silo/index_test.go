@@ -295,34 +295,26 @@ func BenchmarkIndexGet(b *testing.B) {
 			sink += keys[order[i&(len(order)-1)]][0]
 		}
 	})
-	b.Run("table-smallpages", func(b *testing.B) {
-		defer func(h bool) { adviseHuge = h }(adviseHuge)
-		adviseHuge = false
-		ix := newIndex()
-		defer ix.free()
-		for i, k := range keys {
-			ix.set(k, entry{stamp: uint64(i)})
-		}
-		b.ResetTimer()
-		for i := range b.N {
-			sink += pollute(rng.Uint64())
-			e, _ := ix.get(keys[order[i&(len(order)-1)]])
-			sink += byte(e.stamp)
-		}
-	})
-	b.Run("table", func(b *testing.B) {
-		ix := newIndex()
-		defer ix.free()
-		for i, k := range keys {
-			ix.set(k, entry{stamp: uint64(i)})
-		}
-		b.ResetTimer()
-		for i := range b.N {
-			sink += pollute(rng.Uint64())
-			e, _ := ix.get(keys[order[i&(len(order)-1)]])
-			sink += byte(e.stamp)
-		}
-	})
+	for _, c := range []struct {
+		name string
+		huge bool
+	}{{"table-smallpages", false}, {"table", true}} {
+		b.Run(c.name, func(b *testing.B) {
+			defer func(h bool) { adviseHuge = h }(adviseHuge)
+			adviseHuge = c.huge
+			ix := newIndex()
+			defer ix.free()
+			for i, k := range keys {
+				ix.set(k, entry{stamp: uint64(i)})
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				sink += pollute(rng.Uint64())
+				e, _ := ix.get(keys[order[i&(len(order)-1)]])
+				sink += byte(e.stamp)
+			}
+		})
+	}
 	b.Run("map", func(b *testing.B) {
 		m := make(map[blocks.Addr]entry)
 		for i, k := range keys {

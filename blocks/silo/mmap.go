@@ -3,7 +3,6 @@ package silo
 import (
 	"context"
 	"fmt"
-	"hash/crc32"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -132,25 +131,10 @@ func (s *Silo) GetPieceSplit(ctx context.Context, key blocks.Addr, head, tail, s
 		return false
 	}
 	seg := s.segs[e.seg]
-	if s.splitBufferedLocked(seg, e.loc, hb, head, tail) {
-		s.mu.RUnlock()
-	} else {
-		alloc := seg.alloc
-		seg.mu.RLock()
-		s.mu.RUnlock()
-		m := s.mapping(seg, alloc)
-		ok = int64(e.off)+e.size() <= int64(len(m)) &&
-			copyMapped(seg, e.off, m[e.off:int64(e.off)+e.size()], hb, head, tail) == nil
-		seg.mu.RUnlock()
-		if !ok {
-			return false
-		}
-	}
 	var h header
-	if decodeHeader(hb, &h) != nil || h.typ != recPiece || h.key != key || h.n != e.n ||
-		crc32.Update(crc32.Update(crc32.Checksum(head, castagnoli), castagnoli, tail), castagnoli, hb[:76]) != h.crc {
-		s.markBad(key, e.loc)
-		return false
+	err := s.fetchSplit(seg, e.loc, nil, hb, head, tail)
+	if err == nil {
+		err = checkSplit(seg, e.loc, hb, head, tail, &h)
 	}
-	return true
+	return s.checkPiece(seg, e.loc, key, &h, err) == nil
 }

@@ -728,9 +728,9 @@ func (s *Silo) GetPieceInto(ctx context.Context, key blocks.Addr, dst []byte) ([
 	if sr, ok := seg.f.(splitReader); ok && cap(dst) >= n+hdrSize {
 		// The payload straight into dst, the header into the room after it.
 		payload, hb := dst[:n], dst[n:n+hdrSize]
-		err := s.fetchSplit(seg, e.loc, sr, hb, payload)
+		err := s.fetchSplit(seg, e.loc, sr, hb, payload, nil)
 		if err == nil {
-			err = checkSplit(seg, e.loc, hb, payload, &h)
+			err = checkSplit(seg, e.loc, hb, payload, nil, &h)
 		}
 		if err := s.checkPiece(seg, e.loc, key, &h, err); err != nil {
 			return nil, err
