@@ -339,6 +339,29 @@ type ManyGetter interface {
 	GetMany(ctx context.Context, addrs []Addr, buf *[]byte) (blocks [][]byte, errs []error)
 }
 
+// Viewer is an optional capability of a Store: ViewMany sets views[i] to
+// the content of the block at addrs[i] where the layers below can hand the
+// bytes out in place, without a copy (a plain block whose piece lies in a
+// mapped segment of this node's silo), verified as Get verifies it; it
+// leaves views[i] nil wherever it cannot (a block compressed, encrypted,
+// buffered, elsewhere, missing, corrupt, or any error), for the caller to
+// read with Get or GetMany, which repair and report errors. It is a fast
+// path, never the only one. The views are read-only and stay valid until
+// the caller calls release (never nil), once; after that it must not touch
+// them. A holder of views delays no writer, compaction or Close: it only
+// keeps the memory mapped, so release them soon (a reply sent, say).
+type Viewer interface {
+	ViewMany(ctx context.Context, addrs []Addr, views [][]byte) (release func())
+}
+
+// PieceViewer is Viewer for a Holder's pieces under keys.
+type PieceViewer interface {
+	ViewPieces(ctx context.Context, keys []Addr, views [][]byte) (release func())
+}
+
+// NoRelease is the release of views that pin nothing.
+func NoRelease() {}
+
 // Limits shared by every layer.
 const (
 	// MaxBlock is the largest plaintext block a Store accepts (the largest

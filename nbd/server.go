@@ -69,7 +69,10 @@ type Device interface {
 // server then sends a large READ reply straight from them with one
 // vectored write, saving a copy of every byte read. ReadVec returns
 // ReadAt's errors before calling fn (and then does not call it), or else
-// fn's error. A volume.Volume of package volume has the method.
+// fn's error. A volume.Volume of package volume has the method. The
+// slices may be pages of mapped files, so the server only hands them to
+// the kernel (a vectored write), which turns a page it cannot read into
+// an error (EFAULT) instead of a fault.
 type VectorReader interface {
 	ReadVec(ctx context.Context, off int64, n int, fn func(bufs [][]byte) error) error
 }

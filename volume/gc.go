@@ -56,12 +56,21 @@ var (
 	_ blocks.GetterInto  = (*trackedStore)(nil)
 	_ blocks.ManyGetter  = (*trackedStore)(nil)
 	_ blocks.SplitGetter = (*trackedStore)(nil)
+	_ blocks.Viewer      = (*trackedStore)(nil)
 )
 
 // GetSplit implements blocks.SplitGetter: the wrapped store's, or false.
 func (s *trackedStore) GetSplit(ctx context.Context, a blocks.Addr, head, tail, scratch []byte) bool {
 	sg, ok := s.Store.(blocks.SplitGetter)
 	return ok && sg.GetSplit(ctx, a, head, tail, scratch)
+}
+
+// ViewMany implements blocks.Viewer: the wrapped store's, or no views.
+func (s *trackedStore) ViewMany(ctx context.Context, addrs []blocks.Addr, views [][]byte) func() {
+	if vw, ok := s.Store.(blocks.Viewer); ok {
+		return vw.ViewMany(ctx, addrs, views)
+	}
+	return blocks.NoRelease
 }
 
 // GetInto implements blocks.GetterInto: the wrapped store's, or its Get.

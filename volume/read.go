@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -126,6 +127,26 @@ func (v *volumeImpl) readChunks(ctx context.Context, p []byte, off, from, to int
 	if len(addrs) == 0 {
 		return nil
 	}
+	if vw, ok := v.store.(blocks.Viewer); ok {
+		// Copy what the layers below hand out in place straight into p
+		// (one pass over the cold bytes, the check's, instead of a read
+		// into a buffer and a copy); read the rest below.
+		views := make([][]byte, len(addrs))
+		release := vw.ViewMany(ctx, addrs, views)
+		rest := 0
+		for j, pt := range stored {
+			if b := views[j]; int64(len(b)) == v.bs && copyView(pt.p, b[pt.in:]) {
+				continue
+			}
+			stored[rest], addrs[rest] = pt, addrs[j]
+			rest++
+		}
+		release()
+		stored, addrs = stored[:rest], addrs[:rest]
+		if rest == 0 {
+			return nil
+		}
+	}
 	bp, _ := v.manyBufs.Get().(*[]byte)
 	if bp == nil {
 		bp = new([]byte)
@@ -142,6 +163,21 @@ func (v *volumeImpl) readChunks(ctx context.Context, p []byte, off, from, to int
 		copy(pt.p, got[j][pt.in:])
 	}
 	return nil
+}
+
+// copyView copies a view (blocks.Viewer) into p. A view is mapped file
+// pages, which can fault (a disk error when a page evicted since the check
+// is read again); the fault is caught and reported as false, for the
+// caller to read the chunk the ordinary way.
+func copyView(p, view []byte) (ok bool) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	copy(p, view)
+	return true
 }
 
 // readGroupBytes is how much of a large read one goroutine reads while
@@ -229,7 +265,10 @@ const readSlack = 512
 // It reads [off, off+n) and calls fn once with slices whose concatenation
 // is exactly those n bytes, then takes them back: the slices are valid
 // only during fn, and fn must not modify them (holes share one buffer of
-// zeros). fn runs without the volume's locks held, so a slow consumer
+// zeros). Some slices may be mapped file pages (blocks.Viewer: the chunks
+// of a plain volume on this node go out without being copied at all):
+// hand them to the kernel (a write, which reports a page it cannot read
+// as EFAULT), or read them under runtime/debug.SetPanicOnFault. fn runs without the volume's locks held, so a slow consumer
 // delays neither writes nor Close. ReadVec returns ReadAt's errors, before
 // fn is called and without calling it, or else fn's error.
 func (v *volumeImpl) ReadVec(ctx context.Context, off int64, n int, fn func(bufs [][]byte) error) error {
@@ -302,6 +341,9 @@ type vecGroup struct {
 	addrs   []blocks.Addr // stored chunks' addresses, for GetMany
 	at      []int         // stored chunks' entries in vec
 	parts   []chunkPart   // stored chunks (p unused)
+	views   [][]byte      // ViewMany's answer (scratch)
+	// releases give back the views in vec (blocks.Viewer), once fn is done.
+	releases []func()
 }
 
 var vecReads = sync.Pool{New: func() any { return new(vecRead) }}
@@ -310,6 +352,11 @@ var vecReads = sync.Pool{New: func() any { return new(vecRead) }}
 // no reference to the data.
 func (r *vecRead) release(v *volumeImpl) {
 	for _, g := range r.groups {
+		for _, rel := range g.releases {
+			rel()
+		}
+		clear(g.releases)
+		g.releases = g.releases[:0]
 		if g.buf != nil {
 			v.manyBufs.Put(g.buf)
 			g.buf = nil
@@ -385,6 +432,32 @@ func (v *volumeImpl) gatherChunks(ctx context.Context, off int64, n int, from, t
 	}
 	if len(g.addrs) == 0 {
 		return nil
+	}
+	if vw, ok := v.store.(blocks.Viewer); ok && len(g.addrs) > 1 {
+		// Stored chunks the layers below hand out in place (a plain
+		// volume's chunks in this node's mapped segments): the reply is
+		// written from there, without a copy. The rest are read below.
+		if cap(g.views) < len(g.addrs) {
+			g.views = make([][]byte, len(g.addrs))
+		}
+		g.views = g.views[:len(g.addrs)]
+		g.releases = append(g.releases, vw.ViewMany(ctx, g.addrs, g.views))
+		rest := 0
+		for j, pt := range g.parts {
+			if b := g.views[j]; int64(len(b)) == v.bs {
+				lo := max(int64(pt.chunk)*v.bs, off)
+				hi := min(int64(pt.chunk+1)*v.bs, off+int64(n))
+				g.vec[g.at[j]] = b[pt.in : pt.in+hi-lo]
+				continue
+			}
+			g.addrs[rest], g.parts[rest], g.at[rest] = g.addrs[j], g.parts[j], g.at[j]
+			rest++
+		}
+		clear(g.views)
+		g.addrs, g.parts, g.at = g.addrs[:rest], g.parts[:rest], g.at[:rest]
+		if rest == 0 {
+			return nil
+		}
 	}
 	var got [][]byte
 	var errs []error

@@ -54,6 +54,7 @@ var (
 	_ blocks.GetterInto  = (*Store)(nil)
 	_ blocks.SplitGetter = (*Store)(nil)
 	_ blocks.ManyGetter  = (*Store)(nil)
+	_ blocks.Viewer      = (*Store)(nil)
 )
 
 // MaxData is the largest block Put accepts: a replica (header and block)
@@ -625,6 +626,57 @@ func (s *Store) GetMany(ctx context.Context, addrs []blocks.Addr, buf *[]byte) (
 		out[i], errs[i] = s.Get(ctx, addrs[i])
 	}
 	return out, errs
+}
+
+// ViewMany implements blocks.Viewer: the payloads of replicated blocks
+// whose replica lies on a local holder that hands out views
+// (blocks.PieceViewer), the same one for all (see PieceSource), checked
+// as GetMany checks them (trusted: the holder's CRC covered the piece);
+// nil for every other block.
+func (s *Store) ViewMany(ctx context.Context, addrs []blocks.Addr, views [][]byte) (release func()) {
+	if s.kind != kindReplica {
+		return blocks.NoRelease
+	}
+	var pv blocks.PieceViewer
+	var pvSrc blocks.Holder
+	keys := make([]blocks.Addr, 0, len(addrs))
+	idx := make([]int, 0, len(addrs)) // block index of keys[j]
+	ridx := make([]int, 0, len(addrs))
+	for i, a := range addrs {
+		hs, err := s.placement(a)
+		if err != nil {
+			continue
+		}
+		r := s.localReplica(hs)
+		if r < 0 {
+			continue
+		}
+		v, ok := hs[r].(blocks.PieceViewer)
+		src := source(hs[r])
+		if !ok || (pv != nil && !blocks.SameHolder(pvSrc, src)) {
+			continue
+		}
+		if pv == nil {
+			pv, pvSrc = v, src
+		}
+		keys = append(keys, blocks.PieceKey(a, r))
+		idx = append(idx, i)
+		ridx = append(ridx, r)
+	}
+	if len(keys) == 0 {
+		return blocks.NoRelease
+	}
+	pieces := make([][]byte, len(keys))
+	release = pv.ViewPieces(ctx, keys, pieces)
+	for j, i := range idx {
+		if pieces[j] == nil {
+			continue
+		}
+		if p := s.check(pieces[j], addrs[i], ridx[j], false); p.state == good {
+			views[i] = p.payload
+		}
+	}
+	return release
 }
 
 // read gets the block at addr, reading every piece when full, and repairs

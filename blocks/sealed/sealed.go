@@ -66,6 +66,7 @@ var (
 	_ blocks.SyncHolders = (*Store)(nil)
 	_ blocks.GetterInto  = (*Store)(nil)
 	_ blocks.ManyGetter  = (*Store)(nil)
+	_ blocks.Viewer      = (*Store)(nil)
 )
 
 // Format constants (version 1).
@@ -422,6 +423,29 @@ func (s *Store) GetSplit(ctx context.Context, addr blocks.Addr, head, tail, scra
 	}
 	h := frame[0]
 	return h>>4 == formatVersion && h&cipherMask == s.cipherID && h&flagCompressed == 0
+}
+
+// ViewMany implements blocks.Viewer: the inner store's views of plain
+// blocks (neither compressed nor encrypted), without their frame byte;
+// nil for every other block.
+func (s *Store) ViewMany(ctx context.Context, addrs []blocks.Addr, views [][]byte) (release func()) {
+	v, ok := s.inner.(blocks.Viewer)
+	if !ok || s.aead != nil {
+		return blocks.NoRelease
+	}
+	release = v.ViewMany(ctx, addrs, views)
+	for i, b := range views {
+		if len(b) == 0 {
+			views[i] = nil // an empty block is corrupt: Get reports it
+			continue
+		}
+		if h := b[0]; h>>4 != formatVersion || h&cipherMask != s.cipherID || h&flagCompressed != 0 {
+			views[i] = nil
+			continue
+		}
+		views[i] = b[1:]
+	}
+	return release
 }
 
 // GetMany implements blocks.ManyGetter: the inner store's GetMany (or Get

@@ -53,6 +53,11 @@ type segMap struct {
 	tried bool   // a mapping was attempted (it is not retried)
 	mem   []byte // the mapping, or nil
 	ptr   atomic.Pointer[[]byte]
+	// pins counts the views handed out of the mapping (view.go) and not
+	// yet released; retired is set when the segment was closed while
+	// pinned: the last unpin unmaps it.
+	pins    atomic.Int32
+	retired bool
 }
 
 // mapping returns seg's mapping, mapping the first size bytes of its file
@@ -64,6 +69,9 @@ func (s *Silo) mapping(seg *segment, size int64) []byte {
 	seg.mm.mu.Lock()
 	defer seg.mm.mu.Unlock()
 	if seg.mm.tried || size <= 0 {
+		if seg.mm.retired {
+			return nil
+		}
 		return seg.mm.mem
 	}
 	seg.mm.tried = true
@@ -87,16 +95,44 @@ func (s *Silo) mapping(seg *segment, size int64) []byte {
 }
 
 // unmap drops seg's mapping. The caller holds seg.mu exclusively (no
-// reader is copying from it).
+// reader is copying from it, and no view can be taken). While views of it
+// are pinned, the mapping stays until the last one is released (unpin):
+// the file may be closed and removed meanwhile, its pages stay readable.
 func (s *Silo) unmap(seg *segment) {
 	seg.mm.mu.Lock()
 	defer seg.mm.mu.Unlock()
+	seg.mm.ptr.Store(nil)
+	if seg.mm.pins.Load() > 0 {
+		seg.mm.retired = true
+		return
+	}
+	s.dropMapLocked(seg)
+}
+
+// dropMapLocked unmaps seg's mapping; seg.mm.mu is held.
+func (s *Silo) dropMapLocked(seg *segment) {
 	if seg.mm.mem != nil {
 		_ = syscall.Munmap(seg.mm.mem)
 		s.maps.Add(-1)
 	}
 	seg.mm.mem = nil
-	seg.mm.ptr.Store(nil)
+}
+
+// pin keeps seg's mapping until unpin; the caller holds seg.mu shared and
+// has seen the mapping (so that unmap has not run).
+func pin(seg *segment) { seg.mm.pins.Add(1) }
+
+// unpin releases a pin, unmapping a retired segment's mapping with the
+// last one.
+func (s *Silo) unpin(seg *segment) {
+	if seg.mm.pins.Add(-1) != 0 {
+		return
+	}
+	seg.mm.mu.Lock()
+	defer seg.mm.mu.Unlock()
+	if seg.mm.retired && seg.mm.pins.Load() == 0 {
+		s.dropMapLocked(seg)
+	}
 }
 
 // copyMapped copies src, a record in a mapping, into a, b and c in turn

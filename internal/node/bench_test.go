@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"encoding/binary"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"cairn/internal/node"
+	"cairn/nbd"
 	"cairn/policies"
 	"cairn/volume"
 )
@@ -36,6 +38,10 @@ type benchTarget struct {
 	write func(p []byte, off int64) error
 	read  func(p []byte, off int64) error
 	flush func() error
+	// send writes [off, off+n) to w as a server's READ reply would: the
+	// volume with ReadVec's vectored write, the file read into a buffer,
+	// then written (as nbdkit's file plugin does).
+	send func(off int64, n int, w io.Writer) error
 }
 
 // BenchmarkVolume runs the suite against a volume of a real node. The node
@@ -71,6 +77,13 @@ func BenchmarkVolume(b *testing.B) {
 		write: func(p []byte, off int64) error { return v.WriteAt(ctx, p, off) },
 		read:  func(p []byte, off int64) error { return v.ReadAt(ctx, p, off) },
 		flush: func() error { return v.Flush(ctx) },
+		send: func(off int64, n int, w io.Writer) error {
+			return v.(nbd.VectorReader).ReadVec(ctx, off, n, func(bufs [][]byte) error {
+				nb := net.Buffers(bufs)
+				_, err := nb.WriteTo(w)
+				return err
+			})
+		},
 	})
 }
 
@@ -89,7 +102,49 @@ func BenchmarkFile(b *testing.B) {
 		write: func(p []byte, off int64) error { _, err := f.WriteAt(p, off); return err },
 		read:  func(p []byte, off int64) error { _, err := f.ReadAt(p, off); return err },
 		flush: func() error { return syscall.Fdatasync(int(f.Fd())) },
+		send: func(off int64, n int, w io.Writer) error {
+			if cap(sendBuf) < n {
+				sendBuf = make([]byte, n)
+			}
+			if _, err := f.ReadAt(sendBuf[:n], off); err != nil {
+				return err
+			}
+			_, err := w.Write(sendBuf[:n])
+			return err
+		},
 	})
+}
+
+// sendBuf is the file's reply buffer in SeqReadSend1M.
+var sendBuf []byte
+
+// loopback returns the sending end of a TCP connection over 127.0.0.1
+// whose other end a goroutine drains until the benchmark ends.
+func loopback(b *testing.B) net.Conn {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(io.Discard, s)
+	}()
+	b.Cleanup(func() {
+		c.Close()
+		<-done
+		s.Close()
+	})
+	return c
 }
 
 // runSuite runs the four sub-benchmarks in a fixed order. The read
@@ -191,6 +246,21 @@ func runSuite(b *testing.B, t benchTarget) {
 		cpu0 := cpuNow()
 		for i := 0; i < b.N; i++ {
 			if err := t.read(p, int64(i%(benchRegion>>20))<<20); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportCPU(b, cpu0)
+	})
+	b.Run("SeqReadSend1M", func(b *testing.B) {
+		if !filled {
+			b.Skip("runs after RandRead4K, which fills the region")
+		}
+		w := loopback(b)
+		b.SetBytes(1 << 20)
+		b.ResetTimer()
+		cpu0 := cpuNow()
+		for i := 0; i < b.N; i++ {
+			if err := t.send(int64(i%(benchRegion>>20))<<20, 1<<20, w); err != nil {
 				b.Fatal(err)
 			}
 		}
