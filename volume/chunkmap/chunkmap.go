@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"cairn/blocks"
 )
@@ -56,6 +58,12 @@ type CacheStats struct {
 	Hits      uint64 // page lookups served from memory (cached or dirty)
 	Misses    uint64 // pages read from the store
 	Evictions uint64 // clean pages dropped to respect CacheBytes
+	// IndexBytes is the memory of the leaf index (see leafIndex), not
+	// counted in Bytes nor bounded by CacheBytes: 16 bytes per 256 leaves
+	// of the map (up to 512 KiB) plus 4 KiB per group of 256 consecutive
+	// leaves holding a page in memory, so at most 1/8 of the pages'
+	// memory beyond the fixed part at the default 1024 entries.
+	IndexBytes int64
 }
 
 // PageBytes returns the memory a cached page of the given entries counts
@@ -87,17 +95,24 @@ type page struct {
 // lock is not held during store I/O: a Get that misses does not delay Gets
 // of cached pages, and a Flush does not stop Gets and Sets.
 type Map struct {
+	// The fields a Get of a leaf in memory reads come first, so that it
+	// touches one or two of the Map's cache lines.
+	mu    sync.Mutex // guards the fields below it
+	n     uint64
+	hits  uint64    // CacheStats.Hits
+	leaf  leafIndex // the leaves in memory, by index (mirrors pages[0])
+	e     uint64    // entries per page
+	shift uint      // log2(e) when e is a power of two, else 0
+	mask  uint64    // e-1 when e is a power of two
+
 	store blocks.Store
-	e     uint64 // entries per page
-	cost  int64  // PageBytes(e)
-	limit int64  // CacheBytes
+	cost  int64 // PageBytes(e)
+	limit int64 // CacheBytes
 	log   *slog.Logger
 	width [maxLevel + 2]uint64 // width[l] = E^l chunks per entry of a level-l page, saturated
 
 	flushMu sync.Mutex // serializes Flush and Resize; taken before mu
 
-	mu     sync.Mutex // guards the fields below
-	n      uint64
 	height int                            // level of the root page
 	top    blocks.Addr                    // stored address of the root page when it is not dirty
 	root   blocks.Addr                    // root as of the last Flush or Load
@@ -107,7 +122,7 @@ type Map struct {
 	lru    page                           // sentinel of the LRU ring
 	bytes  int64                          // memory of the clean pages in the LRU
 	nclean int                            // clean pages in the LRU
-	stats  CacheStats                     // Hits, Misses, Evictions
+	stats  CacheStats                     // Misses, Evictions (Hits is in hits)
 }
 
 // New returns an empty map of n chunks (all holes) whose pages are stored
@@ -147,8 +162,12 @@ func New(store blocks.Store, n uint64, opts Options) *Map {
 			w *= m.e
 		}
 	}
+	if m.e&(m.e-1) == 0 {
+		m.shift, m.mask = uint(bits.TrailingZeros64(m.e)), m.e-1
+	}
 	m.lru.prev, m.lru.next = &m.lru, &m.lru
 	m.height = m.heightFor(n)
+	m.leaf.reset(m.leaves(n), nil)
 	return m
 }
 
@@ -176,6 +195,23 @@ func Load(ctx context.Context, store blocks.Store, root blocks.Addr, n uint64, o
 	m.insert(p)
 	m.evict()
 	return m, nil
+}
+
+// leaves returns the number of leaf pages of a map of n chunks.
+func (m *Map) leaves(n uint64) uint64 {
+	if n == 0 {
+		return 0
+	}
+	return (n-1)/m.e + 1
+}
+
+// split returns the index of chunk's leaf and chunk's slot in it (a shift
+// and a mask for the usual power-of-two E, not two divisions).
+func (m *Map) split(chunk uint64) (idx, slot uint64) {
+	if m.shift != 0 {
+		return chunk >> m.shift, chunk & m.mask
+	}
+	return chunk / m.e, chunk % m.e
 }
 
 // heightFor returns the root level of a map of n chunks.
@@ -228,7 +264,7 @@ func (m *Map) CacheStats() CacheStats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.stats
-	s.Bytes, s.Pages = m.bytes, m.nclean
+	s.Bytes, s.Pages, s.Hits, s.IndexBytes = m.bytes, m.nclean, m.hits, m.leaf.bytes()
 	return s
 }
 
@@ -236,15 +272,36 @@ func (m *Map) CacheStats() CacheStats {
 // Errors: ErrRange when chunk >= Len; the store's errors (wrapped) when a
 // page cannot be read. A Get whose leaf page is in memory does not
 // allocate.
+//
+// The path of a leaf in memory is kept short because a volume's random
+// read pays for every cache line it touches cold, and most for loads that
+// wait on one another (see leafIndex): the Map's first line or two, the
+// leaf index's directory and group, then the entry and the page (for its
+// CLOCK bit) side by side, with no hashing, division, defer or error
+// formatting.
 func (m *Map) Get(ctx context.Context, chunk uint64) (blocks.Addr, error) {
 	m.mu.Lock()
+	if chunk < m.n {
+		idx, slot := m.split(chunk)
+		if s := m.leafSlot(idx); s.p != nil {
+			a := unsafe.Slice(s.ent, m.e)[slot]
+			m.hits++
+			if !s.p.ref {
+				s.p.ref = true
+			}
+			m.mu.Unlock()
+			return a, nil
+		}
+	}
+	return m.getSlow(ctx, chunk)
+}
+
+// getSlow is Get for a chunk out of range or whose leaf is not in memory.
+// It is called with m.mu held and releases it.
+func (m *Map) getSlow(ctx context.Context, chunk uint64) (blocks.Addr, error) {
 	defer m.mu.Unlock()
 	if chunk >= m.n {
 		return blocks.Addr{}, fmt.Errorf("chunkmap: get chunk %d of %d: %w", chunk, m.n, ErrRange)
-	}
-	if p := m.pages[0][chunk/m.e]; p != nil {
-		m.touch(p)
-		return p.ent[chunk%m.e], nil
 	}
 	var path [maxLevel + 1]*page
 	ok, err := m.descend(ctx, chunk, false, &path)
@@ -263,11 +320,12 @@ func (m *Map) Set(ctx context.Context, chunk uint64, a blocks.Addr) error {
 	if chunk >= m.n {
 		return fmt.Errorf("chunkmap: set chunk %d of %d: %w", chunk, m.n, ErrRange)
 	}
-	if p := m.pages[0][chunk/m.e]; p != nil && (p.dirty || p.ent[chunk%m.e] == a) {
+	idx, slot := m.split(chunk)
+	if p := m.leafAt(idx); p != nil && (p.dirty || p.ent[slot] == a) {
 		// A dirty leaf's ancestors are dirty already.
-		m.stats.Hits++
-		if p.ent[chunk%m.e] != a {
-			p.ent[chunk%m.e] = a
+		m.hits++
+		if p.ent[slot] != a {
+			p.ent[slot] = a
 			p.ver++
 		}
 		return nil
@@ -363,7 +421,33 @@ func (m *Map) page(ctx context.Context, key pkey, a blocks.Addr, g uint64) (*pag
 }
 
 // lookup returns the page at key if it is in memory.
-func (m *Map) lookup(key pkey) *page { return m.pages[key.level][key.idx] }
+func (m *Map) lookup(key pkey) *page {
+	if key.level == 0 {
+		return m.leafAt(key.idx)
+	}
+	return m.pages[key.level][key.idx]
+}
+
+// leafAt returns the leaf page idx if it is in memory: from the leaf index
+// if it covers idx, else from pages[0].
+func (m *Map) leafAt(idx uint64) *page {
+	if s, ok := m.leaf.get(idx); ok {
+		return s.p
+	}
+	return m.pages[0][idx]
+}
+
+// leafSlot is leafAt with the page's first entry (a zero slot when the
+// leaf is not in memory).
+func (m *Map) leafSlot(idx uint64) leafSlot {
+	if s, ok := m.leaf.get(idx); ok {
+		return s
+	}
+	if p := m.pages[0][idx]; p != nil {
+		return leafSlot{ent: &p.ent[0], p: p}
+	}
+	return leafSlot{}
+}
 
 // keep records p as the page in memory at its key.
 func (m *Map) keep(p *page) {
@@ -373,11 +457,14 @@ func (m *Map) keep(p *page) {
 		m.pages[p.key.level] = lv
 	}
 	lv[p.key.idx] = p
+	if p.key.level == 0 {
+		m.leaf.set(p.key.idx, p)
+	}
 }
 
 // touch records a hit on p and moves it to the front of the LRU.
 func (m *Map) touch(p *page) {
-	m.stats.Hits++
+	m.hits++
 	if !p.ref {
 		p.ref = true
 	}
@@ -410,6 +497,9 @@ func (m *Map) drop(p *page) {
 	m.unlink(p)
 	if m.lookup(p.key) == p {
 		delete(m.pages[p.key.level], p.key.idx)
+		if p.key.level == 0 {
+			m.leaf.set(p.key.idx, nil)
+		}
 	}
 	if p.dirty {
 		p.dirty = false
@@ -563,6 +653,7 @@ func (m *Map) Resize(ctx context.Context, n uint64) error {
 			}
 		}
 		m.n, m.height, m.top = 0, 0, blocks.Addr{}
+		m.leaf.reset(0, nil)
 		return nil
 	}
 	// Read the pages on the paths to chunk n (whose entries at or beyond n
@@ -658,6 +749,7 @@ func (m *Map) Resize(ctx context.Context, n uint64) error {
 		}
 	}
 	m.n, m.height = n, newH
+	m.leaf.reset(m.leaves(n), m.pages[0])
 	m.evict()
 	return nil
 }

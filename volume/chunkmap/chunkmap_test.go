@@ -184,6 +184,7 @@ func TestModel(t *testing.T) {
 			if s := m.CacheStats(); s.Bytes > opts.CacheBytes {
 				t.Fatalf("seed %d step %d: cache holds %d bytes, limit %d", seed, step, s.Bytes, opts.CacheBytes)
 			}
+			checkLeafIndex(t, m)
 		}
 		checkMap(t, m, n, want)
 		root, err := m.Flush(ctx)
