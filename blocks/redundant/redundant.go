@@ -568,6 +568,50 @@ func (s *Store) GetSplit(ctx context.Context, addr blocks.Addr, head, tail, scra
 	return true
 }
 
+// localBatch is the replicated blocks of a batch whose replica lies on a
+// local holder (see localReplica) through the same source (see
+// PieceSource): the first such holder, keys[j] the piece of block idx[j],
+// replica rep[j]. Blocks elsewhere, or local through another source, are
+// in rest; those whose placement failed, in failed.
+type localBatch struct {
+	h           blocks.Holder
+	keys        []blocks.Addr
+	idx, rep    []int
+	rest        []int
+	failed      []int
+	placeErrors []error
+}
+
+// batchLocal sorts addrs into a localBatch.
+func (s *Store) batchLocal(addrs []blocks.Addr) *localBatch {
+	b := &localBatch{}
+	var src blocks.Holder
+	for i, a := range addrs {
+		if s.kind != kindReplica {
+			b.rest = append(b.rest, i)
+			continue
+		}
+		hs, err := s.placement(a)
+		if err != nil {
+			b.failed = append(b.failed, i)
+			b.placeErrors = append(b.placeErrors, err)
+			continue
+		}
+		r := s.localReplica(hs)
+		if r < 0 || (b.h != nil && !blocks.SameHolder(src, source(hs[r]))) {
+			b.rest = append(b.rest, i)
+			continue
+		}
+		if b.h == nil {
+			b.h, src = hs[r], source(hs[r])
+		}
+		b.keys = append(b.keys, blocks.PieceKey(a, r))
+		b.idx = append(b.idx, i)
+		b.rep = append(b.rep, r)
+	}
+	return b
+}
+
 // GetMany implements blocks.ManyGetter. Replicated blocks with a replica
 // on a local holder that reads many pieces at once (blocks.PiecesGetter),
 // the same one for all (see PieceSource), are read together, the pieces
@@ -577,50 +621,24 @@ func (s *Store) GetSplit(ctx context.Context, addr blocks.Addr, head, tail, scra
 func (s *Store) GetMany(ctx context.Context, addrs []blocks.Addr, buf *[]byte) ([][]byte, []error) {
 	out := make([][]byte, len(addrs))
 	errs := make([]error, len(addrs))
-	var slow []int
-	var pg blocks.PiecesGetter
-	var pgSrc blocks.Holder
-	var keys []blocks.Addr
-	var idx, pidx []int // block index, piece index
-	for i, a := range addrs {
-		if s.kind != kindReplica {
-			slow = append(slow, i)
-			continue
-		}
-		hs, err := s.placement(a)
-		if err != nil {
-			out[i], errs[i] = nil, err
-			continue
-		}
-		r := s.localReplica(hs)
-		if r < 0 {
-			slow = append(slow, i)
-			continue
-		}
-		g, ok := hs[r].(blocks.PiecesGetter)
-		src := source(hs[r])
-		if !ok || (pg != nil && !blocks.SameHolder(pgSrc, src)) {
-			slow = append(slow, i)
-			continue
-		}
-		if pg == nil {
-			pg, pgSrc = g, src
-		}
-		keys = append(keys, blocks.PieceKey(a, r))
-		idx = append(idx, i)
-		pidx = append(pidx, r)
+	b := s.batchLocal(addrs)
+	for j, i := range b.failed {
+		errs[i] = b.placeErrors[j]
 	}
-	if len(keys) > 0 {
-		pieces, perrs := pg.GetPieces(ctx, keys, buf)
-		for j, i := range idx {
+	slow := b.rest
+	if pg, ok := b.h.(blocks.PiecesGetter); ok {
+		pieces, perrs := pg.GetPieces(ctx, b.keys, buf)
+		for j, i := range b.idx {
 			if perrs[j] == nil {
-				if p := s.check(pieces[j], addrs[i], pidx[j], false); p.state == good {
+				if p := s.check(pieces[j], addrs[i], b.rep[j], false); p.state == good {
 					out[i] = p.payload
 					continue
 				}
 			}
 			slow = append(slow, i)
 		}
+	} else {
+		slow = append(slow, b.idx...)
 	}
 	for _, i := range slow {
 		out[i], errs[i] = s.Get(ctx, addrs[i])
@@ -634,45 +652,18 @@ func (s *Store) GetMany(ctx context.Context, addrs []blocks.Addr, buf *[]byte) (
 // as GetMany checks them (trusted: the holder's CRC covered the piece);
 // nil for every other block.
 func (s *Store) ViewMany(ctx context.Context, addrs []blocks.Addr, views [][]byte) (release func()) {
-	if s.kind != kindReplica {
+	b := s.batchLocal(addrs)
+	pv, ok := b.h.(blocks.PieceViewer)
+	if !ok || len(b.keys) == 0 {
 		return blocks.NoRelease
 	}
-	var pv blocks.PieceViewer
-	var pvSrc blocks.Holder
-	keys := make([]blocks.Addr, 0, len(addrs))
-	idx := make([]int, 0, len(addrs)) // block index of keys[j]
-	ridx := make([]int, 0, len(addrs))
-	for i, a := range addrs {
-		hs, err := s.placement(a)
-		if err != nil {
-			continue
-		}
-		r := s.localReplica(hs)
-		if r < 0 {
-			continue
-		}
-		v, ok := hs[r].(blocks.PieceViewer)
-		src := source(hs[r])
-		if !ok || (pv != nil && !blocks.SameHolder(pvSrc, src)) {
-			continue
-		}
-		if pv == nil {
-			pv, pvSrc = v, src
-		}
-		keys = append(keys, blocks.PieceKey(a, r))
-		idx = append(idx, i)
-		ridx = append(ridx, r)
-	}
-	if len(keys) == 0 {
-		return blocks.NoRelease
-	}
-	pieces := make([][]byte, len(keys))
-	release = pv.ViewPieces(ctx, keys, pieces)
-	for j, i := range idx {
+	pieces := make([][]byte, len(b.keys))
+	release = pv.ViewPieces(ctx, b.keys, pieces)
+	for j, i := range b.idx {
 		if pieces[j] == nil {
 			continue
 		}
-		if p := s.check(pieces[j], addrs[i], ridx[j], false); p.state == good {
+		if p := s.check(pieces[j], addrs[i], b.rep[j], false); p.state == good {
 			views[i] = p.payload
 		}
 	}
