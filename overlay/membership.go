@@ -383,6 +383,15 @@ func memberlistConfig(cfg Config) (*memberlist.Config, error) {
 		}
 		mc.AdvertiseAddr, mc.AdvertisePort = ip, port
 	}
+	// No LZW compression. memberlist compresses every message it sends
+	// (probes, acks, gossip: tens to a few hundred bytes, encrypted
+	// afterwards, so the compression buys nearly nothing on the wire),
+	// and a fresh LZW writer and its tables per message showed in an
+	// idle node's profile (a small part of its CPU: docs/design.md, "Per-I/O
+	// and idle cost of a cluster node"). Peers
+	// that still compress interoperate: memberlist decodes a compressed
+	// message whatever its own setting (net.go, compressMsg).
+	mc.EnableCompression = false
 	mc.SecretKey = slices.Clone(cfg.Secret)
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true

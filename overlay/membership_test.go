@@ -589,3 +589,59 @@ func TestRestartOnNewAddress(t *testing.T) {
 	waitFor(t, "a and b see c at its new address", func() bool { return at(a) && at(b) && sees(c2, nodes[0], Alive) })
 	t.Logf("restart on a new address: alive everywhere after %v", time.Since(begin))
 }
+
+// TestNoCompression: Cairn's gossip does not LZW-compress its messages
+// (small, encrypted ones, where compression costs CPU and saves nearly
+// nothing), in either profile.
+func TestNoCompression(t *testing.T) {
+	for _, profile := range []string{ProfileLAN, ProfileLocal} {
+		mc, err := memberlistConfig(Config{Self: testNode("a", "", true), BindAddr: "127.0.0.1:0", Secret: mustSecret(t), Profile: profile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mc.EnableCompression {
+			t.Errorf("profile %q: memberlist compression is on", profile)
+		}
+	}
+}
+
+// TestCompressingPeerInteroperates: a peer that still compresses its
+// messages (memberlist's default, as Cairn nodes did before) joins a
+// Cairn node that does not, and each sees the other alive: both
+// directions of the gossip are understood.
+func TestCompressingPeerInteroperates(t *testing.T) {
+	secret := mustSecret(t)
+	a := start(t, testNode("a", "z1", true), "127.0.0.1", secret)
+	mc := memberlist.DefaultLocalConfig()
+	mc.Name = "old"
+	mc.BindAddr, mc.BindPort = "127.0.0.1", 0
+	mc.SecretKey = secret
+	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	mc.EnableCompression = true
+	mc.Logger = nil
+	mc.LogOutput = discard{}
+	meta, _ := EncodeMeta(testNode("old", "z1", true))
+	mc.Delegate = rawMeta(meta)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ml.Shutdown()
+	if n, err := ml.Join([]string{a.Addr()}); err != nil || n != 1 {
+		t.Fatalf("compressing peer: Join contacted %d, err %v", n, err)
+	}
+	waitFor(t, "a sees the compressing peer alive, and it sees a", func() bool {
+		_, ok := stateOf(a, "old")
+		return ok && len(a.Live()) == 2 && ml.NumMembers() == 2
+	})
+	// Probes in both directions keep succeeding for a few rounds.
+	time.Sleep(3 * time.Second)
+	if len(a.Live()) != 2 {
+		t.Fatalf("a lost the compressing peer: live %v", a.Live())
+	}
+	for _, m := range ml.Members() {
+		if m.State != memberlist.StateAlive {
+			t.Fatalf("the compressing peer sees %s as %v", m.Name, m.State)
+		}
+	}
+}

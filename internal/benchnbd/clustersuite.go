@@ -143,6 +143,9 @@ func fioAndAbsence(ctx context.Context, o options, bin, tmp string, res *cluster
 	}
 	sg.stop(2 * time.Minute)
 
+	if !o.absence {
+		return nil
+	}
 	if res.absence, err = shortAbsence(ctx, o, cl); err != nil {
 		return fmt.Errorf("cluster: short absence: %w", err)
 	}

@@ -37,6 +37,10 @@
 //     the repair throttle on and off. -heal-only skips the rest of the
 //     cluster section.
 //
+// -absence=false skips the short absence and -heal=false the healing
+// runs: with both, the cluster section is the fio suite only (a minute or
+// two instead of ten), for comparing builds.
+//
 // -single=false skips the single-node section (and the need for nbdkit).
 //
 // With -go (the default) it then runs the volume-level Go benchmarks of
@@ -51,6 +55,7 @@
 //
 //	go run ./internal/benchnbd [-quick] [-out FILE.md] [-bin bin/cairn] [-rounds N] [-go=false]
 //	    [-single=false] [-cluster=false] [-cluster-rounds N] [-heal-size 1GiB] [-heal-rates 8MiB,0] [-heal-only]
+//	    [-absence=false] [-heal=false]
 package main
 
 import (
@@ -94,6 +99,8 @@ type options struct {
 	healLoad      time.Duration // how long into the rebuild the client job runs
 	healRates     []int64       // --repair-rate of each healing run (0: unlimited)
 	healOnly      bool          // the cluster section runs only the healing runs
+	absence       bool          // the cluster section runs the short-absence run
+	heal          bool          // the cluster section runs the healing runs
 	nodeArgs      []string      // extra flags for every cluster node (-node-args)
 }
 
@@ -121,6 +128,8 @@ func main() {
 	flag.DurationVar(&o.healLoad, "heal-load", 30*time.Second, "how long into the rebuild the client job keeps running (it also runs from the kill to the removal)")
 	healRates := flag.String("heal-rates", "8MiB,0", "--repair-rate of the healing runs, comma-separated: one fresh 4-node cluster each (0: unlimited; 8MiB bites on a small machine, where the 64MiB default would not)")
 	flag.BoolVar(&o.healOnly, "heal-only", false, "in the cluster section, run only the healing runs")
+	flag.BoolVar(&o.absence, "absence", true, "in the cluster section, run the short-absence run after the fio suite (-absence=false skips it)")
+	flag.BoolVar(&o.heal, "heal", true, "in the cluster section, run the healing runs (-heal=false skips them; with -absence=false the section is the fio suite only)")
 	nodeArgs := flag.String("node-args", "", "extra flags for every cluster node, space-separated (e.g. \"--write-cache 512MiB\")")
 	rowsFlag := flag.String("rows", "", "run only the fio rows whose name contains this (e.g. fsync, \"rand read\")")
 	flag.Parse()
@@ -148,6 +157,9 @@ func main() {
 			}
 		}
 		o.healRates = append(o.healRates, n)
+	}
+	if err := o.sections(); err != nil {
+		fatal(err)
 	}
 	if o.quick {
 		o.runtime, o.ramp, o.rounds, o.clusterRounds, o.benchtime = time.Second, 0, 1, 1, "100ms"
@@ -182,6 +194,18 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
+}
+
+// sections applies -heal=false (no healing run: no repair rates left)
+// and refuses flags that leave the cluster section nothing to run.
+func (o *options) sections() error {
+	if !o.heal {
+		if o.healOnly {
+			return errors.New("benchnbd: -heal-only and -heal=false leave nothing to run")
+		}
+		o.healRates = nil
+	}
+	return nil
 }
 
 func fatal(err error) {

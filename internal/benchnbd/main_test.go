@@ -157,3 +157,28 @@ func TestReadFioStream(t *testing.T) {
 		t.Errorf("truncated JSON: no error")
 	}
 }
+
+// TestSections: -heal=false drops the healing runs, -absence=false the
+// short absence (the cluster section is then the fio suite alone, and
+// its report only that table), and -heal-only with -heal=false is
+// refused.
+func TestSections(t *testing.T) {
+	o := options{heal: false, absence: false, healRates: []int64{8 << 20, 0}}
+	if err := o.sections(); err != nil || o.healRates != nil {
+		t.Fatalf("-heal=false: err %v, heal rates %v; want none", err, o.healRates)
+	}
+	o = options{heal: true, healRates: []int64{8 << 20, 0}}
+	if err := o.sections(); err != nil || len(o.healRates) != 2 {
+		t.Fatalf("-heal=true: err %v, heal rates %v; want both", err, o.healRates)
+	}
+	o = options{heal: false, healOnly: true, healRates: []int64{0}}
+	if err := o.sections(); err == nil {
+		t.Fatal("-heal-only -heal=false: accepted")
+	}
+	// The report of a fio-only cluster section is the fio table alone.
+	o = options{rows: suiteRows[:1], clusterRounds: 1}
+	r := &clusterResult{o: o, cluster: make([]measure, 1), single: make([]measure, 1)}
+	if ts := r.tables(); len(ts) != 1 {
+		t.Fatalf("fio-only section rendered %d tables, want 1", len(ts))
+	}
+}
