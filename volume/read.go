@@ -268,8 +268,9 @@ const readSlack = 512
 // zeros). Some slices may be mapped file pages (blocks.Viewer: the chunks
 // of a plain volume on this node go out without being copied at all):
 // hand them to the kernel (a write, which reports a page it cannot read
-// as EFAULT), or read them under runtime/debug.SetPanicOnFault. fn runs without the volume's locks held, so a slow consumer
-// delays neither writes nor Close. ReadVec returns ReadAt's errors, before
+// as EFAULT), or read them under runtime/debug.SetPanicOnFault. fn runs
+// without the volume's locks held, so a slow consumer delays neither
+// writes nor Close. ReadVec returns ReadAt's errors, before
 // fn is called and without calling it, or else fn's error.
 func (v *volumeImpl) ReadVec(ctx context.Context, off int64, n int, fn func(bufs [][]byte) error) error {
 	if n <= 0 {
