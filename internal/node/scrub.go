@@ -167,8 +167,14 @@ func (c *cluster) scrubPass(ctx context.Context) {
 	}
 }
 
-// scrubWorkers bounds the blocks one node checks at once.
-const scrubWorkers = 4
+// scrubWorkers bounds the blocks one node checks at once. A check mostly
+// waits (reads from the other holders, then a rewrite and its sync on
+// the holder), so more of them overlap those waits: healing 1 GiB after a
+// node loss on 4 nodes (benchnbd -heal-only -heal-rates 0) took 2m00s of
+// rebuilding with 16 against 2m18s with 4 (one run each, the same hour),
+// with client IOPS during the rebuild at 0.17x and 0.14x of before. The
+// repair throttle still bounds what they move while clients are active.
+const scrubWorkers = 16
 
 // scrubsHere decides which of a block's holders checks it, so that a pass
 // costs about one check per block, not one per piece: the first reachable
