@@ -430,12 +430,7 @@ func (m *Map) lookup(key pkey) *page {
 
 // leafAt returns the leaf page idx if it is in memory: from the leaf index
 // if it covers idx, else from pages[0].
-func (m *Map) leafAt(idx uint64) *page {
-	if s, ok := m.leaf.get(idx); ok {
-		return s.p
-	}
-	return m.pages[0][idx]
-}
+func (m *Map) leafAt(idx uint64) *page { return m.leafSlot(idx).p }
 
 // leafSlot is leafAt with the page's first entry (a zero slot when the
 // leaf is not in memory).
