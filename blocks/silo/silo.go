@@ -368,10 +368,16 @@ func (s *Silo) load(ctx context.Context) error {
 		}
 		torn := end64 < size && !zeroTail
 		last := i == len(ids)-1
-		if sealed, ok := full[ids[min(i+1, len(ids)-1)]].sealedBefore(); fs != nil && !last && ok && end64 < sealed {
-			// Its last records were lost (their pages read as zeros): a
-			// torn tail like any other.
-			torn = true
+		// The next segment's roll mark records the size of the segment
+		// before it, which is this one only when no segment between them
+		// was compacted away. (A gap means one was: its compaction synced
+		// every sealed segment first, this one whole included.)
+		if !last && fs != nil && ids[i+1] == id+1 {
+			if sealed, ok := full[ids[i+1]].sealedBefore(); ok && end64 < sealed {
+				// Its last records were lost (their pages read as zeros):
+				// a torn tail like any other.
+				torn = true
+			}
 		}
 		dropped := false
 		if torn && !last {
