@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -129,9 +130,14 @@ func (s *trackedStore) PutSized(ctx context.Context, data []byte) (blocks.Addr, 
 	return a, n, err
 }
 
-// markLive marks what this open volume references in memory: its map (its
-// dirty pages written out first) and its journal changes not yet appended.
-func (v *volumeImpl) markLive(ctx context.Context, mark func(blocks.Addr) error) error {
+// markLive marks what this open volume references in memory: its map
+// (its dirty pages written out first) and its journal changes not yet
+// appended. With pagesOnly, only the map's pages are marked of the map,
+// not the chunks its leaves point at: every chunk the map holds is also
+// in the root or the journal (or the changes marked here), which a
+// collector reads afterwards (see MarkStored), whereas a page written out
+// since the last checkpoint is referenced from memory only.
+func (v *volumeImpl) markLive(ctx context.Context, pagesOnly bool, mark func(blocks.Addr) error) error {
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
 	if v.fenced.Load() || v.closed.Load() {
@@ -141,7 +147,11 @@ func (v *volumeImpl) markLive(ctx context.Context, mark func(blocks.Addr) error)
 	if err != nil {
 		return fmt.Errorf("volume %q: gc: flush map: %w", v.name, err)
 	}
-	if err := chunkmap.Walk(ctx, v.store, root, mark, mark); err != nil {
+	chunks := mark
+	if pagesOnly {
+		chunks = func(blocks.Addr) error { return nil }
+	}
+	if err := chunkmap.Walk(ctx, v.store, root, mark, chunks); err != nil {
 		return fmt.Errorf("volume %q: gc: walk map: %w", v.name, err)
 	}
 	for _, c := range v.pending {
@@ -161,6 +171,37 @@ func (v *volumeImpl) markLive(ctx context.Context, mark func(blocks.Addr) error)
 		}
 	}
 	return nil
+}
+
+// markOpen runs markLive on every volume open read-write in this process.
+func (c *Catalogue) markOpen(ctx context.Context, pagesOnly bool, mark func(blocks.Addr) error) error {
+	c.mu.Lock()
+	var open []*volumeImpl
+	for _, v := range c.open {
+		if v != nil {
+			open = append(open, v)
+		}
+	}
+	c.mu.Unlock()
+	for _, v := range open {
+		if err := v.markLive(ctx, pagesOnly, mark); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LiveRefs marks what the volumes open read-write in this process
+// reference from memory only: the pages of their maps written out since
+// the last checkpoint (each map's dirty pages are written out first) and
+// their map changes not yet in the journal. A cluster's collector calls it
+// on every node, after every node has begun its sweep and before it reads
+// the roots and journals (MarkStored): a block Put before the sweep began
+// is then either referenced from memory now (the volume's flush lock,
+// held here, covers every Put and the change that records it), or from a
+// root or journal that MarkStored reads, or by nothing.
+func (c *Catalogue) LiveRefs(ctx context.Context, mark func(blocks.Addr) error) error {
+	return c.markOpen(ctx, true, mark)
 }
 
 // CollectGarbage deletes the blocks nothing references. It marks every
@@ -207,27 +248,11 @@ func (c *Catalogue) CollectGarbage(ctx context.Context, walk func(ctx context.Co
 		}
 		return nil
 	}
-	c.mu.Lock()
-	var open []*volumeImpl
-	for _, v := range c.open {
-		if v != nil {
-			open = append(open, v)
-		}
-	}
-	c.mu.Unlock()
-	for _, v := range open {
-		if err := v.markLive(ctx, mark); err != nil {
-			return st, err
-		}
-	}
-	es, _, err := c.loadCatalog(ctx)
-	if err != nil {
+	if err := c.markOpen(ctx, false, mark); err != nil {
 		return st, err
 	}
-	for _, e := range es {
-		if err := c.markVolume(ctx, e, mark); err != nil {
-			return st, err
-		}
+	if err := c.MarkStored(ctx, mark); err != nil {
+		return st, err
 	}
 	st.Marked = int64(len(marked))
 
@@ -248,7 +273,7 @@ func (c *Catalogue) CollectGarbage(ctx context.Context, walk func(ctx context.Co
 		cand = cand[:0]
 		return nil
 	}
-	err = walk(ctx, func(a blocks.Addr) error {
+	err := walk(ctx, func(a blocks.Addr) error {
 		if _, ok := marked[a]; ok {
 			return nil
 		}
@@ -268,52 +293,80 @@ func (c *Catalogue) CollectGarbage(ctx context.Context, walk func(ctx context.Co
 	return st, nil
 }
 
-// markVolume marks what one root references: its map, its kept versions,
-// and its journal past the checkpoint; and records its Stored bytes.
-func (c *Catalogue) markVolume(ctx context.Context, e catalogEntry, mark func(blocks.Addr) error) error {
-	r, _, err := c.loadRoot(ctx, e.ID)
-	if err != nil {
-		return err
-	}
-	store, err := c.volumeStore(e.ID, r)
-	if err != nil {
-		return err
-	}
-	distinct := map[blocks.Addr]struct{}{}
-	err = chunkmap.Walk(ctx, store, r.MapRoot, mark, func(a blocks.Addr) error {
-		distinct[a] = struct{}{}
-		return mark(a)
-	})
-	if err != nil {
-		return fmt.Errorf("volume %q: gc: walk map: %w", r.Name, err)
-	}
-	for _, k := range r.Kept {
-		if err := chunkmap.Walk(ctx, store, k.MapRoot, mark, mark); err != nil {
-			return fmt.Errorf("volume %q: gc: walk kept version: %w", r.Name, err)
+// maxCatalogueRounds bounds MarkStored's re-reads of the catalogue (each
+// one marks the volumes created meanwhile).
+const maxCatalogueRounds = 16
+
+// maxRootRereads bounds markVolume's retries of a root that checkpoints
+// while it is read.
+const maxRootRereads = 8
+
+// MarkStored marks what the catalogue's roots reference: each volume's map
+// (pages and chunks), its kept versions, and its journal records past the
+// checkpoint, on every journal holder (one unreachable fails the call:
+// its records cannot be read, so nothing may be swept). It reads each root
+// again after its journal and starts over if a checkpoint moved it
+// meanwhile (the checkpoint trims the records it covers), and reads the
+// catalogue again at the end, marking the volumes created meanwhile
+// (clones), until it finds none new. It also records each writable
+// volume's Stored bytes (see CollectGarbage).
+func (c *Catalogue) MarkStored(ctx context.Context, mark func(blocks.Addr) error) error {
+	seen := map[blocks.ID]bool{}
+	for round := 0; ; round++ {
+		es, _, err := c.loadCatalog(ctx)
+		if err != nil {
+			return err
 		}
-	}
-	var js []JournalHolder
-	if !r.ReadOnly {
-		if js, err = c.opts.Journals(e.ID, r.Policy); err != nil {
-			return fmt.Errorf("volume %q: gc: journal holders: %w", r.Name, err)
-		}
-	}
-	for _, j := range js {
-		err := j.Replay(ctx, e.ID, r.CheckpointSeq, func(_ blocks.Epoch, _ uint64, rec []byte) error {
-			cs, err := decodeRecord(rec)
-			if err != nil {
+		fresh := 0
+		for _, e := range es {
+			if seen[e.ID] {
+				continue
+			}
+			seen[e.ID] = true
+			fresh++
+			if err := c.markVolume(ctx, e, mark); err != nil {
 				return err
 			}
-			for _, ch := range cs {
-				if err := mark(ch.Addr); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("volume %q: gc: replay journal: %w", r.Name, err)
 		}
+		if fresh == 0 {
+			return nil
+		}
+		if round == maxCatalogueRounds {
+			return fmt.Errorf("volume: gc: volumes kept being created during the collection (%d rounds); try again", round)
+		}
+	}
+}
+
+// markVolume marks what one root references: its map, its kept versions,
+// and its journal past the checkpoint; and records its Stored bytes. A
+// volume deleted meanwhile is skipped.
+func (c *Catalogue) markVolume(ctx context.Context, e catalogEntry, mark func(blocks.Addr) error) error {
+	r, _, err := c.loadRoot(ctx, e.ID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var distinct map[blocks.Addr]struct{}
+	for try := 0; ; try++ {
+		if distinct, err = c.markRoot(ctx, e.ID, r, mark); err != nil {
+			return err
+		}
+		again, _, err := c.loadRoot(ctx, e.ID)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if sameMaps(r, again) {
+			break
+		}
+		if try == maxRootRereads {
+			return fmt.Errorf("volume %q: gc: the volume checkpointed %d times while it was read; try again", r.Name, try+1)
+		}
+		r = again
 	}
 	stored := int64(len(distinct)) * int64(r.Policy.BlockSize)
 	if r.PutLogical > 0 {
@@ -328,4 +381,64 @@ func (c *Catalogue) markVolume(ctx context.Context, e catalogEntry, mark func(bl
 		c.log.Warn("could not record stored bytes", "volume", r.Name, "err", err)
 	}
 	return nil
+}
+
+// sameMaps reports whether two reads of a root reference the same maps and
+// journal records: the same map, checkpoint and kept versions.
+func sameMaps(a, b *rootRecord) bool {
+	if a.MapRoot != b.MapRoot || a.CheckpointSeq != b.CheckpointSeq || len(a.Kept) != len(b.Kept) {
+		return false
+	}
+	for i := range a.Kept {
+		if a.Kept[i].MapRoot != b.Kept[i].MapRoot {
+			return false
+		}
+	}
+	return true
+}
+
+// markRoot marks what root r of volume id references and returns the
+// distinct chunks of its map.
+func (c *Catalogue) markRoot(ctx context.Context, id blocks.ID, r *rootRecord, mark func(blocks.Addr) error) (map[blocks.Addr]struct{}, error) {
+	store, err := c.volumeStore(id, r)
+	if err != nil {
+		return nil, err
+	}
+	distinct := map[blocks.Addr]struct{}{}
+	err = chunkmap.Walk(ctx, store, r.MapRoot, mark, func(a blocks.Addr) error {
+		distinct[a] = struct{}{}
+		return mark(a)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: gc: walk map: %w", r.Name, err)
+	}
+	for _, k := range r.Kept {
+		if err := chunkmap.Walk(ctx, store, k.MapRoot, mark, mark); err != nil {
+			return nil, fmt.Errorf("volume %q: gc: walk kept version: %w", r.Name, err)
+		}
+	}
+	var js []JournalHolder
+	if !r.ReadOnly {
+		if js, err = c.opts.Journals(id, r.Policy); err != nil {
+			return nil, fmt.Errorf("volume %q: gc: journal holders: %w", r.Name, err)
+		}
+	}
+	for _, j := range js {
+		err := j.Replay(ctx, id, r.CheckpointSeq, func(_ blocks.Epoch, _ uint64, rec []byte) error {
+			cs, err := decodeRecord(rec)
+			if err != nil {
+				return err
+			}
+			for _, ch := range cs {
+				if err := mark(ch.Addr); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("volume %q: gc: replay journal: %w", r.Name, err)
+		}
+	}
+	return distinct, nil
 }

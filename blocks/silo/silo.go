@@ -187,6 +187,7 @@ type Silo struct {
 	drops  map[blocks.ID]marker // the latest drop (Trim to MaxUint64) per log
 	live   int64                // LiveBytes
 	ghosts []uint32             // removed segments whose removal may not be durable yet
+	sweeps []*Sweep             // open garbage-collection sweeps (see sweep.go)
 	wbuf   []byte               // records at the end of the active segment not yet written to its file
 	maps   atomic.Int64         // segments mapped (see mmap.go)
 
@@ -660,6 +661,9 @@ func (s *Silo) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 	}
 	old, ok := s.index.get(key)
 	if ok && !old.bad {
+		if len(s.sweeps) > 0 {
+			s.touchLocked(key)
+		}
 		return nil
 	}
 	s.stamp++
@@ -806,6 +810,12 @@ func (s *Silo) DeletePiece(ctx context.Context, key blocks.Addr) error {
 	if !ok {
 		return nil
 	}
+	return s.deleteLocked(key, e)
+}
+
+// deleteLocked deletes the live piece key, whose index entry is e (s.mu
+// held).
+func (s *Silo) deleteLocked(key blocks.Addr, e entry) error {
 	s.stamp++
 	h := header{typ: recTomb, key: key, stamp: s.stamp}
 	seg, off, err := s.appendLocked(&h, 0, nil, nil)

@@ -89,7 +89,11 @@ func gcCommand() *cli.Command {
 			if err != nil {
 				return remote(err)
 			}
-			fmt.Fprintf(cmd.Root().Writer, "marked %d live blocks, swept %d; disk %s -> %s\n", res.Marked, res.Swept, formatSize(res.DiskBytesFrom), formatSize(res.DiskBytesTo))
+			swept := fmt.Sprintf("%d blocks", res.Swept)
+			if res.Nodes > 0 {
+				swept = fmt.Sprintf("%d pieces on %d nodes", res.Swept, res.Nodes)
+			}
+			fmt.Fprintf(cmd.Root().Writer, "marked %d live blocks, swept %s; disk %s -> %s\n", res.Marked, swept, formatSize(res.DiskBytesFrom), formatSize(res.DiskBytesTo))
 			return nil
 		},
 	}

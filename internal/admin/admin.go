@@ -87,6 +87,9 @@ type GCResult struct {
 	Swept         int64 `json:"swept"`
 	DiskBytesFrom int64 `json:"disk_bytes_before"`
 	DiskBytesTo   int64 `json:"disk_bytes_after"`
+	// Nodes is how many nodes swept their silos (the disk bytes are their
+	// sums); 0 on a single node.
+	Nodes int `json:"nodes,omitempty"`
 }
 
 // Status describes a node.

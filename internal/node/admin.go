@@ -280,7 +280,7 @@ func (n *Node) ExportVolume(ctx context.Context, name string, w io.Writer) error
 // the silo so that the space really comes back.
 func (n *Node) CollectGarbage(ctx context.Context) (admin.GCResult, error) {
 	if n.cluster != nil {
-		return admin.GCResult{}, errNoClusterGC
+		return n.cluster.collectGarbage(ctx)
 	}
 	before := n.silo.Stats().DiskBytes
 	st, err := n.collect(ctx)

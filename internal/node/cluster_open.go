@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -90,6 +89,7 @@ func (n *Node) startCluster(ctx context.Context, secret []byte, dataAddr string)
 	n.served = &servedMutable{}
 	srv, err := peer.NewServer(peer.ServerOptions{
 		Holder: n.silo, Mutable: n.served, Secret: secret, NodeID: n.id.Name, Logger: c.log,
+		Collector: gcServer{n},
 		// Pieces and journal records other nodes write or read here for
 		// their clients count as client I/O for this node's repair
 		// throttle; their repair traffic (marked background) does not.
@@ -224,10 +224,6 @@ func (c *cluster) close() {
 	}
 	c.mu.Unlock()
 }
-
-// errNoClusterGC: garbage collection needs to know every writer's recent
-// puts, which only a node-local collection knows today.
-var errNoClusterGC = errors.New("node: garbage collection across a cluster is not supported yet; it runs on single-node Cairn (cairn serve)")
 
 // reconcileShards moves this node's raft shards toward placement.
 func (c *cluster) reconcileShards(ctx context.Context) {

@@ -59,6 +59,7 @@ type Node struct {
 	silo    *silo.Silo
 	raft    *consensus.Host
 	catalog *volume.Catalogue
+	sweeps  sweeps // garbage-collection sweeps open here (gc_cluster.go)
 	started time.Time
 
 	mu      sync.Mutex // guards stores and nbd

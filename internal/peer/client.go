@@ -127,6 +127,7 @@ var opNames = map[byte]string{
 	opDeletePiece: "delete-piece", opSync: "sync", opAppend: "append", opAppendSync: "append-sync", opSeal: "seal",
 	opReplay: "replay", opTrim: "trim", opWalk: "walk",
 	opLoad: "load", opCompareAndSet: "compare-and-set", opPutPieces: "put-pieces",
+	opGCBegin: "gc-begin", opGCLive: "gc-live", opGCSweep: "gc-sweep",
 }
 
 func (c *Client) wrap(what string, err error) error {

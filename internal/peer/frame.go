@@ -47,6 +47,10 @@ const (
 	// codeBadRequest, which tells the client to send Append and Sync.
 	// An empty one is a probe (see the package doc).
 	opAppendSync byte = 14
+	// Garbage collection (see gc.go).
+	opGCBegin byte = 18
+	opGCLive  byte = 19
+	opGCSweep byte = 20
 	// Stream control, client to server, naming a stream by its request ID.
 	opCredit byte = 16
 	opCancel byte = 17
@@ -170,6 +174,8 @@ func requestLimit(op byte) int {
 		return maxAppend
 	case opCompareAndSet:
 		return maxCompareAndSet
+	case opGCSweep:
+		return maxGCSweep
 	case opHello:
 		return maxHandshake
 	}

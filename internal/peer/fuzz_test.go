@@ -60,6 +60,8 @@ func FuzzMessages(f *testing.F) {
 	f.Add(appendPutEntry(appendPutEntry([]byte{0, 2}, blocks.Addr(blocks.NameID("k")), []byte("piece")), blocks.Addr{}, nil))
 	f.Add(encodePutResults([]error{nil, blocks.ErrNoSpace, errors.New("other")}))
 	f.Add([]byte{0, 0})
+	f.Add(encodeGCSweep(7, []byte("CBF1")))
+	f.Add(encodeGCSweep(7, nil))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		if k, err := decodeKey(p); err == nil && !bytes.Equal(k[:], p) {
 			t.Fatal("key")
@@ -108,6 +110,17 @@ func FuzzMessages(f *testing.F) {
 		if c, err := decodeChallenge(p); err == nil && !bytes.Equal(c.encode(), p) {
 			t.Fatal("challenge")
 		}
+		if id, filter, abort, err := decodeGCSweep(p); err == nil {
+			if abort && filter != nil || !abort && filter == nil {
+				t.Fatal("gc-sweep: abort and filter disagree")
+			}
+			if !bytes.Equal(encodeGCSweep(id, filter), p) {
+				t.Fatal("gc-sweep")
+			}
+		}
+		if r, err := decodeSweepResult(p); err == nil && !bytes.Equal(encodeSweepResult(r), p) {
+			t.Fatal("gc-sweep result")
+		}
 	})
 }
 
@@ -124,6 +137,8 @@ func FuzzServer(f *testing.F) {
 	f.Add([]byte("garbage"))
 	f.Add(appendFrame(nil, opPutPieces, 0, 3, appendPutEntry([]byte{0, 1}, blocks.Addr{1}, []byte("piece"))))
 	f.Add(appendFrame(nil, opPutPieces, 0, 4, []byte{0, 0}))
+	f.Add(appendFrame(nil, opGCBegin, 0, 5))
+	f.Add(appendFrame(nil, opGCSweep, 0, 6, encodeGCSweep(1, nil)))
 	store := memory.New(1 << 20)
 	_ = store.PutPiece(context.Background(), blocks.Sum(nil), []byte("x"))
 	srv, err := NewServer(ServerOptions{Holder: store, Secret: testSecret})

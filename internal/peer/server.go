@@ -56,6 +56,9 @@ type ServerOptions struct {
 	// reaches, not only on the one they talk to. It must be quick and safe
 	// for concurrent use.
 	ClientActivity func()
+	// Collector serves a cluster garbage collector's requests (see
+	// gc.go); nil answers them with status 8 (bad request).
+	Collector Collector
 	// HandshakeTimeout bounds the handshake of a new connection. 0 means 10s.
 	HandshakeTimeout time.Duration
 	// WriteTimeout bounds each reply write, so that a peer that stops
@@ -432,7 +435,7 @@ func (sc *serverConn) handler(f frame) (h func(), stream bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if f.op == opWalk || f.op == opReplay {
+	if isStream(f.op) {
 		sc.mu.Lock()
 		n := len(sc.streams)
 		sc.mu.Unlock()
@@ -570,6 +573,8 @@ func (sc *serverConn) decode(f frame) (func(st *serverStream), error) {
 		}, nil
 	case opLoad, opCompareAndSet:
 		return sc.decodeMutable(f)
+	case opGCBegin, opGCLive, opGCSweep:
+		return sc.decodeGC(f)
 	case opWalk:
 		if len(f.payload) != 0 {
 			return nil, errMalformed("walk", len(f.payload))
