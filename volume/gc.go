@@ -217,10 +217,10 @@ func (c *Catalogue) LiveRefs(ctx context.Context, mark func(blocks.Addr) error) 
 // chunks times the stored/plaintext ratio of its Puts) and records it in
 // the root (one compare-and-set per volume).
 //
-// Limits: writers attached on other nodes are not seen in memory; their
-// flushed writes are (through the journal), but blocks they Put and have
-// not yet journalled may be swept. Run it where the writers are, or while
-// they are quiet. A read-only view opened before the collection may find
+// Limits: writers attached in other processes are not seen in memory;
+// their flushed writes are (through the journal), but blocks they Put and
+// have not yet journalled may be swept. A cluster collects with LiveRefs
+// on every node and MarkStored instead (internal/node/gc_cluster.go). A read-only view opened before the collection may find
 // blocks its writer has since replaced gone (snapshots are safe).
 func (c *Catalogue) CollectGarbage(ctx context.Context, walk func(ctx context.Context, fn func(blocks.Addr) error) error) (GCStats, error) {
 	var st GCStats
