@@ -29,7 +29,14 @@ func FuzzParsePiece(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte(pieceMagic))
 	f.Fuzz(func(t *testing.T, p []byte) {
+		haddr, hidx, herr := PieceHeader(p)
+		if herr != nil && !errors.Is(herr, blocks.ErrCorrupt) {
+			t.Fatalf("PieceHeader error %v does not wrap ErrCorrupt", herr)
+		}
 		addr, idx, err := ParsePiece(p)
+		if err == nil && (herr != nil || haddr != addr || hidx != idx) {
+			t.Fatalf("PieceHeader disagrees with ParsePiece: %v", herr)
+		}
 		if err != nil {
 			if !errors.Is(err, blocks.ErrCorrupt) {
 				t.Fatalf("ParsePiece error %v does not wrap ErrCorrupt", err)

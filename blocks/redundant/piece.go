@@ -142,6 +142,20 @@ func shardSize(n, k int) int {
 	return s
 }
 
+// PieceHeader decodes the header at the start of piece p (at least
+// HeaderSize bytes; the payload need not follow) and returns the address
+// of the block the piece belongs to and its index. It verifies the
+// header's own checksum, not the payload's (ParsePiece does both): enough
+// to learn which block a piece is of, as a garbage sweep does. Errors wrap
+// blocks.ErrCorrupt; it never panics, whatever p holds.
+func PieceHeader(p []byte) (addr blocks.Addr, index int, err error) {
+	h, err := parseHeader(p)
+	if err != nil {
+		return addr, 0, fmt.Errorf("%w: %w", blocks.ErrCorrupt, err)
+	}
+	return h.addr, int(h.index), nil
+}
+
 // ParsePiece decodes piece p (header and payload, as a holder returns it)
 // and returns the address of the block it belongs to and its piece index.
 // It verifies the header and payload checksums; errors wrap

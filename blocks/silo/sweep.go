@@ -2,6 +2,7 @@ package silo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -84,4 +85,57 @@ func (sw *Sweep) End() {
 	defer s.mu.Unlock()
 	s.sweeps = slices.DeleteFunc(s.sweeps, func(o *Sweep) bool { return o == sw })
 	sw.touched = nil
+}
+
+// PeekPiece reads the first bytes of piece key's payload into dst (as
+// many as fit, or the whole payload if shorter) and returns them. Unlike
+// GetPiece it does not verify the record's checksum, which covers the
+// whole payload: it reads the record's header and checks that it is the
+// piece's, and the caller verifies what it uses (a sweep reads the
+// redundancy layer's piece header, which carries its own checksum, to
+// learn which block a piece belongs to, without reading the block).
+// Errors: blocks.ErrNotFound, blocks.ErrCorrupt (the record's header is
+// not the piece's), blocks.ErrClosed, or an I/O error.
+func (s *Silo) PeekPiece(ctx context.Context, key blocks.Addr, dst []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	if err := s.checkOpen(); err != nil {
+		s.mu.RUnlock()
+		return nil, err
+	}
+	e, ok := s.index.get(key)
+	if !ok {
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("silo: piece %s: %w", key, blocks.ErrNotFound)
+	}
+	seg := s.segs[e.seg]
+	dst = dst[:min(len(dst), int(e.n))]
+	var hb [hdrSize]byte
+	sr, _ := seg.f.(splitReader)
+	if len(dst) == 0 {
+		sr = nil // ReadSplitAt needs two buffers; the header alone is read plainly
+	}
+	err := s.fetchSplit(seg, e.loc, sr, hb[:], dst, nil)
+	if errors.Is(err, errUnmapped) {
+		// Neither buffered nor mapped, and a file that cannot read in two
+		// parts: read the whole piece, verified.
+		p, err := s.GetPiece(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		return dst[:copy(dst, p)], nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var h header
+	if err := decodeHeader(hb[:], &h); err != nil {
+		return nil, fmt.Errorf("silo: segment %s offset %d: %v: %w", seg.name, e.off, err, blocks.ErrCorrupt)
+	}
+	if h.typ != recPiece || h.key != key || h.n != e.n {
+		return nil, fmt.Errorf("silo: segment %s offset %d: record is not piece %s: %w", seg.name, e.off, key, blocks.ErrCorrupt)
+	}
+	return dst, nil
 }

@@ -1,6 +1,7 @@
 package silo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -111,4 +112,61 @@ func TestSweepsAreIndependent(t *testing.T) {
 		t.Fatalf("sweep a: piece 1 already deleted: %v %v", ok, err)
 	}
 	mustGet(t, s, keyOf(2), pieceData(2, 100))
+}
+
+// TestPeekPiece reads the first bytes of pieces buffered, written, sealed
+// and compacted, on the real file system and on the in-memory one, and
+// reports missing pieces and records that are not the piece asked for.
+func TestPeekPiece(t *testing.T) {
+	ctx := context.Background()
+	for _, fsys := range []FS{nil, newMemFS()} {
+		dir := t.TempDir()
+		if fsys != nil {
+			dir = "/peek"
+		}
+		s := openT(t, dir, Options{SegmentSize: 64 << 10, FS: fsys})
+		check := func(k, n int) {
+			t.Helper()
+			want := pieceData(k, n)
+			for _, size := range []int{0, 1, 56, n, n + 10} {
+				got, err := s.PeekPiece(ctx, keyOf(k), make([]byte, size))
+				if err != nil {
+					t.Fatalf("piece %d, %d bytes: %v", k, size, err)
+				}
+				if !bytes.Equal(got, want[:min(size, n)]) {
+					t.Fatalf("piece %d, %d bytes: wrong bytes", k, size)
+				}
+			}
+		}
+		for k := range 60 {
+			if err := s.PutPiece(ctx, keyOf(k), pieceData(k, 1000+k*50)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check(59, 1000+59*50) // still in the write buffer
+		if err := s.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for k := range 60 {
+			check(k, 1000+k*50)
+		}
+		for k := range 30 {
+			if err := s.DeletePiece(ctx, keyOf(k)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Compact(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for k := 30; k < 60; k++ {
+			check(k, 1000+k*50)
+		}
+		if _, err := s.PeekPiece(ctx, keyOf(3), make([]byte, 8)); !errors.Is(err, blocks.ErrNotFound) {
+			t.Fatalf("deleted piece: %v", err)
+		}
+		s.Close()
+		if _, err := s.PeekPiece(ctx, keyOf(40), make([]byte, 8)); !errors.Is(err, blocks.ErrClosed) {
+			t.Fatalf("after Close: %v", err)
+		}
+	}
 }

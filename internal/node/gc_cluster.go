@@ -133,9 +133,12 @@ func (g gcServer) Sweep(ctx context.Context, id uint64, filter *bloom.Filter, pr
 		return res, err
 	}
 	unreadable := 0
+	hb := make([]byte, redundant.HeaderSize)
 	for _, key := range keys {
 		res.Checked++
-		p, err := si.GetPiece(ctx, key)
+		// The piece's header says which block it is of (it has its own
+		// checksum): the sweep reads that, not the block.
+		p, err := si.PeekPiece(ctx, key, hb)
 		switch {
 		case errors.Is(err, blocks.ErrNotFound):
 			continue
@@ -145,7 +148,7 @@ func (g gcServer) Sweep(ctx context.Context, id uint64, filter *bloom.Filter, pr
 		case err != nil:
 			return res, err
 		}
-		addr, i, err := redundant.ParsePiece(p)
+		addr, i, err := redundant.PieceHeader(p)
 		if err != nil || blocks.PieceKey(addr, i) != key {
 			unreadable++
 			continue
