@@ -105,11 +105,11 @@ func fioAndAbsence(ctx context.Context, o options, bin, tmp string, res *cluster
 	fill := []string{"--rw=write", "--bs=1m", "--iodepth=8", "--offset=0",
 		"--size=" + strconv.FormatInt(o.clusterRegion, 10), "--end_fsync=1"}
 	fmt.Fprintf(os.Stderr, "benchnbd: cluster: filling %d MiB of r3 through node A\n", o.clusterRegion>>20)
-	if res.fillCl, err = fio(ctx, clURI, fill, 0); err != nil {
+	if res.fillCl, err = fioSettled(ctx, a.proc, clURI, fill, 0); err != nil {
 		return fmt.Errorf("cluster: filling r3: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "benchnbd: cluster: filling %d MiB of the single node\n", o.clusterRegion>>20)
-	if res.fillSg, err = fio(ctx, sg.uri, fill, 0); err != nil {
+	if res.fillSg, err = fioSettled(ctx, sg, sg.uri, fill, 0); err != nil {
 		return fmt.Errorf("cluster: filling the single node: %w", err)
 	}
 
@@ -125,11 +125,11 @@ func fioAndAbsence(ctx context.Context, o options, bin, tmp string, res *cluster
 				if err := errors.Join(cl.alive(), sg.alive()); err != nil {
 					return err
 				}
-				uri, pids, best := clURI, cl.pids(), &res.cluster[i]
+				uri, pids, best, srv := clURI, cl.pids(), &res.cluster[i], a.proc
 				if side == "single" {
-					uri, pids, best = sg.uri, []int{sg.pid()}, &res.single[i]
+					uri, pids, best, srv = sg.uri, []int{sg.pid()}, &res.single[i], sg
 				}
-				m, err := fio(ctx, uri, jobArgs(r, ro), o.ramp, pids...)
+				m, err := fioSettled(ctx, srv, uri, jobArgs(r, ro), o.ramp, pids...)
 				if err != nil {
 					return fmt.Errorf("cluster: %s, %s: %w", side, r.name, err)
 				}

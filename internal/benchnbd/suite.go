@@ -65,6 +65,41 @@ type fioStats struct {
 	} `json:"clat_ns"`
 }
 
+// detachLine is what cairn logs once a client's export is closed: the
+// cache the client left dirty is written back by then.
+const detachLine = "nbd: export detached"
+
+// detaches counts the detach lines in a cairn server's log.
+func detaches(s *server) int {
+	b, _ := os.ReadFile(s.log)
+	return bytes.Count(b, []byte(detachLine))
+}
+
+// settle waits, up to limit, until cairn server s has logged more than
+// before detaches: when fio disconnects, cairn closes the export, which
+// writes back what the run left in its write cache (hundreds of MiB after
+// a write row), and that must not overlap the next measurement, whoever
+// it is of.
+func settle(s *server, before int, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for detaches(s) <= before && time.Now().Before(deadline) && s.alive() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if detaches(s) <= before {
+		fmt.Fprintf(os.Stderr, "benchnbd: %s did not log its export's detach within %s\n", s.name, limit)
+	}
+}
+
+// fioSettled is fio against cairn server s, then settle.
+func fioSettled(ctx context.Context, s *server, uri string, args []string, ramp time.Duration, cpuPIDs ...int) (measure, error) {
+	before := detaches(s)
+	m, err := fio(ctx, uri, args, ramp, cpuPIDs...)
+	if err == nil {
+		settle(s, before, 5*time.Minute)
+	}
+	return m, err
+}
+
 // fio runs one fio job against uri and returns its parsed summary.
 // cpuPIDs (zeros ignored) are the server processes whose CPU time, summed,
 // is sampled once the ramp is over and again when fio exits.
@@ -196,7 +231,13 @@ func nbdSuite(ctx context.Context, o options, bin, tmp string) (*nbdResult, erro
 		"--size=" + strconv.FormatInt(o.region, 10), "--end_fsync=1"}
 	for _, s := range []*server{c, k} {
 		fmt.Fprintf(os.Stderr, "benchnbd: filling %d MiB of %s\n", o.region>>20, s.name)
-		m, err := fio(ctx, s.uri, fill, 0)
+		run := fio
+		if s == c {
+			run = func(ctx context.Context, uri string, args []string, ramp time.Duration, pids ...int) (measure, error) {
+				return fioSettled(ctx, c, uri, args, ramp, pids...)
+			}
+		}
+		m, err := run(ctx, s.uri, fill, 0)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
@@ -220,7 +261,12 @@ func nbdSuite(ctx context.Context, o options, bin, tmp string) (*nbdResult, erro
 				if err := s.alive(); err != nil {
 					return nil, err
 				}
-				m, err := fio(ctx, s.uri, jobArgs(r, o), o.ramp, s.pid())
+				var m measure
+				if s == c {
+					m, err = fioSettled(ctx, c, s.uri, jobArgs(r, o), o.ramp, s.pid())
+				} else {
+					m, err = fio(ctx, s.uri, jobArgs(r, o), o.ramp, s.pid())
+				}
 				if err != nil {
 					return nil, fmt.Errorf("%s, %s: %w", s.name, r.name, err)
 				}
