@@ -87,6 +87,7 @@ type conn struct {
 	wmu         sync.Mutex
 	bw          *replyWriter
 	werr        error
+	armed       time.Time // when armWrite last moved the write deadline (guarded by wmu)
 	waiting     atomic.Int32
 	unreplied   atomic.Int32
 	flushReq    chan struct{}
@@ -194,6 +195,7 @@ func (c *conn) serve(parent context.Context) {
 	}
 	c.wmu.Lock()
 	if c.werr == nil {
+		c.armWrite()
 		c.bw.Flush()
 	}
 	c.wmu.Unlock()
@@ -610,6 +612,7 @@ func (c *conn) send(fn func(*replyWriter) error) {
 	last := c.waiting.Add(-1) == 0
 	others := c.unreplied.Add(-1) > 0
 	if c.werr == nil {
+		c.armWrite()
 		err := fn(c.bw)
 		if err == nil && last && c.bw.Buffered() > 0 {
 			if others && c.flushReq != nil {
@@ -641,6 +644,7 @@ func (c *conn) flusher() {
 		runtime.Gosched()
 		c.wmu.Lock()
 		if c.werr == nil {
+			c.armWrite()
 			if err := c.bw.Flush(); err != nil {
 				c.werr = err
 				c.nc.Close()
@@ -648,4 +652,18 @@ func (c *conn) flusher() {
 		}
 		c.wmu.Unlock()
 	}
+}
+
+// armWrite moves the socket's write deadline Server.WriteTimeout ahead,
+// unless it did so less than writeDeadlineSlack ago (the deadline is then
+// at least WriteTimeout minus the slack away). A client that stops
+// reading its replies makes a write block until the deadline, fail, and
+// close the connection. Called with wmu held, before replies are written.
+func (c *conn) armWrite() {
+	now := time.Now()
+	if now.Sub(c.armed) < writeDeadlineSlack {
+		return
+	}
+	c.armed = now
+	c.nc.SetWriteDeadline(now.Add(c.s.writeTimeout()))
 }

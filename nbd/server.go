@@ -100,7 +100,13 @@ const (
 	DefaultWorkers          = 16
 	DefaultMaxBuffered      = 32 << 20
 	DefaultCloseTimeout     = time.Minute
+	DefaultWriteTimeout     = time.Minute
 )
+
+// writeDeadlineSlack is how often, at most, a connection moves its write
+// deadline (see conn.armWrite): a deadline is a timer update in the
+// runtime, which the write path need not pay per reply.
+const writeDeadlineSlack = time.Second
 
 // Server serves exports over NBD. Set the fields before calling Serve and
 // do not change them afterwards. The zero value with Exports set is usable.
@@ -141,6 +147,13 @@ type Server struct {
 	// HandshakeTimeout bounds option haggling. 0 means
 	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// WriteTimeout bounds how long a reply's write may block on a client
+	// that does not read its socket; the connection is then closed (its
+	// requests finish, its device is closed and flushed). It frees what
+	// such a client holds: goroutines, payload buffers, and the pins of
+	// READ replies sent from the store's mappings. 0 means
+	// DefaultWriteTimeout.
+	WriteTimeout time.Duration
 	// Classify, if set, maps errors from Exports and devices that this
 	// package does not know (say volume.ErrAttached or
 	// volume.ErrOutOfRange) to one of the Err* kinds, or returns nil to
@@ -161,6 +174,13 @@ func (s *Server) logger() *slog.Logger {
 		return s.Logger
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+func (s *Server) writeTimeout() time.Duration {
+	if s.WriteTimeout > 0 {
+		return s.WriteTimeout
+	}
+	return DefaultWriteTimeout
 }
 
 func (s *Server) maxPayload() int {

@@ -583,3 +583,38 @@ func TestServeContextCancel(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A client that stops reading its replies is dropped once a reply's write
+// has been blocked for WriteTimeout: its connection ends and its device
+// is closed, while other clients carry on.
+func TestStuckReaderIsDropped(t *testing.T) {
+	exp, _ := testExports()
+	s, addr := startServer(t, exp, func(s *Server) { s.WriteTimeout = 300 * time.Millisecond })
+	good := connect(t, addr, "disk", false)
+	stuck := connect(t, addr, "disk", false)
+	for s.ActiveConns() != 2 {
+		time.Sleep(time.Millisecond)
+	}
+	// 64 MiB of READs, replies never read: more than the sockets buffer.
+	var reqs []byte
+	for i := range 64 {
+		reqs = proto.AppendRequest(reqs, proto.Request{Type: proto.CmdRead, Cookie: uint64(i), Offset: 0, Length: 1 << 20})
+	}
+	go stuck.c.Write(reqs) // it may block too, once the server stops reading
+	deadline := time.Now().Add(30 * time.Second)
+	for s.ActiveConns() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("a client that reads no replies still holds its connection")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The other client was not disturbed.
+	data := bytes.Repeat([]byte{9}, 4096)
+	if r := good.do(proto.Request{Type: proto.CmdWrite, Offset: 8192, Length: 4096}, data); r.errno != 0 {
+		t.Fatal(r.errno)
+	}
+	if r := good.do(proto.Request{Type: proto.CmdRead, Offset: 8192, Length: 4096}, nil); r.errno != 0 || !bytes.Equal(r.data, data) {
+		t.Fatalf("read back: %v", r.errno)
+	}
+	stuck.c.Close()
+}
