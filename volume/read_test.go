@@ -247,3 +247,64 @@ func TestReadVecErrors(t *testing.T) {
 		t.Fatalf("closed: %v, want ErrClosed", err)
 	}
 }
+
+// TestReadVecManyBatches: a ReadVec larger than one batch (readBatchBytes),
+// read by one goroutine batch after batch, returns exactly what was
+// written across the batches' edges (stored, dirty and never-written
+// chunks), and each batch goes to the store in one GetMany.
+func TestReadVecManyBatches(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	ms := &manyStore{casStore: casStore{e.hold}}
+	opts := e.options("a")
+	opts.StoreFor = func(policies.Policy, []byte) (blocks.Store, error) { return ms, nil }
+	c := e.catalog(opts)
+	const bs = 4096
+	const size = 2*readBatchBytes + 3*bs*64
+	if _, err := c.Create(ctx, "v", size, testPolicy(bs)); err != nil {
+		t.Fatal(err)
+	}
+	v := mustOpen(t, c, "v", false)
+	defer v.Close(ctx)
+	rng := rand.New(rand.NewPCG(7, 8))
+	model := make([]byte, size)
+	write := func(off, n int64) {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(rng.Uint32())
+		}
+		if err := v.WriteAt(ctx, p, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], p)
+	}
+	write(0, size-bs*100) // the last 100 chunks never written
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Dirty chunks on both sides of the first batch's edge.
+	write(readBatchBytes-bs-100, 2*bs+200)
+	for _, r := range []struct {
+		off int64
+		n   int
+	}{
+		{0, size},
+		{1, size - 2},
+		{readBatchBytes - 3, readBatchBytes + 7},
+		{bs * 5, 2*readBatchBytes - bs*3},
+	} {
+		calls := ms.calls.Load()
+		got, err := readVec(ctx, v, r.off, r.n)
+		if err != nil {
+			t.Fatalf("ReadVec [%d, +%d): %v", r.off, r.n, err)
+		}
+		if !bytes.Equal(got, model[r.off:r.off+int64(r.n)]) {
+			t.Fatalf("ReadVec [%d, +%d): wrong bytes", r.off, r.n)
+		}
+		first, last := r.off/bs, (r.off+int64(r.n)-1)/bs
+		batches := (last-first)/(readBatchBytes/bs) + 1
+		if d := ms.calls.Load() - calls; d != batches {
+			t.Fatalf("ReadVec [%d, +%d): %d GetMany calls, want one per batch (%d)", r.off, r.n, d, batches)
+		}
+	}
+}

@@ -39,6 +39,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/klauspost/reedsolomon"
@@ -580,11 +581,13 @@ type localBatch struct {
 	rest        []int
 	failed      []int
 	placeErrors []error
+	pieces      [][]byte // ViewMany's scratch
 }
 
-// batchLocal sorts addrs into a localBatch.
+// batchLocal sorts addrs into a localBatch, taken from localBatches: the
+// caller gives it back with put once done with its slices.
 func (s *Store) batchLocal(addrs []blocks.Addr) *localBatch {
-	b := &localBatch{}
+	b := localBatches.Get().(*localBatch)
 	var src blocks.Holder
 	for i, a := range addrs {
 		if s.kind != kindReplica {
@@ -612,6 +615,30 @@ func (s *Store) batchLocal(addrs []blocks.Addr) *localBatch {
 	return b
 }
 
+// localBatches pools the batches of GetMany and ViewMany. A 1 MiB read is
+// a batch of 256 chunks, whose slices (keys alone are 8 KiB) were grown
+// afresh on every read: measured over NBD (fio, 1 MiB sequential reads at
+// queue depth 8), batchLocal's allocations and the page faults of the
+// fresh heap they landed on were a tenth of the server's CPU.
+var localBatches = sync.Pool{New: func() any { return new(localBatch) }}
+
+// put empties b, keeping its slices' room unless they grew past
+// maxKeptBatch, and pools it.
+func (b *localBatch) put() {
+	if cap(b.keys) > maxKeptBatch {
+		*b = localBatch{}
+	}
+	b.h = nil
+	clear(b.placeErrors)
+	clear(b.pieces)
+	b.keys, b.idx, b.rep, b.rest = b.keys[:0], b.idx[:0], b.rep[:0], b.rest[:0]
+	b.failed, b.placeErrors, b.pieces = b.failed[:0], b.placeErrors[:0], b.pieces[:0]
+	localBatches.Put(b)
+}
+
+// maxKeptBatch bounds the blocks a pooled localBatch keeps room for.
+const maxKeptBatch = 1 << 14
+
 // GetMany implements blocks.ManyGetter. Replicated blocks with a replica
 // on a local holder that reads many pieces at once (blocks.PiecesGetter),
 // the same one for all (see PieceSource), are read together, the pieces
@@ -622,6 +649,7 @@ func (s *Store) GetMany(ctx context.Context, addrs []blocks.Addr, buf *[]byte) (
 	out := make([][]byte, len(addrs))
 	errs := make([]error, len(addrs))
 	b := s.batchLocal(addrs)
+	defer b.put()
 	for j, i := range b.failed {
 		errs[i] = b.placeErrors[j]
 	}
@@ -653,11 +681,13 @@ func (s *Store) GetMany(ctx context.Context, addrs []blocks.Addr, buf *[]byte) (
 // nil for every other block.
 func (s *Store) ViewMany(ctx context.Context, addrs []blocks.Addr, views [][]byte) (release func()) {
 	b := s.batchLocal(addrs)
+	defer b.put()
 	pv, ok := b.h.(blocks.PieceViewer)
 	if !ok || len(b.keys) == 0 {
 		return blocks.NoRelease
 	}
-	pieces := make([][]byte, len(b.keys))
+	b.pieces = slices.Grow(b.pieces[:0], len(b.keys))[:len(b.keys)]
+	pieces := b.pieces
 	release = pv.ViewPieces(ctx, b.keys, pieces)
 	for j, i := range b.idx {
 		if pieces[j] == nil {

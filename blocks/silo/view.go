@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	"cairn/blocks"
 )
@@ -44,6 +45,9 @@ func (s *Silo) ViewPieces(ctx context.Context, keys []blocks.Addr, views [][]byt
 		ps.release()
 		return blocks.NoRelease
 	}
+	if prefetchViews {
+		warmSlots(s.index, keys)
+	}
 	var last *segment
 	var lastMap []byte
 	for i, k := range keys {
@@ -75,13 +79,22 @@ func (s *Silo) ViewPieces(ctx context.Context, keys []blocks.Addr, views [][]byt
 	}
 	s.mu.RUnlock()
 	ps.recs = recs
+	if prefetchViews {
+		warmRecords(recs)
+	}
 	// The checks run without the silo's lock: a checksum of a 1 MiB read
 	// takes tens of microseconds.
-	for _, r := range recs {
-		if p := checkView(r, keys[r.i]); p != nil {
+	var acc byte
+	for j, r := range recs {
+		var next []byte
+		if prefetchViews && j+1 < len(recs) {
+			next = recs[j+1].rec
+		}
+		if p := checkView(r, keys[r.i], next, &acc); p != nil {
 			views[r.i] = p
 		}
 	}
+	warmSink.Add(uint32(acc))
 	if len(ps.segs) == 0 {
 		ps.release()
 		return blocks.NoRelease
@@ -90,14 +103,24 @@ func (s *Silo) ViewPieces(ctx context.Context, keys []blocks.Addr, views [][]byt
 }
 
 // checkView returns the piece of the record r in a mapping if it checks
-// as GetPiece checks it, else nil (a fault on the mapping included).
-func checkView(r viewRec, key blocks.Addr) (piece []byte) {
+// as GetPiece checks it, else nil (a fault on the mapping included). next,
+// if not nil, is the record checked after r, loaded meanwhile (a fault
+// there fails r's check too; the caller reads it the ordinary way), its
+// loads summed into acc.
+func checkView(r viewRec, key blocks.Addr, next []byte, acc *byte) (piece []byte) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if recover() != nil {
 			piece = nil
 		}
 	}()
+	if next != nil {
+		// Load the next record's lines while this one's are checked:
+		// their misses overlap the CRC instead of following it.
+		for k := 0; k < len(next); k += 64 {
+			*acc += next[k]
+		}
+	}
 	var h header
 	if checkFetched(r.seg, r.l, r.rec, &h) != nil || h.typ != recPiece || h.key != key {
 		return nil
@@ -135,4 +158,51 @@ func (ps *pinSet) release() {
 		ps.recs = nil
 	}
 	pinSets.Put(ps)
+}
+
+// prefetchViews turns on the loads ahead in ViewPieces (a benchmark's
+// switch): warmSlots, warmRecords, and checkView's of the next record.
+// The memory a large read touches is far larger than the caches, and
+// each piece met three misses in turn: its index slot, its record's
+// header, then the record itself (the CRC), each waiting for the one
+// before (a profile of the NBD server, fio's 1 MiB sequential reads, put
+// about 6% of its CPU in the first two and a third in the CRC, most of
+// it waiting for memory). BenchmarkViewPieces1M (1 MiB from 512 MiB of
+// pieces, four interleaved pairs on a busy 2-core machine, CPU per MiB):
+// 168 to 179 µs with all three, 226 to 241 without (the slots and
+// headers alone: 194 to 247 against 242 to 257). The sums go to warmSink
+// once per call, not per record (an atomic per record would bounce its
+// cache line between concurrent reads).
+var prefetchViews = true
+
+// warmSink keeps the loads of warmSlots and warmRecords.
+var warmSink atomic.Uint32
+
+// warmSlots loads the home slot of every key in ix's current table before
+// the lookups: independent loads, which the CPU overlaps, where each
+// lookup's miss (the table is far larger than the caches) would wait for
+// the one before. The caller holds the silo's lock.
+func warmSlots(ix *index, keys []blocks.Addr) {
+	t := &ix.cur
+	if t.n == 0 {
+		return
+	}
+	var acc uint32
+	for i := range keys {
+		acc += t.slots[ix.hash(&keys[i])>>t.shift].flags
+	}
+	warmSink.Add(acc)
+}
+
+// warmRecords loads the first byte of every record before the checks (as
+// warmSlots does the slots). A record is mapped file memory, which can
+// fault: a fault is left to the check, which reports it.
+func warmRecords(recs []viewRec) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() { _ = recover() }()
+	var acc byte
+	for i := range recs {
+		acc += recs[i].rec[0]
+	}
+	warmSink.Add(uint32(acc))
 }
