@@ -139,3 +139,12 @@ func (s *Silo) PeekPiece(ctx context.Context, key blocks.Addr, dst []byte) ([]by
 	}
 	return dst, nil
 }
+
+// Stamp returns the silo's last stamp: it grows with every piece,
+// tombstone and journal record written, so a caller can tell whether the
+// silo took any write since it last looked.
+func (s *Silo) Stamp() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.stamp
+}

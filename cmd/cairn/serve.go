@@ -29,6 +29,7 @@ func frontendFlags(nbdDefault string) []cli.Flag {
 		&cli.StringFlag{Name: "size", Value: "16GiB", Usage: "size of the default volume when it is created (thin: it takes no space until written)"},
 		&cli.StringFlag{Name: "policy", Usage: "policy file for the default volume when it is created"},
 		&cli.DurationFlag{Name: "checkpoint-every", Usage: "period of background checkpoints of each volume's map (default 30s)"},
+		&cli.DurationFlag{Name: "gc-every", Value: time.Hour, Usage: "period of automatic garbage collection, when anything was written since the last one (in a cluster one node runs it for all); 0 turns it off (cairn gc runs one now)"},
 		&cli.StringFlag{Name: "write-cache", Usage: "memory for written data not yet pushed to storage, all volumes together (default: 1/16 of the memory this process may use, 64MiB to 2GiB); FLUSH pushes it"},
 	}
 }
@@ -144,6 +145,9 @@ func runNode(ctx context.Context, cmd *cli.Command, cfg node.Config, createDefau
 
 	dataDir := cmd.String("data")
 	cfg.DataDir, cfg.Logger, cfg.CheckpointEvery = dataDir, log, cmd.Duration("checkpoint-every")
+	if cfg.GCEvery = cmd.Duration("gc-every"); cfg.GCEvery < 0 {
+		return usagef("--gc-every %v: want a period, or 0 for none", cfg.GCEvery)
+	}
 	node.Version = version
 	start := time.Now()
 	n, err := node.Open(ctx, cfg)

@@ -78,3 +78,33 @@ func TestSpaceComesBack(t *testing.T) {
 		t.Errorf("after deleting the volume and gc the silo holds %d MiB, want near %d MiB", final>>20, base>>20)
 	}
 }
+
+// TestGarbageCollectsItself: with --gc-every, overwritten data gives its
+// space back without anyone running cairn gc, and the data reads back.
+func TestGarbageCollectsItself(t *testing.T) {
+	cairntest.NeedTool(t, "fio")
+	ctx := context.Background()
+	s := cairntest.NewServer(t, "--size", "64MiB", "--gc-every", "1s")
+	s.Start(ctx)
+	if out, err := s.Cairn("volume", "create", "auto", "--size", "256MiB"); err != nil {
+		t.Fatal(err, out)
+	}
+	silo := filepath.Join(s.Data, "silo")
+	base := diskBytes(t, silo)
+	const live = 64 << 20
+	for round := range 4 {
+		Run(t, 5*time.Minute, "fio", "--name=overwrite", "--verify_state_save=0", "--ioengine=nbd", "--uri="+s.URI("auto"),
+			"--rw=write", "--bs=1m", "--size=64m", "--iodepth=8", "--refill_buffers",
+			fmt.Sprintf("--randseed=%d", round+1), "--end_fsync=1", "--verify=crc32c", "--do_verify=0")
+	}
+	took := waitFor(t, 2*time.Minute, "the silo to give the overwritten space back by itself", func() bool {
+		return diskBytes(t, silo)-base < 2*live
+	})
+	t.Logf("silo back under 2x the live data %s after the writes (%d MiB over the empty volume's)", took.Round(time.Second), (diskBytes(t, silo)-base)>>20)
+	if !strings.Contains(s.Log(), "automatic garbage collection") {
+		t.Fatalf("no automatic collection in the log:\n%s", s.Log())
+	}
+	Run(t, 5*time.Minute, "fio", "--name=overwrite", "--verify_state_save=0", "--ioengine=nbd", "--uri="+s.URI("auto"),
+		"--rw=write", "--bs=1m", "--size=64m", "--iodepth=8", "--refill_buffers", "--randseed=4",
+		"--verify=crc32c", "--verify_only", "--verify_fatal=1")
+}

@@ -279,6 +279,8 @@ func (n *Node) ExportVolume(ctx context.Context, name string, w io.Writer) error
 // CollectGarbage implements admin.Backend: mark and sweep, then compact
 // the silo so that the space really comes back.
 func (n *Node) CollectGarbage(ctx context.Context) (admin.GCResult, error) {
+	n.gcMu.Lock()
+	defer n.gcMu.Unlock()
 	if n.cluster != nil {
 		return n.cluster.collectGarbage(ctx)
 	}

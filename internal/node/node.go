@@ -48,6 +48,9 @@ type Config struct {
 	// WriteCache bounds the written data all volumes hold in memory before
 	// pushing it (volume.Options.DirtyLimit; 0: its default).
 	WriteCache int64
+	// GCEvery is the period of automatic garbage collection (see
+	// gc_auto.go); 0 turns it off.
+	GCEvery time.Duration
 	// Cluster, if set, makes the node a member of a cluster.
 	Cluster *ClusterConfig
 }
@@ -64,6 +67,10 @@ type Node struct {
 
 	siloSets     [maxPieces + 1][]blocks.Holder // what holders returns on one node, by count
 	siloSetsOnce sync.Once
+
+	gcMu   sync.Mutex         // one collection at a time, automatic or asked for
+	gcStop context.CancelFunc // stops gcLoop (nil: automatic collection is off)
+	gcDone chan struct{}      // closed when gcLoop has returned
 	started      time.Time
 
 	mu      sync.Mutex // guards stores and nbd
@@ -209,6 +216,11 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		go n.cluster.loop(lctx)
 		go n.cluster.scrubLoop(lctx)
 	}
+	if cfg.GCEvery > 0 {
+		gctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		n.gcStop, n.gcDone = cancel, make(chan struct{})
+		go n.gcLoop(gctx, cfg.GCEvery)
+	}
 	return n, nil
 }
 
@@ -327,6 +339,10 @@ func (n *Node) journals(id blocks.ID, p policies.Policy) ([]volume.JournalHolder
 // Close closes every volume (flushing and checkpointing them), then the
 // consensus host and the silo.
 func (n *Node) Close(ctx context.Context) error {
+	if n.gcStop != nil {
+		n.gcStop()
+		<-n.gcDone
+	}
 	var errs []error
 	if err := n.catalog.Close(ctx); err != nil {
 		errs = append(errs, err)
