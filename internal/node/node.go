@@ -68,10 +68,10 @@ type Node struct {
 	siloSets     [maxPieces + 1][]blocks.Holder // what holders returns on one node, by count
 	siloSetsOnce sync.Once
 
-	gcMu   sync.Mutex         // one collection at a time, automatic or asked for
-	gcStop context.CancelFunc // stops gcLoop (nil: automatic collection is off)
-	gcDone chan struct{}      // closed when gcLoop has returned
-	started      time.Time
+	gcMu    sync.Mutex         // one collection at a time, automatic or asked for
+	gcStop  context.CancelFunc // stops gcLoop (nil: automatic collection is off)
+	gcDone  chan struct{}      // closed when gcLoop has returned
+	started time.Time
 
 	mu      sync.Mutex // guards stores and nbd
 	stores  map[string]blocks.Store
