@@ -30,6 +30,17 @@ func statusCommand() *cli.Command {
 			}
 			fmt.Fprintf(tw, "storage:\t%d pieces, %s live, %s on disk\n", st.Storage.Pieces, formatSize(st.Storage.LiveBytes), formatSize(st.Storage.DiskBytes))
 			fmt.Fprintf(tw, "volumes:\t%d\n", st.Volumes)
+			if g := st.LastGC; g != nil {
+				how := "asked for"
+				if g.Automatic {
+					how = "automatic"
+				}
+				outcome := fmt.Sprintf("swept %d, disk %s -> %s", g.Result.Swept, formatSize(g.Result.DiskBytesFrom), formatSize(g.Result.DiskBytesTo))
+				if g.Error != "" {
+					outcome = "failed: " + g.Error
+				}
+				fmt.Fprintf(tw, "last gc:\t%s ago (%s, took %s): %s\n", time.Since(g.At).Round(time.Second), how, g.Took.Round(time.Millisecond), outcome)
+			}
 			led := 0
 			for _, s := range st.Shards {
 				if s.Leader != 0 {

@@ -105,6 +105,18 @@ type Status struct {
 	Clients int           `json:"clients"` // open NBD connections
 	Nodes   []NodeStatus  `json:"nodes,omitempty"`
 	Repair  RepairStatus  `json:"repair"`
+	// LastGC is the last garbage collection this node ran (asked for or
+	// automatic), if any since it started.
+	LastGC *GCStatus `json:"last_gc,omitempty"`
+}
+
+// GCStatus is the outcome of a garbage collection a node ran.
+type GCStatus struct {
+	At        time.Time     `json:"at"`
+	Took      time.Duration `json:"took"`
+	Automatic bool          `json:"automatic"`
+	Result    GCResult      `json:"result"`
+	Error     string        `json:"error,omitempty"`
 }
 
 // NodeStatus is one cluster member as this node's gossip sees it.

@@ -104,6 +104,10 @@ func TestGarbageCollectsItself(t *testing.T) {
 	if !strings.Contains(s.Log(), "automatic garbage collection") {
 		t.Fatalf("no automatic collection in the log:\n%s", s.Log())
 	}
+	out, err := s.Cairn("status")
+	if err != nil || !strings.Contains(out, "last gc:") || !strings.Contains(out, "(automatic, took") {
+		t.Fatalf("cairn status does not show the last automatic collection: %v\n%s", err, out)
+	}
 	Run(t, 5*time.Minute, "fio", "--name=overwrite", "--verify_state_save=0", "--ioengine=nbd", "--uri="+s.URI("auto"),
 		"--rw=write", "--bs=1m", "--size=64m", "--iodepth=8", "--refill_buffers", "--randseed=4",
 		"--verify=crc32c", "--verify_only", "--verify_fatal=1")

@@ -74,6 +74,7 @@ func (n *Node) Status(ctx context.Context) (admin.Status, error) {
 		Uptime:  time.Since(n.started),
 		Storage: admin.StorageStatus{Pieces: st.Pieces, LiveBytes: st.LiveBytes, DiskBytes: st.DiskBytes},
 		Volumes: len(vs),
+		LastGC:  n.lastGC.Load(),
 	}
 	for _, sh := range n.raft.Shards() {
 		s.Shards = append(s.Shards, admin.ShardStatus{ID: sh.ID, Leader: sh.LeaderID, Replicas: len(sh.Replicas)})
@@ -279,8 +280,26 @@ func (n *Node) ExportVolume(ctx context.Context, name string, w io.Writer) error
 // CollectGarbage implements admin.Backend: mark and sweep, then compact
 // the silo so that the space really comes back.
 func (n *Node) CollectGarbage(ctx context.Context) (admin.GCResult, error) {
+	return n.collectGarbage(ctx, false)
+}
+
+// collectGarbage runs one collection (one at a time) and records its
+// outcome for Status.
+func (n *Node) collectGarbage(ctx context.Context, auto bool) (admin.GCResult, error) {
 	n.gcMu.Lock()
 	defer n.gcMu.Unlock()
+	start := time.Now()
+	res, err := n.collectOnce(ctx)
+	st := &admin.GCStatus{At: start, Took: time.Since(start), Automatic: auto, Result: res}
+	if err != nil {
+		st.Error = err.Error()
+	}
+	n.lastGC.Store(st)
+	return res, err
+}
+
+// collectOnce is one collection: across the cluster, or of this node.
+func (n *Node) collectOnce(ctx context.Context) (admin.GCResult, error) {
 	if n.cluster != nil {
 		return n.cluster.collectGarbage(ctx)
 	}

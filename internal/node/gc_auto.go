@@ -42,7 +42,7 @@ func (n *Node) gcLoop(ctx context.Context, every time.Duration) {
 			continue
 		}
 		start := time.Now()
-		res, err := n.CollectGarbage(ctx)
+		res, err := n.collectGarbage(ctx, true)
 		if err != nil {
 			if ctx.Err() == nil {
 				n.log.Warn("automatic garbage collection failed; trying again later", "err", err, "next", every)

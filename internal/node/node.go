@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"cairn/blocks"
@@ -21,6 +22,7 @@ import (
 	"cairn/blocks/sealed"
 	"cairn/blocks/silo"
 	"cairn/consensus"
+	"cairn/internal/admin"
 	"cairn/internal/peer"
 	"cairn/overlay"
 	"cairn/policies"
@@ -71,6 +73,7 @@ type Node struct {
 	gcMu    sync.Mutex         // one collection at a time, automatic or asked for
 	gcStop  context.CancelFunc // stops gcLoop (nil: automatic collection is off)
 	gcDone  chan struct{}      // closed when gcLoop has returned
+	lastGC  atomic.Pointer[admin.GCStatus]
 	started time.Time
 
 	mu      sync.Mutex // guards stores and nbd
