@@ -123,4 +123,21 @@ collect:
 	if final > base+live/2 {
 		t.Errorf("after deleting the volume and gc the silos hold %d MiB, want near %d MiB", final>>20, base>>20)
 	}
+
+	// A member down: its memory and its silo cannot be asked, so no
+	// collection runs, and the data is untouched.
+	c.Kill()
+	out, err = a.Cairn("gc")
+	if err == nil {
+		t.Fatalf("gc ran with node C down: %s", out)
+	}
+	if !strings.Contains(out, "every member") && !strings.Contains(out, "unavailable") {
+		t.Errorf("gc with node C down failed without saying why: %s", out)
+	}
+	t.Logf("gc with C down: %s", strings.TrimSpace(lastLine(out)))
+	vout = Run(t, 5*time.Minute, "fio", "--name=v", "--verify_state_save=0", "--ioengine=nbd", "--uri="+b.URI("busy"),
+		"--rw=randwrite", "--bs=4k", "--size=24m", "--iodepth=8", "--verify=crc32c", "--verify_fatal=1", "--verify_only")
+	if !strings.Contains(vout, "err= 0") {
+		t.Fatalf("verify through B after the refused collection:\n%s", vout)
+	}
 }
