@@ -719,20 +719,10 @@ const ReadSlack = hdrSize
 // an error the contents of dst are unspecified. The caller owns dst and
 // the result.
 func (s *Silo) GetPieceInto(ctx context.Context, key blocks.Addr, dst []byte) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
+	e, seg, err := s.lookupRLocked(ctx, key)
+	if err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
-	if err := s.checkOpen(); err != nil {
-		s.mu.RUnlock()
-		return nil, err
-	}
-	e, ok := s.index.get(key)
-	if !ok {
-		s.mu.RUnlock()
-		return nil, fmt.Errorf("silo: piece %s: %w", key, blocks.ErrNotFound)
-	}
-	seg := s.segs[e.seg]
 	var h header
 	n := int(e.n)
 	if sr, ok := seg.f.(splitReader); ok && cap(dst) >= n+hdrSize {
@@ -755,6 +745,26 @@ func (s *Silo) GetPieceInto(ctx context.Context, key blocks.Addr, dst []byte) ([
 		return buf[:copy(buf, buf[hdrSize:])], nil
 	}
 	return buf[hdrSize:], nil
+}
+
+// lookupRLocked finds piece key: its index entry and segment, with s.mu
+// held shared on success (the caller reads the record and releases it);
+// on an error s.mu is not held.
+func (s *Silo) lookupRLocked(ctx context.Context, key blocks.Addr) (entry, *segment, error) {
+	if err := ctx.Err(); err != nil {
+		return entry{}, nil, err
+	}
+	s.mu.RLock()
+	if err := s.checkOpen(); err != nil {
+		s.mu.RUnlock()
+		return entry{}, nil, err
+	}
+	e, ok := s.index.get(key)
+	if !ok {
+		s.mu.RUnlock()
+		return entry{}, nil, fmt.Errorf("silo: piece %s: %w", key, blocks.ErrNotFound)
+	}
+	return e, s.segs[e.seg], nil
 }
 
 // checkPiece returns the error of reading the record at l of seg as piece

@@ -97,27 +97,17 @@ func (sw *Sweep) End() {
 // Errors: blocks.ErrNotFound, blocks.ErrCorrupt (the record's header is
 // not the piece's), blocks.ErrClosed, or an I/O error.
 func (s *Silo) PeekPiece(ctx context.Context, key blocks.Addr, dst []byte) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
+	e, seg, err := s.lookupRLocked(ctx, key)
+	if err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
-	if err := s.checkOpen(); err != nil {
-		s.mu.RUnlock()
-		return nil, err
-	}
-	e, ok := s.index.get(key)
-	if !ok {
-		s.mu.RUnlock()
-		return nil, fmt.Errorf("silo: piece %s: %w", key, blocks.ErrNotFound)
-	}
-	seg := s.segs[e.seg]
 	dst = dst[:min(len(dst), int(e.n))]
 	var hb [hdrSize]byte
 	sr, _ := seg.f.(splitReader)
 	if len(dst) == 0 {
 		sr = nil // ReadSplitAt needs two buffers; the header alone is read plainly
 	}
-	err := s.fetchSplit(seg, e.loc, sr, hb[:], dst, nil)
+	err = s.fetchSplit(seg, e.loc, sr, hb[:], dst, nil)
 	if errors.Is(err, errUnmapped) {
 		// Neither buffered nor mapped, and a file that cannot read in two
 		// parts: read the whole piece, verified.
