@@ -135,6 +135,13 @@ func (g gcServer) Sweep(ctx context.Context, id uint64, filter *bloom.Filter, pr
 	unreadable := 0
 	hb := make([]byte, redundant.HeaderSize)
 	for _, key := range keys {
+		if progress != nil {
+			// Every piece, deleted or not: a long run of live pieces
+			// must keep the collector's stream alive too.
+			if err := progress(res.Checked, res.Swept); err != nil {
+				return res, err
+			}
+		}
 		res.Checked++
 		// The piece's header says which block it is of (it has its own
 		// checksum): the sweep reads that, not the block.
@@ -162,11 +169,6 @@ func (g gcServer) Sweep(ctx context.Context, id uint64, filter *bloom.Filter, pr
 		}
 		if ok {
 			res.Swept++
-		}
-		if progress != nil {
-			if err := progress(res.Checked, res.Swept); err != nil {
-				return res, err
-			}
 		}
 	}
 	if unreadable > 0 {
