@@ -174,15 +174,37 @@ func (g gcServer) Sweep(ctx context.Context, id uint64, filter *bloom.Filter, pr
 	if unreadable > 0 {
 		g.n.log.Warn("gc: pieces left alone, unreadable or not pieces of a block", "count", unreadable)
 	}
-	if err := si.Sync(ctx); err != nil {
-		return res, err
+	// Sync and compact, still sending progress: compacting a large silo
+	// takes longer than the collector waits for a silent stream.
+	done := make(chan error, 1)
+	go func() {
+		err := si.Sync(ctx)
+		if err == nil {
+			err = si.Compact(ctx)
+		}
+		done <- err
+	}()
+	tick := time.NewTicker(progressTick)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				return res, err
+			}
+			res.DiskAfter = si.Stats().DiskBytes
+			return res, nil
+		case <-tick.C:
+			if progress != nil {
+				_ = progress(res.Checked, res.Swept) // a dead stream ends ctx, which stops the compaction
+			}
+		}
 	}
-	if err := si.Compact(ctx); err != nil {
-		return res, err
-	}
-	res.DiskAfter = si.Stats().DiskBytes
-	return res, nil
 }
+
+// progressTick is how often a sweep that is compacting offers progress
+// (the stream sends at most one item a second).
+const progressTick = 250 * time.Millisecond
 
 // gcMember is one member's side as the collector calls it: a peer client,
 // or this node's own gcServer.
