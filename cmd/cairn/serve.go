@@ -29,7 +29,7 @@ func frontendFlags(nbdDefault string) []cli.Flag {
 		&cli.StringFlag{Name: "size", Value: "16GiB", Usage: "size of the default volume when it is created (thin: it takes no space until written)"},
 		&cli.StringFlag{Name: "policy", Usage: "policy file for the default volume when it is created"},
 		&cli.DurationFlag{Name: "checkpoint-every", Usage: "period of background checkpoints of each volume's map (default 30s)"},
-		&cli.DurationFlag{Name: "gc-every", Value: time.Hour, Usage: "period of automatic garbage collection, when anything was written since the last one (in a cluster one node runs it for all); 0 turns it off (cairn gc runs one now)"},
+		&cli.DurationFlag{Name: "gc-every", Value: time.Hour, Usage: "period of automatic garbage collection (a single node skips periods without writes; in a cluster one node runs it for all); 0 turns it off (cairn gc runs one now)"},
 		&cli.StringFlag{Name: "write-cache", Usage: "memory for written data not yet pushed to storage, all volumes together (default: 1/16 of the memory this process may use, 64MiB to 2GiB); FLUSH pushes it"},
 	}
 }

@@ -11,16 +11,18 @@ import (
 // Automatic garbage collection.
 //
 // Space should come back without anyone running `cairn gc`: every
-// Config.GCEvery (`--gc-every`, default an hour) a node collects, if its
-// silo took any write since its last collection, or that collection swept
-// something (references move on meanwhile: a journal is trimmed only
-// after its checkpoint; a node nobody writes to has nothing new to find
-// once a collection found nothing). In a cluster one collection covers every node,
-// so only one node runs them: the storage member with the smallest ID that
-// gossip sees alive. Should two nodes disagree on that for a moment, both
-// collect, which is safe (each collection's sweeps are its own), only
-// wasteful. A collection that fails (a member down, say) is logged and
-// tried again at the next period.
+// Config.GCEvery (`--gc-every`, default an hour) a single node collects,
+// if its silo took any write since its last collection, or that
+// collection swept something (references move on meanwhile: a journal is
+// trimmed only after its checkpoint; a node nobody writes to has nothing
+// new to find once a collection found nothing). In a cluster one
+// collection covers every node, so only one node runs them, every
+// period: the storage member with the smallest ID that gossip sees alive
+// (its own silo says nothing of the writes that went elsewhere). Should
+// two nodes disagree on that for a moment, both collect, which is safe
+// (each collection's sweeps are its own), only wasteful. A collection
+// that fails (a member down, say) is logged and tried again at the next
+// period.
 
 // gcLoop runs the automatic collections until ctx ends.
 func (n *Node) gcLoop(ctx context.Context, every time.Duration) {
@@ -38,8 +40,8 @@ func (n *Node) gcLoop(ctx context.Context, every time.Duration) {
 		if n.cluster != nil && !n.cluster.gcLeader() {
 			continue
 		}
-		if n.silo.Stamp() == last && swept == 0 {
-			continue
+		if n.cluster == nil && n.silo.Stamp() == last && swept == 0 {
+			continue // a single node that took no write has nothing new
 		}
 		start := time.Now()
 		res, err := n.collectGarbage(ctx, true)
