@@ -3,10 +3,12 @@ package volume
 import (
 	"bytes"
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"cairn/blocks"
+	"cairn/policies"
 )
 
 // TestLiveRefsAndMarkStoredCoverAWriter plays a cluster collection
@@ -138,5 +140,94 @@ func TestLiveRefsAndMarkStoredCoverAWriter(t *testing.T) {
 	defer r.Close(ctx)
 	if got := readAll(t, r); !bytes.Equal(got, want) {
 		t.Fatal("data differs after the sweep and a reopen")
+	}
+}
+
+// checkpointingJournal is a journal holder whose first Replay runs
+// before() first: a checkpoint landing while a collector reads the
+// journal.
+type checkpointingJournal struct {
+	JournalHolder
+	once   *sync.Once
+	before func()
+}
+
+func (j *checkpointingJournal) Replay(ctx context.Context, log blocks.ID, from uint64, fn func(blocks.Epoch, uint64, []byte) error) error {
+	j.once.Do(j.before)
+	return j.JournalHolder.Replay(ctx, log, from, fn)
+}
+
+// TestMarkStoredRereadsAMovedRoot: a checkpoint that lands between the
+// collector's read of a root and its read of the journal trims the
+// records the old root lacks; MarkStored reads the new root then, and
+// nothing the volume references is swept.
+func TestMarkStoredRereadsAMovedRoot(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	a := e.catalog(e.options("node-a"))
+	if _, err := a.Create(ctx, "vol", 256<<10, testPolicy(4096)); err != nil {
+		t.Fatal(err)
+	}
+	v := mustOpen(t, a, "vol", false)
+	fill := func(b byte, n int) []byte {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(i/4096) ^ b
+			if i%4096 == 0 {
+				p[i] = b
+			}
+		}
+		return p
+	}
+	want := fill(1, 256<<10)
+	if err := v.WriteAt(ctx, want, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.checkpoint(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	copy(want, fill(2, 64<<10))
+	if err := v.WriteAt(ctx, want[:64<<10], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Flush(ctx); err != nil { // in the journal only
+		t.Fatal(err)
+	}
+	held := map[blocks.Addr]bool{}
+	if err := e.hold.Walk(ctx, func(k blocks.Addr) error { held[k] = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	opts := e.options("node-b")
+	checkpoints := 0
+	var once sync.Once
+	opts.Journals = func(blocks.ID, policies.Policy) ([]JournalHolder, error) {
+		return []JournalHolder{&checkpointingJournal{JournalHolder: e.hold, once: &once, before: func() {
+			if err := v.checkpoint(ctx, false); err != nil {
+				t.Error(err)
+			}
+			checkpoints++
+		}}}, nil
+	}
+	collector := e.catalog(opts)
+	marked := map[blocks.Addr]bool{}
+	if err := collector.MarkStored(ctx, func(x blocks.Addr) error { marked[x] = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if checkpoints != 1 {
+		t.Fatalf("%d checkpoints ran during the marking, want 1", checkpoints)
+	}
+	for k := range held {
+		if !marked[k] {
+			if err := e.hold.DeletePiece(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	abandon(v)
+	e.clock.Add(time.Minute)
+	r := mustOpen(t, collector, "vol", false)
+	defer r.Close(ctx)
+	if got := readAll(t, r); !bytes.Equal(got, want) {
+		t.Fatal("data differs after a sweep whose marking met a checkpoint")
 	}
 }
