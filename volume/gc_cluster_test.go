@@ -11,6 +11,19 @@ import (
 	"cairn/policies"
 )
 
+// chunkFill returns n bytes of 4 KiB chunks, each distinct within the
+// fill and from other values of b (so no two fills share a block).
+func chunkFill(b byte, n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i/4096) ^ b
+		if i%4096 == 0 {
+			p[i] = b
+		}
+	}
+	return p
+}
+
 // TestLiveRefsAndMarkStoredCoverAWriter plays a cluster collection
 // against a writer on another node: the blocks held when the sweep began,
 // minus what the writer's node reports from memory (LiveRefs) and what the
@@ -33,17 +46,7 @@ func TestLiveRefsAndMarkStoredCoverAWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := mustOpen(t, a, "vol", false)
-	fill := func(b byte, n int) []byte {
-		p := make([]byte, n)
-		for i := range p {
-			p[i] = byte(i/4096) ^ b
-			if i%4096 == 0 {
-				p[i] = b // no dedup across fills
-			}
-		}
-		return p
-	}
-	want := fill(1, 1<<20)
+	want := chunkFill(1, 1<<20)
 	if err := v.WriteAt(ctx, want, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +54,7 @@ func TestLiveRefsAndMarkStoredCoverAWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Overwritten and checkpointed: garbage.
-	copy(want, fill(3, 256<<10))
+	copy(want, chunkFill(3, 256<<10))
 	if err := v.WriteAt(ctx, want[:256<<10], 0); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +63,7 @@ func TestLiveRefsAndMarkStoredCoverAWriter(t *testing.T) {
 	}
 	// Flushed, not checkpointed: in the journal.
 	for off := 0; off < 1<<20; off += 64 << 10 {
-		p := fill(byte(off>>16)+10, 8<<10)
+		p := chunkFill(byte(off>>16)+10, 8<<10)
 		copy(want[off:], p)
 		if err := v.WriteAt(ctx, p, int64(off)); err != nil {
 			t.Fatal(err)
@@ -71,7 +74,7 @@ func TestLiveRefsAndMarkStoredCoverAWriter(t *testing.T) {
 	}
 	// Garbage: a deleted volume's blocks, and the overwritten chunks.
 	o := mustOpen(t, a, "old", false)
-	if err := o.WriteAt(ctx, fill(99, 64<<10), 0); err != nil {
+	if err := o.WriteAt(ctx, chunkFill(99, 64<<10), 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := o.Close(ctx); err != nil {
@@ -86,10 +89,10 @@ func TestLiveRefsAndMarkStoredCoverAWriter(t *testing.T) {
 	if err := a.LiveRefs(ctx, func(blocks.Addr) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.WriteAt(ctx, fill(5, 4096), 1<<19); err != nil {
+	if err := v.WriteAt(ctx, chunkFill(5, 4096), 1<<19); err != nil {
 		t.Fatal(err)
 	}
-	copy(want[1<<19:], fill(5, 4096))
+	copy(want[1<<19:], chunkFill(5, 4096))
 
 	// The sweep begins: what is held now may go.
 	held := map[blocks.Addr]bool{}
@@ -127,7 +130,7 @@ func TestLiveRefsAndMarkStoredCoverAWriter(t *testing.T) {
 	}
 	// More writes, a checkpoint (whose root references the pages written
 	// out before), a crash of the writer: the data is all there.
-	copy(want[4096:], fill(7, 4096))
+	copy(want[4096:], chunkFill(7, 4096))
 	if err := v.WriteAt(ctx, want[4096:8192], 4096); err != nil {
 		t.Fatal(err)
 	}
@@ -169,24 +172,14 @@ func TestMarkStoredRereadsAMovedRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := mustOpen(t, a, "vol", false)
-	fill := func(b byte, n int) []byte {
-		p := make([]byte, n)
-		for i := range p {
-			p[i] = byte(i/4096) ^ b
-			if i%4096 == 0 {
-				p[i] = b
-			}
-		}
-		return p
-	}
-	want := fill(1, 256<<10)
+	want := chunkFill(1, 256<<10)
 	if err := v.WriteAt(ctx, want, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := v.checkpoint(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	copy(want, fill(2, 64<<10))
+	copy(want, chunkFill(2, 64<<10))
 	if err := v.WriteAt(ctx, want[:64<<10], 0); err != nil {
 		t.Fatal(err)
 	}
