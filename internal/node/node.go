@@ -67,8 +67,7 @@ type Node struct {
 	catalog *volume.Catalogue
 	sweeps  sweeps // garbage-collection sweeps open here (gc_cluster.go)
 
-	siloSets     [maxPieces + 1][]blocks.Holder // what holders returns on one node, by count
-	siloSetsOnce sync.Once
+	siloSets [maxPieces + 1][]blocks.Holder // what holders returns on one node, by count (set at Open)
 
 	gcMu    sync.Mutex         // one collection at a time, automatic or asked for
 	gcStop  context.CancelFunc // stops gcLoop (nil: automatic collection is off)
@@ -146,6 +145,9 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.silo, err = silo.Open(ctx, filepath.Join(cfg.DataDir, "silo"), silo.Options{SegmentSize: cfg.SiloSegmentSize, Logger: n.log.With("layer", "silo")})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
+	}
+	for c := range n.siloSets {
+		n.siloSets[c] = slices.Repeat([]blocks.Holder{n.silo}, c)
 	}
 	if cfg.Cluster != nil {
 		if err := n.startCluster(ctx, n.secret, dataAddr); err != nil {
@@ -274,11 +276,6 @@ func (n *Node) Consensus() *consensus.Host { return n.raft }
 // every piece (cluster.holders places them over the cluster).
 func (n *Node) holders(_ blocks.Addr, count int) []blocks.Holder {
 	if count <= maxPieces {
-		n.siloSetsOnce.Do(func() {
-			for c := range n.siloSets {
-				n.siloSets[c] = slices.Repeat([]blocks.Holder{n.silo}, c)
-			}
-		})
 		// Shared: the redundancy layer only reads the slice. A read asks
 		// for every chunk's holders: a 1 MiB read over NBD made 256
 		// allocations here before.
