@@ -262,7 +262,8 @@ func TestRotInSyncedActiveSegment(t *testing.T) {
 // TestSparesFollowTheSyncRate: on a file system with fallocate, segments
 // written without frequent syncs are reserved, not zero-filled; once syncs
 // turn frequent, a zero-filled spare is made and the writer rolls over to
-// it early; everything reads back, before and after reopening.
+// it early; once they stop, spares are reserved again; everything reads
+// back, before and after reopening.
 func TestSparesFollowTheSyncRate(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -322,6 +323,15 @@ func TestSparesFollowTheSyncRate(t *testing.T) {
 	}
 	if id != before+1 || !z {
 		t.Fatalf("after frequent syncs: active segment %d zeroed=%v, want %d zero-filled (an early roll)", id, z, before+1)
+	}
+	// Bulk again, with no sync at all: after a window's worth of bytes the
+	// spares are reserved again (segments of a bulk load are not
+	// zero-filled first because syncs were frequent before it).
+	for range (syncWindow*heavySyncBytes + 3*segSize) / 4096 {
+		put()
+	}
+	if id, z := activeZeroed(); z == reserve {
+		t.Fatalf("bulk writes after frequent syncs: active segment %d zeroed=%v, want reserved (fallocate: %v)", id, z, reserve)
 	}
 	for i := range n {
 		mustGet(t, s, keyOf(i), pieceData(i, 4096))

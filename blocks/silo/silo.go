@@ -189,6 +189,7 @@ type Silo struct {
 	ghosts []uint32             // removed segments whose removal may not be durable yet
 	sweeps []*Sweep             // open garbage-collection sweeps (see sweep.go)
 	wbuf   []byte               // records at the end of the active segment not yet written to its file
+	wskip  int                  // the head of wbuf a flight already wrote (see writeAlign)
 	maps   atomic.Int64         // segments mapped (see mmap.go)
 
 	fmu          sync.Mutex  // guards flights and flightE; never held while taking mu
@@ -208,10 +209,10 @@ type Silo struct {
 	zeroSpare atomic.Bool // the spare is ready and zero-filled
 
 	// The sync-heavy detector (guarded by mu; see active.go): syncs in the
-	// current window, the active segment's size when it began, and the
-	// verdict of the last full window.
+	// current window, the bytes appended since it began, and the verdict
+	// of the last window.
 	winSyncs int
-	winStart int64
+	winBytes int64
 	heavy    bool
 
 	writeGen atomic.Uint64 // incremented under mu by every write
@@ -1037,8 +1038,8 @@ func (s *Silo) countSyncLocked() {
 	if s.winSyncs < syncWindow {
 		return
 	}
-	s.heavy = s.active.size-s.winStart < syncWindow*heavySyncBytes
-	s.winSyncs, s.winStart = 0, s.active.size
+	s.heavy = s.winBytes < syncWindow*heavySyncBytes
+	s.winSyncs, s.winBytes = 0, 0
 	if s.heavy && !s.active.zeroed && !s.wantZero.Load() {
 		s.wantZero.Store(true)
 		s.kickSpare()

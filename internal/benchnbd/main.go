@@ -87,6 +87,7 @@ type options struct {
 	region    int64         // bytes of the volume the suite touches
 	size      int64         // size of the volume and of nbdkit's file
 	benchtime string        // -benchtime of the Go benchmarks
+	goRounds  int           // rounds of the Go benchmarks (median taken)
 	rows      []row         // the fio rows to run (-rows filters suiteRows)
 
 	single        bool          // run the single-node section (cairn serve vs nbdkit)
@@ -118,6 +119,7 @@ func main() {
 	flag.StringVar(&region, "region", "1GiB", "region of the disk the suite touches (filled before the reads)")
 	flag.StringVar(&size, "size", "4GiB", "size of cairn's volume and of nbdkit's file")
 	flag.StringVar(&o.benchtime, "benchtime", "2s", "-benchtime of the Go benchmarks")
+	flag.IntVar(&o.goRounds, "go-rounds", 3, "rounds of the Go benchmarks, alternating which side runs first; the table gives each side's median")
 	flag.BoolVar(&o.single, "single", true, "run the single-node section: cairn serve vs nbdkit")
 	flag.BoolVar(&o.cluster, "cluster", true, "run the cluster section: a 3-node replicas = 3 volume vs a 1-node one, a short absence, and healing after a node loss")
 	flag.IntVar(&o.clusterRounds, "cluster-rounds", 1, "rounds of the cluster's fio suite; each row reports its best round")
@@ -162,7 +164,7 @@ func main() {
 		fatal(err)
 	}
 	if o.quick {
-		o.runtime, o.ramp, o.rounds, o.clusterRounds, o.benchtime = time.Second, 0, 1, 1, "100ms"
+		o.runtime, o.ramp, o.rounds, o.clusterRounds, o.benchtime, o.goRounds = time.Second, 0, 1, 1, "100ms", 1
 		if !flagSet("region") {
 			o.region = 128 << 20
 		}
@@ -181,8 +183,8 @@ func main() {
 	if len(o.rows) == 0 {
 		fatal(fmt.Errorf("benchnbd: no fio row matches -rows %q", *rowsFlag))
 	}
-	if o.rounds < 1 || o.region <= 0 || o.region > o.size || o.runtime < time.Second {
-		fatal(errors.New("benchnbd: need -rounds >= 1, 0 < -region <= -size, -runtime >= 1s"))
+	if o.rounds < 1 || o.goRounds < 1 || o.region <= 0 || o.region > o.size || o.runtime < time.Second {
+		fatal(errors.New("benchnbd: need -rounds >= 1, -go-rounds >= 1, 0 < -region <= -size, -runtime >= 1s"))
 	}
 	if o.clusterRounds < 1 || o.clusterRegion > clusterVolumeSize || o.healSize > clusterVolumeSize || o.removeAfter <= 0 || o.healLimit <= 0 {
 		fatal(errors.New("benchnbd: need -cluster-rounds >= 1, -cluster-region and -heal-size <= 2GiB, -remove-after and -heal-limit > 0"))
@@ -282,7 +284,7 @@ func run(ctx context.Context, o options) error {
 	}
 
 	if o.goBench {
-		goTable, err := goSuite(ctx, o, root)
+		goTable, err := goSuite(ctx, o, root, tmp)
 		if err != nil {
 			return err
 		}

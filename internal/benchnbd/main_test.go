@@ -56,9 +56,38 @@ PASS
 	if r.ns["Volume"]["RandWrite4K"] != 30715 || r.ns["File"]["RandWrite4K"] != 3158 || r.mbps["Volume"]["WriteFlush4K"] != 85.36 {
 		t.Errorf("parsed %v %v", r.ns, r.mbps)
 	}
-	tab := r.table("2s")
+	tab := r.table("2s", 1)
 	if len(tab.rows) != 3 || tab.rows[0][5] != "0.10x" || tab.rows[1][5] != "n/a" {
 		t.Errorf("table rows %q", tab.rows)
+	}
+}
+
+func TestMedianGo(t *testing.T) {
+	round := func(v, f float64) *goResult {
+		return &goResult{
+			order: []string{"WriteFlush4K"},
+			ns:    map[string]map[string]float64{"Volume": {"WriteFlush4K": v}, "File": {"WriteFlush4K": f}},
+			mbps:  map[string]map[string]float64{"Volume": {"WriteFlush4K": 1e6 / v}, "File": {"WriteFlush4K": 1e6 / f}},
+		}
+	}
+	late := round(300, 100)
+	late.order = append(late.order, "Extra")
+	late.ns["Volume"]["Extra"] = 7
+	m := medianGo([]*goResult{round(200, 170), late, round(180, 210)})
+	if m.ns["Volume"]["WriteFlush4K"] != 200 || m.ns["File"]["WriteFlush4K"] != 170 {
+		t.Errorf("medians %v, want volume 200, file 170", m.ns)
+	}
+	if m.mbps["Volume"]["WriteFlush4K"] != 1e6/200 {
+		t.Errorf("MB/s %v is not the median round's", m.mbps["Volume"]["WriteFlush4K"])
+	}
+	if strings.Join(m.order, ",") != "WriteFlush4K,Extra" || m.ns["Volume"]["Extra"] != 7 {
+		t.Errorf("order %v, extra %v", m.order, m.ns["Volume"]["Extra"])
+	}
+	if _, ok := m.ns["File"]["Extra"]; ok {
+		t.Error("a side no round measured got a value")
+	}
+	if got := medianGo([]*goResult{round(1, 2), round(3, 4)}).ns["Volume"]["WriteFlush4K"]; got != 1 {
+		t.Errorf("even count: median %v, want the lower middle 1", got)
 	}
 }
 
