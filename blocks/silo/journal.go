@@ -29,6 +29,7 @@ func (s *Silo) Append(ctx context.Context, log blocks.ID, epoch blocks.Epoch, se
 	pcrc := crc32.Checksum(rec, castagnoli)
 	h := header{typ: recJournal, n: uint32(len(rec)), key: log, a: uint64(epoch), b: seq}
 
+	s.waitFlightRoom()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkOpen(); err != nil {

@@ -193,6 +193,7 @@ type Silo struct {
 	maps   atomic.Int64         // segments mapped (see mmap.go)
 
 	fmu          sync.Mutex  // guards flights and flightE; never held while taking mu
+	fdone        *sync.Cond  // on fmu: a flight was retired (see waitFlightRoom)
 	flights      []*flight   // full write buffers being written, oldest first (see active.go)
 	flightE      error       // the first failed flight's error: sticky
 	flightFailed atomic.Bool // flightE is set
@@ -290,7 +291,8 @@ func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
 		lock.Close()
 		return nil, err
 	}
-	s.flyQ, s.flyDone = make(chan *flight, maxFlights), make(chan struct{})
+	s.flyQ, s.flyDone = make(chan *flight, flyQueue), make(chan struct{})
+	s.fdone = sync.NewCond(&s.fmu)
 	go s.flyLoop()
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -655,6 +657,7 @@ func (s *Silo) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 
 	h := header{typ: recPiece, n: uint32(len(data)), key: key}
 
+	s.waitFlightRoom()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkOpen(); err != nil {
