@@ -6,7 +6,9 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // writeLog is an FS that records the writes to segment files.
@@ -216,6 +218,73 @@ func TestSyncWhileAFlightIsInTheAir(t *testing.T) {
 	}
 	close(g.gate)
 	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReadersPassAFullFlightQueue: while the flight writer is stuck and
+// the queue is full, a writer of pieces waits, but not with the silo's
+// lock held: a read goes on.
+func TestReadersPassAFullFlightQueue(t *testing.T) {
+	ctx := context.Background()
+	g := &gatedLog{writeLog: writeLog{FS: osFS{}}, hit: make(chan struct{}), gate: make(chan struct{})}
+	s, err := Open(ctx, t.TempDir(), Options{FS: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	open := true
+	defer func() {
+		if open {
+			close(g.gate)
+		}
+	}()
+	data := pieceData(1, 4000)
+	var puts atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if err := s.PutPiece(ctx, keyOf(i), data); err != nil {
+				done <- err
+				return
+			}
+			puts.Add(1)
+		}
+	}()
+	<-g.hit
+	// Wait until the writer stops making progress: the queue is full.
+	for last := int64(-1); ; {
+		time.Sleep(100 * time.Millisecond)
+		n := puts.Load()
+		if n == last {
+			break
+		}
+		last = n
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := s.GetPiece(ctx, keyOf(0))
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Fatalf("read while the flight queue is full: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a read waited 5s behind a writer stuck on the flight queue")
+	}
+	close(stop)
+	close(g.gate)
+	open = false
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 }
