@@ -155,18 +155,26 @@ func (g *gatedLog) Create(name string) (File, error) {
 	return gatedFile{f, g}, nil
 }
 
+// openGated opens a silo in a fresh directory over a gatedLog; the silo
+// is closed when the test ends.
+func openGated(t *testing.T) (*Silo, *gatedLog) {
+	t.Helper()
+	g := &gatedLog{writeLog: writeLog{FS: osFS{}}, hit: make(chan struct{}), gate: make(chan struct{})}
+	s, err := Open(context.Background(), t.TempDir(), Options{FS: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, g
+}
+
 // TestSyncWhileAFlightIsInTheAir: a Sync that writes the buffer out while
 // the flight before it is still being written (it holds the head of the
 // record that crosses the boundary) leaves that record readable: a reader
 // must never find half of it in the file.
 func TestSyncWhileAFlightIsInTheAir(t *testing.T) {
 	ctx := context.Background()
-	g := &gatedLog{writeLog: writeLog{FS: osFS{}}, hit: make(chan struct{}), gate: make(chan struct{})}
-	s, err := Open(ctx, t.TempDir(), Options{FS: g})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, g := openGated(t)
 	size := func(i int) int { return 3000 + (i*7919)%2000 }
 	n := 0
 	for {
@@ -227,12 +235,7 @@ func TestSyncWhileAFlightIsInTheAir(t *testing.T) {
 // lock held: a read goes on.
 func TestReadersPassAFullFlightQueue(t *testing.T) {
 	ctx := context.Background()
-	g := &gatedLog{writeLog: writeLog{FS: osFS{}}, hit: make(chan struct{}), gate: make(chan struct{})}
-	s, err := Open(ctx, t.TempDir(), Options{FS: g})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, g := openGated(t)
 	open := true
 	defer func() {
 		if open {
