@@ -40,10 +40,11 @@ import (
 // one, the spare maker replaces the spare with a zero-filled one and the
 // next append rolls over to it early (the old segment is sealed short,
 // like any other). Where fallocate is missing, segments are zero-filled.
-// Appends collect in a write buffer (up to writeBufSize bytes) and go out
-// with one pwrite when the buffer is full, on Sync, and when the segment is
-// sealed; reads of records still in the buffer are served from it. A
-// record that does not fit the buffer or the preallocated space is written
+// Appends collect in a write buffer and go out with one pwrite when the
+// buffer reaches the next writeAlign boundary of the file (below), on
+// Sync, and when the segment is sealed; reads of records still in the
+// buffer are served from it. A record larger than maxBuffered or past the
+// preallocated space is written
 // with its own pwrite (past the preallocated end it extends the file, as a
 // plain append does). Sealing truncates the zero tail and syncs.
 
