@@ -44,9 +44,9 @@ import (
 // buffer reaches the next writeAlign boundary of the file (below), on
 // Sync, and when the segment is sealed; reads of records still in the
 // buffer are served from it. A record larger than maxBuffered or past the
-// preallocated space is written
-// with its own pwrite (past the preallocated end it extends the file, as a
-// plain append does). Sealing truncates the zero tail and syncs.
+// preallocated space is written with its own pwrite (past the
+// preallocated end it extends the file, as a plain append does). Sealing
+// truncates the zero tail and syncs.
 
 // Write buffers end on writeAlign boundaries of the segment file.
 //
