@@ -412,10 +412,17 @@ func TestSubscribeSlowReader(t *testing.T) {
 
 	b := start(t, testNode("b", "z1", true), "127.0.0.1", secret, a.Addr())
 	c := start(t, testNode("c", "z2", false), "127.0.0.1", secret, a.Addr())
-	for _, id := range []string{"b", "c"} {
-		ev := nextEvent(t, events, func(ev Event) bool { return ev.ID == id })
+	// b's and c's first events, in whichever order a learns of them
+	// (waiting for b's first would skip a c event that came before it).
+	first := map[string]Event{}
+	for len(first) < 2 {
+		ev := nextEvent(t, events, func(ev Event) bool {
+			_, seen := first[ev.ID]
+			return (ev.ID == "b" || ev.ID == "c") && !seen
+		})
+		first[ev.ID] = ev
 		if ev.Kind != EventJoin {
-			t.Errorf("first event of %s: %v", id, ev.Kind)
+			t.Errorf("first event of %s: %v", ev.ID, ev.Kind)
 		}
 	}
 	// Many updates while one subscriber is stalled: gossip and the other
