@@ -91,30 +91,10 @@ func readVec(ctx context.Context, v *volumeImpl, off int64, n int) ([]byte, erro
 // through GetMany; blocks GetMany fails or truncates are read again alone.
 func TestLargeReadsMatchModel(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t)
-	ms := &manyStore{casStore: casStore{e.hold}}
-	opts := e.options("a")
-	opts.StoreFor = func(policies.Policy, []byte) (blocks.Store, error) { return ms, nil }
-	c := e.catalog(opts)
 	const bs, size = 4096, 2 << 20
-	if _, err := c.Create(ctx, "v", size, testPolicy(bs)); err != nil {
-		t.Fatal(err)
-	}
-	v := mustOpen(t, c, "v", false)
-	defer v.Close(ctx)
-
 	rng := rand.New(rand.NewPCG(5, 6))
-	model := make([]byte, size)
-	write := func(off, n int64) {
-		p := make([]byte, n)
-		for i := range p {
-			p[i] = byte(rng.Uint32())
-		}
-		if err := v.WriteAt(ctx, p, off); err != nil {
-			t.Fatal(err)
-		}
-		copy(model[off:], p)
-	}
+	v, ms, model, write := manyVolume(t, bs, size, rng)
+
 	// Stored chunks, then dirty ones over some of them, a trimmed range,
 	// and the last quarter never written.
 	write(0, size*3/4)
@@ -254,30 +234,9 @@ func TestReadVecErrors(t *testing.T) {
 // chunks), and each batch goes to the store in one GetMany.
 func TestReadVecManyBatches(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t)
-	ms := &manyStore{casStore: casStore{e.hold}}
-	opts := e.options("a")
-	opts.StoreFor = func(policies.Policy, []byte) (blocks.Store, error) { return ms, nil }
-	c := e.catalog(opts)
 	const bs = 4096
 	const size = 2*readBatchBytes + 3*bs*64
-	if _, err := c.Create(ctx, "v", size, testPolicy(bs)); err != nil {
-		t.Fatal(err)
-	}
-	v := mustOpen(t, c, "v", false)
-	defer v.Close(ctx)
-	rng := rand.New(rand.NewPCG(7, 8))
-	model := make([]byte, size)
-	write := func(off, n int64) {
-		p := make([]byte, n)
-		for i := range p {
-			p[i] = byte(rng.Uint32())
-		}
-		if err := v.WriteAt(ctx, p, off); err != nil {
-			t.Fatal(err)
-		}
-		copy(model[off:], p)
-	}
+	v, ms, model, write := manyVolume(t, bs, size, rand.New(rand.NewPCG(7, 8)))
 	write(0, size-bs*100) // the last 100 chunks never written
 	if err := v.Flush(ctx); err != nil {
 		t.Fatal(err)
@@ -307,4 +266,34 @@ func TestReadVecManyBatches(t *testing.T) {
 			t.Fatalf("ReadVec [%d, +%d): %d GetMany calls, want one per batch (%d)", r.off, r.n, d, batches)
 		}
 	}
+}
+
+// manyVolume opens a volume of size bytes (chunks of bs) over a manyStore,
+// closed when the test ends, with write, which writes n random bytes
+// (drawn from rng) at off and copies them into model.
+func manyVolume(t *testing.T, bs, size int64, rng *rand.Rand) (*volumeImpl, *manyStore, []byte, func(off, n int64)) {
+	t.Helper()
+	ctx := context.Background()
+	e := newEnv(t)
+	ms := &manyStore{casStore: casStore{e.hold}}
+	opts := e.options("a")
+	opts.StoreFor = func(policies.Policy, []byte) (blocks.Store, error) { return ms, nil }
+	c := e.catalog(opts)
+	if _, err := c.Create(ctx, "v", size, testPolicy(policies.Size(bs))); err != nil {
+		t.Fatal(err)
+	}
+	v := mustOpen(t, c, "v", false)
+	t.Cleanup(func() { v.Close(ctx) })
+	model := make([]byte, size)
+	write := func(off, n int64) {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(rng.Uint32())
+		}
+		if err := v.WriteAt(ctx, p, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], p)
+	}
+	return v, ms, model, write
 }

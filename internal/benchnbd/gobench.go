@@ -28,10 +28,15 @@ type goResult struct {
 	mbps  map[string]map[string]float64
 }
 
+// newGoResult returns an empty result for both sides.
+func newGoResult() *goResult {
+	return &goResult{ns: map[string]map[string]float64{"Volume": {}, "File": {}}, mbps: map[string]map[string]float64{"Volume": {}, "File": {}}}
+}
+
 // parseGoBench reads `go test -bench` output. Lines that are not results
 // are ignored.
 func parseGoBench(r io.Reader) (*goResult, error) {
-	res := &goResult{ns: map[string]map[string]float64{"Volume": {}, "File": {}}, mbps: map[string]map[string]float64{"Volume": {}, "File": {}}}
+	res := newGoResult()
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		m := goBenchLine.FindStringSubmatch(sc.Text())
@@ -107,7 +112,7 @@ func goSuite(ctx context.Context, o options, root, tmp string) (*table, error) {
 // the median ns/op over the rounds that have it (the lower middle one of an
 // even count) and the MB/s of that same round.
 func medianGo(rounds []*goResult) *goResult {
-	res := &goResult{ns: map[string]map[string]float64{"Volume": {}, "File": {}}, mbps: map[string]map[string]float64{"Volume": {}, "File": {}}}
+	res := newGoResult()
 	seen := map[string]bool{}
 	for _, r := range rounds {
 		for _, name := range r.order {
