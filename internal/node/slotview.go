@@ -19,3 +19,20 @@ func (s *localSlot) ViewPieces(ctx context.Context, keys []blocks.Addr, views []
 	s.c.limiter().Note()
 	return s.c.n.silo.ViewPieces(ctx, keys, views)
 }
+
+var _ blocks.PieceSplitGetter = (*localSlot)(nil)
+
+// GetPieceSplit implements blocks.PieceSplitGetter: the silo's, for client
+// reads, so that a cluster volume's chunk read copies the payload once,
+// straight from the silo into the reader's buffer, as a one-node volume's
+// does (without it the redundancy layer fell back to GetPieceInto, which
+// copies the piece into a scratch buffer and then again into the
+// reader's). A background read reports false, and the caller takes the
+// slot's way (GetPiece), as ViewPieces does.
+func (s *localSlot) GetPieceSplit(ctx context.Context, key blocks.Addr, head, tail, scratch []byte) bool {
+	if throttle.IsBackground(ctx) {
+		return false
+	}
+	s.c.limiter().Note()
+	return s.c.n.silo.GetPieceSplit(ctx, key, head, tail, scratch)
+}
