@@ -31,7 +31,8 @@ const maxExtents = 1 << 16
 //
 // The reader goroutine (serve) runs the handshake, then reads requests and
 // either handles one inline (when nothing else is in flight and no further
-// request is already buffered, the common case at queue depth 1) or hands
+// request is already buffered, the common case at queue depth 1; a FLUSH
+// or FUA write only when the device calls the flush quick) or hands
 // it to one of at most Server.Workers worker goroutines, started on demand
 // and kept for the connection's life. Before it reads a WRITE's payload or
 // hands on a READ, the reader takes the payload's size from the
@@ -301,7 +302,7 @@ var dispatchMode = 0
 func (c *conn) dispatch(r *request) {
 	c.inflight.Add(1)
 	c.unreplied.Add(1)
-	if dispatchMode == 2 || dispatchMode == 0 && c.busy.Load() == 0 && c.br.Buffered() == 0 && r.Type != proto.CmdFlush && r.Flags&proto.CmdFlagFUA == 0 {
+	if dispatchMode == 2 || dispatchMode == 0 && c.busy.Load() == 0 && c.br.Buffered() == 0 && c.quickEnough(r) {
 		c.handle(r)
 		return
 	}
@@ -316,6 +317,17 @@ func (c *conn) dispatch(r *request) {
 		go c.worker()
 	}
 	c.work <- r // blocks while every worker is busy: back-pressure on the client
+}
+
+// quickEnough reports whether r may run on the reader: any request but a
+// FLUSH or a FUA write, and those when the device says a flush would be
+// quick (QuickFlusher).
+func (c *conn) quickEnough(r *request) bool {
+	if r.Type != proto.CmdFlush && r.Flags&proto.CmdFlagFUA == 0 {
+		return true
+	}
+	qf, ok := c.dev.(QuickFlusher)
+	return ok && qf.FlushIsQuick()
 }
 
 func (c *conn) worker() {

@@ -77,6 +77,20 @@ type VectorReader interface {
 	ReadVec(ctx context.Context, off int64, n int, fn func(bufs [][]byte) error) error
 }
 
+// QuickFlusher is an optional capability of a Device: FlushIsQuick
+// reports whether a Flush started now would be quick (little written
+// data to push and sync: about one disk sync). The server runs a FLUSH,
+// or a FUA write, on the connection's reader when nothing else is in
+// flight and the device says so, instead of handing it to a worker
+// goroutine: at queue depth 1 that hand-off (waking a worker, then the
+// reader again) cost as much CPU as the rest of a write+FLUSH pair. A
+// FLUSH it does not call quick goes to a worker, so that a long one (a
+// sync after a bulk write) does not hold up the requests that arrive
+// meanwhile. A volume.Volume of package volume has the method.
+type QuickFlusher interface {
+	FlushIsQuick() bool
+}
+
 // ExportInfo describes an export for NBD_OPT_LIST.
 type ExportInfo struct {
 	Name        string

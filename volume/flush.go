@@ -96,6 +96,7 @@ func (v *volumeImpl) pushSomeLocked(ctx context.Context, max int64) (uint64, err
 	}
 	v.mu.Lock()
 	v.putLogical += putL.Load()
+	v.unsynced += int64(putL.Load())
 	v.putStored += putS.Load()
 	for i := range items {
 		it := &items[i]
@@ -310,6 +311,7 @@ func (v *volumeImpl) flushLocked(ctx context.Context) error {
 	if cover > v.durableSeq {
 		v.durableSeq = cover
 	}
+	v.unsynced = 0 // every push so far was under flushMu, before this sync
 	v.mu.Unlock()
 	return nil
 }

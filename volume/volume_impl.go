@@ -64,6 +64,7 @@ type volumeImpl struct {
 	size       int64
 	dirty      map[uint64]*dirtyChunk
 	dirtyBytes int64
+	unsynced   int64  // chunk bytes pushed since the last completed Flush (see FlushIsQuick)
 	opSeq      uint64 // counts chunk changes
 	durableSeq uint64 // every change <= it is durable
 	allocated  int64  // mapped chunks (pushed state)
@@ -350,6 +351,21 @@ func (v *volumeImpl) WriteAt(ctx context.Context, p []byte, off int64) error {
 	return v.mutate(ctx, off, int64(len(p)), func(chunk uint64, in, n int64, pos int64) op {
 		return op{data: p[pos : pos+n]}
 	})
+}
+
+// quickFlush is the most written data (dirty, or pushed but not yet
+// synced) for which FlushIsQuick calls a Flush quick.
+const quickFlush = 1 << 20
+
+// FlushIsQuick reports whether a Flush now would push and sync little
+// (at most quickFlush bytes of this volume's writes): about one disk
+// sync. It is nbd.QuickFlusher's: the NBD server then runs the FLUSH on
+// the connection's reader instead of handing it to a worker. Data other
+// volumes left unsynced on the same disks is not counted.
+func (v *volumeImpl) FlushIsQuick() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.dirtyBytes+v.unsynced <= quickFlush
 }
 
 // Trim implements Volume.

@@ -82,7 +82,17 @@ type conn struct {
 	once sync.Once
 }
 
-var _ nbd.VectorReader = (*conn)(nil)
+var (
+	_ nbd.VectorReader = (*conn)(nil)
+	_ nbd.QuickFlusher = (*conn)(nil)
+)
+
+// FlushIsQuick implements nbd.QuickFlusher: the volume's, when it has
+// one (a forwarded volume does not: its FLUSH goes to a worker).
+func (c *conn) FlushIsQuick() bool {
+	qf, ok := c.Volume.(nbd.QuickFlusher)
+	return ok && qf.FlushIsQuick()
+}
 
 // ReadVec implements nbd.VectorReader: the volume's, when it has one (a
 // local volume), else ReadAt into a new buffer (a forwarded one).

@@ -1,0 +1,60 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"testing"
+)
+
+// TestFlushIsQuick: a Flush is called quick while the volume holds at
+// most quickFlush bytes of writes not yet synced, whether still dirty or
+// already pushed: a bulk write makes it slow until a Flush completes.
+func TestFlushIsQuick(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	opts := e.options("n1")
+	opts.DirtyLimit = 64 << 20 // no pushes under pressure
+	c := e.catalog(opts)
+	if _, err := c.Create(ctx, "vol", 16<<20, testPolicy(4096)); err != nil {
+		t.Fatal(err)
+	}
+	v := mustOpen(t, c, "vol", false)
+	defer v.Close(ctx)
+	quick := func(want bool, when string) {
+		t.Helper()
+		if got := v.FlushIsQuick(); got != want {
+			t.Fatalf("%s: FlushIsQuick = %v, want %v", when, got, want)
+		}
+	}
+	quick(true, "fresh volume")
+	small := bytes.Repeat([]byte{1}, 4096)
+	if err := v.WriteAt(ctx, small, 0); err != nil {
+		t.Fatal(err)
+	}
+	quick(true, "after a 4 KiB write")
+	bulk := bytes.Repeat([]byte{2}, 2*quickFlush)
+	if err := v.WriteAt(ctx, bulk, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	quick(false, "after a bulk write")
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	quick(true, "after Flush")
+	// Pushed but not synced (as the background push leaves it): still
+	// a slow Flush, whose sync writes all of it.
+	if err := v.WriteAt(ctx, bulk, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	v.flushMu.Lock()
+	_, err := v.pushLocked(ctx)
+	v.flushMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	quick(false, "after a push of a bulk write, before any sync")
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	quick(true, "after the Flush that synced the push")
+}
