@@ -326,8 +326,12 @@ func (c *conn) quickEnough(r *request) bool {
 	if r.Type != proto.CmdFlush && r.Flags&proto.CmdFlagFUA == 0 {
 		return true
 	}
+	var pending int64
+	if r.Type == proto.CmdWrite {
+		pending = int64(r.Length)
+	}
 	qf, ok := c.dev.(QuickFlusher)
-	return ok && qf.FlushIsQuick()
+	return ok && qf.FlushIsQuick(pending)
 }
 
 func (c *conn) worker() {

@@ -21,7 +21,7 @@ type flushGateDevice struct {
 	gate    chan struct{}
 }
 
-func (d *flushGateDevice) FlushIsQuick() bool { return d.quick }
+func (d *flushGateDevice) FlushIsQuick(int64) bool { return d.quick }
 
 func (d *flushGateDevice) Flush(ctx context.Context) error {
 	d.started <- struct{}{}

@@ -78,8 +78,10 @@ type VectorReader interface {
 }
 
 // QuickFlusher is an optional capability of a Device: FlushIsQuick
-// reports whether a Flush started now would be quick (little written
-// data to push and sync: about one disk sync). The server runs a FLUSH,
+// reports whether a Flush started after writing pending more bytes would
+// be quick (little written data to push and sync: about one disk sync).
+// The server asks with pending 0 for a FLUSH and with the payload's
+// length for a FUA write. The server runs a FLUSH,
 // or a FUA write, on the connection's reader when nothing else is in
 // flight and the device says so, instead of handing it to a worker
 // goroutine: at queue depth 1 that hand-off (waking a worker, then the
@@ -88,7 +90,7 @@ type VectorReader interface {
 // sync after a bulk write) does not hold up the requests that arrive
 // meanwhile. A volume.Volume of package volume has the method.
 type QuickFlusher interface {
-	FlushIsQuick() bool
+	FlushIsQuick(pending int64) bool
 }
 
 // ExportInfo describes an export for NBD_OPT_LIST.

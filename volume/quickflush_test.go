@@ -22,7 +22,7 @@ func TestFlushIsQuick(t *testing.T) {
 	defer v.Close(ctx)
 	quick := func(want bool, when string) {
 		t.Helper()
-		if got := v.FlushIsQuick(); got != want {
+		if got := v.FlushIsQuick(0); got != want {
 			t.Fatalf("%s: FlushIsQuick = %v, want %v", when, got, want)
 		}
 	}
@@ -32,6 +32,9 @@ func TestFlushIsQuick(t *testing.T) {
 		t.Fatal(err)
 	}
 	quick(true, "after a 4 KiB write")
+	if v.FlushIsQuick(2 * quickFlush) {
+		t.Fatal("a FUA write of twice quickFlush was called quick")
+	}
 	bulk := bytes.Repeat([]byte{2}, 2*quickFlush)
 	if err := v.WriteAt(ctx, bulk, 1<<20); err != nil {
 		t.Fatal(err)

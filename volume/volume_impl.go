@@ -357,15 +357,16 @@ func (v *volumeImpl) WriteAt(ctx context.Context, p []byte, off int64) error {
 // synced) for which FlushIsQuick calls a Flush quick.
 const quickFlush = 1 << 20
 
-// FlushIsQuick reports whether a Flush now would push and sync little
-// (at most quickFlush bytes of this volume's writes): about one disk
-// sync. It is nbd.QuickFlusher's: the NBD server then runs the FLUSH on
-// the connection's reader instead of handing it to a worker. Data other
-// volumes left unsynced on the same disks is not counted.
-func (v *volumeImpl) FlushIsQuick() bool {
+// FlushIsQuick reports whether a Flush after writing pending more bytes
+// would push and sync little (at most quickFlush bytes of this volume's
+// writes): about one disk sync. It is nbd.QuickFlusher's: the NBD server
+// then runs the FLUSH (or FUA write) on the connection's reader instead
+// of handing it to a worker. Data other volumes left unsynced on the same
+// disks is not counted.
+func (v *volumeImpl) FlushIsQuick(pending int64) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.dirtyBytes+v.unsynced <= quickFlush
+	return pending <= quickFlush && v.dirtyBytes+v.unsynced+pending <= quickFlush
 }
 
 // Trim implements Volume.

@@ -89,9 +89,9 @@ var (
 
 // FlushIsQuick implements nbd.QuickFlusher: the volume's, when it has
 // one (a forwarded volume does not: its FLUSH goes to a worker).
-func (c *conn) FlushIsQuick() bool {
+func (c *conn) FlushIsQuick(pending int64) bool {
 	qf, ok := c.Volume.(nbd.QuickFlusher)
-	return ok && qf.FlushIsQuick()
+	return ok && qf.FlushIsQuick(pending)
 }
 
 // ReadVec implements nbd.VectorReader: the volume's, when it has one (a
