@@ -4,16 +4,53 @@ import (
 	"bytes"
 	"context"
 	"testing"
+
+	"cairn/blocks"
+	"cairn/blocks/memory"
+	"cairn/policies"
 )
+
+// localHold is the test holder marked local (blocks.Local), as a node's
+// silo is.
+type localHold struct{ *memory.Store }
+
+func (localHold) IsLocal() bool { return true }
+
+// localStore is casStore over a local holder, naming it as the holder a
+// Flush syncs (blocks.SyncHolders), as a one-node volume's store does.
+type localStore struct {
+	casStore
+	h localHold
+}
+
+func (s localStore) SyncHolders() []blocks.Holder { return []blocks.Holder{s.h} }
 
 // TestFlushIsQuick: a Flush is called quick while the volume holds at
 // most quickFlush bytes of writes not yet synced, whether still dirty or
-// already pushed: a bulk write makes it slow until a Flush completes.
+// already pushed (a bulk write makes it slow until a Flush completes),
+// and only when its journal and blocks are all on this node.
 func TestFlushIsQuick(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
+	remote := e.catalog(e.options("n0"))
+	if _, err := remote.Create(ctx, "far", 16<<20, testPolicy(4096)); err != nil {
+		t.Fatal(err)
+	}
+	far := mustOpen(t, remote, "far", false)
+	if far.FlushIsQuick(0) {
+		t.Fatal("a volume whose journal and blocks are not local was called quick")
+	}
+	if err := far.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
 	opts := e.options("n1")
 	opts.DirtyLimit = 64 << 20 // no pushes under pressure
+	local := localHold{e.hold}
+	opts.StoreFor = func(policies.Policy, []byte) (blocks.Store, error) {
+		return localStore{casStore{e.hold}, local}, nil
+	}
+	opts.Journals = func(blocks.ID, policies.Policy) ([]JournalHolder, error) { return []JournalHolder{local}, nil }
 	c := e.catalog(opts)
 	if _, err := c.Create(ctx, "vol", 16<<20, testPolicy(4096)); err != nil {
 		t.Fatal(err)

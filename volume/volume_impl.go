@@ -359,14 +359,42 @@ const quickFlush = 1 << 20
 
 // FlushIsQuick reports whether a Flush after writing pending more bytes
 // would push and sync little (at most quickFlush bytes of this volume's
-// writes): about one disk sync. It is nbd.QuickFlusher's: the NBD server
-// then runs the FLUSH (or FUA write) on the connection's reader instead
-// of handing it to a worker. Data other volumes left unsynced on the same
-// disks is not counted.
+// writes) and only on this node: about one sync of the local disk. It is
+// nbd.QuickFlusher's: the NBD server then runs the FLUSH (or FUA write)
+// on the connection's reader instead of handing it to a worker. A volume
+// whose journal or blocks live on other nodes never calls it quick: its
+// Flush waits for the network, and for an unreachable node's timeout,
+// during which the reader would serve nothing (and in a cluster the
+// hand-off measured within noise of the rest). Data other volumes left
+// unsynced on the same disk is not counted.
 func (v *volumeImpl) FlushIsQuick(pending int64) bool {
+	if pending > quickFlush || !v.flushesLocally() {
+		return false
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return pending <= quickFlush && v.dirtyBytes+v.unsynced+pending <= quickFlush
+	return v.dirtyBytes+v.unsynced+pending <= quickFlush
+}
+
+// flushesLocally reports whether every journal holder and every holder
+// a Flush syncs is on this node (blocks.Local).
+func (v *volumeImpl) flushesLocally() bool {
+	for _, j := range v.journals {
+		if !blocks.HolderIsLocal(j) {
+			return false
+		}
+	}
+	sh, ok := v.store.(blocks.SyncHolders)
+	if !ok {
+		return false
+	}
+	hs := sh.SyncHolders()
+	for _, h := range hs {
+		if !blocks.HolderIsLocal(h) {
+			return false
+		}
+	}
+	return hs != nil
 }
 
 // Trim implements Volume.
