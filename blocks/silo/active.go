@@ -71,7 +71,10 @@ import (
 // An earlier try ended 256 KiB buffers on 256 KiB boundaries (folios of
 // that size, never mapped whole): reads then used pread, and with a node
 // of a cluster dead the client's IOPS fell from 0.95x to 0.6x of before
-// (benchnbd -heal-only), not understood; it was taken out.
+// (benchnbd -heal-only), so it was taken out. The same fall came back
+// with 2 MiB buffers and was then explained: writers waited for the
+// flight queue holding the silo's lock, stalling readers (see
+// maxFlights).
 const writeAlign = 2 << 20
 
 // maxBuffered is the largest record that goes through the write buffer;
