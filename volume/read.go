@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"cairn/blocks"
+	"cairn/internal/fastcopy"
 )
 
 // The read path of a volume: ReadAt and the chunk reads below it.
@@ -161,7 +162,7 @@ func (v *volumeImpl) readChunks(ctx context.Context, p []byte, off, from, to int
 			}
 			continue
 		}
-		copy(pt.p, got[j][pt.in:])
+		fastcopy.Copy(pt.p, got[j][pt.in:])
 	}
 	return nil
 }
@@ -177,7 +178,7 @@ func copyView(p, view []byte) (ok bool) {
 			ok = false
 		}
 	}()
-	copy(p, view)
+	fastcopy.Copy(p, view)
 	return true
 }
 
@@ -252,7 +253,7 @@ func (v *volumeImpl) readChunk(ctx context.Context, chunk uint64, p []byte, in i
 	if int64(len(b)) != v.bs {
 		return fmt.Errorf("volume %q: chunk %d is %d bytes, want %d: %w", v.name, chunk, len(b), v.bs, blocks.ErrCorrupt)
 	}
-	copy(p, b[in:])
+	fastcopy.Copy(p, b[in:])
 	return nil
 }
 

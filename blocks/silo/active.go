@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"cairn/blocks"
+	"cairn/internal/fastcopy"
 )
 
 // The active segment's write path.
@@ -195,7 +196,7 @@ func encodeInto(b []byte, h *header, pcrc uint32, payload, raw []byte) {
 		return
 	}
 	putHeader(b, h, pcrc)
-	copy(b[hdrSize:], payload)
+	fastcopy.Copy(b[hdrSize:], payload)
 }
 
 // undoWriteLocked cuts whatever part of a failed write of n bytes at off
@@ -286,10 +287,12 @@ func within(buf []byte, start int64, l loc, a, b, c []byte) bool {
 	return true
 }
 
-// copy3 copies src into a, b and c in turn.
+// copy3 copies src into a, b and c in turn (fastcopy: a payload in a
+// record is rarely aligned with the reader's buffer).
 func copy3(src, a, b, c []byte) {
-	src = src[copy(a, src):]
-	copy(c, src[copy(b, src):])
+	src = src[fastcopy.Copy(a, src):]
+	src = src[fastcopy.Copy(b, src):]
+	fastcopy.Copy(c, src)
 }
 
 // Full write buffers are written to their segment outside the silo's lock,
