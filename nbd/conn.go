@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"cairn/internal/fastcopy"
 	"cairn/nbd/proto"
 )
 
@@ -250,7 +251,9 @@ func (c *conn) transmit() {
 				return
 			}
 			req.buf = getBuf(int(r.Length))
-			if _, err := io.ReadFull(c.br, *req.buf); err != nil {
+			// The payload follows a 28-byte header in the reader's buffer:
+			// fastcopy keeps its copy off memmove's slow misaligned path.
+			if _, err := fastcopy.ReadFull(c.br, *req.buf); err != nil {
 				putBuf(req.buf)
 				c.budget.release(req.cost)
 				c.readEnded(err)

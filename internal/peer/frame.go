@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"cairn/blocks"
+	"cairn/internal/fastcopy"
 )
 
 // headerSize is the size of a frame header (see the package doc).
@@ -211,6 +212,19 @@ type frame struct {
 	payload []byte
 }
 
+// readPayload reads len(p) bytes from r; from a bufio.Reader through
+// fastcopy (the payload follows a 20-byte header in its buffer, off the
+// alignment memmove's fast path wants).
+func readPayload(r io.Reader, p []byte) error {
+	var err error
+	if br, ok := r.(*bufio.Reader); ok {
+		_, err = fastcopy.ReadFull(br, p)
+	} else {
+		_, err = io.ReadFull(r, p)
+	}
+	return err
+}
+
 // readFrame reads one frame from r. limit returns the largest payload
 // accepted for an op (negative: the op is not accepted at all). A length
 // over the limit, a non-zero reserved field or a CRC mismatch is an
@@ -233,7 +247,7 @@ func readFrame(r io.Reader, limit func(op byte) int) (frame, error) {
 		return frame{}, fmt.Errorf("%w: op %#x payload of %d bytes, limit %d", ErrProtocol, f.op, n, max)
 	}
 	f.payload = make([]byte, n)
-	if _, err := io.ReadFull(r, f.payload); err != nil {
+	if err := readPayload(r, f.payload); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
