@@ -138,6 +138,11 @@ func (s *trackedStore) PutSized(ctx context.Context, data []byte) (blocks.Addr, 
 // collector reads afterwards (see MarkStored), whereas a page written out
 // since the last checkpoint is referenced from memory only.
 func (v *volumeImpl) markLive(ctx context.Context, pagesOnly bool, mark func(blocks.Addr) error) error {
+	// Not in the middle of a checkpoint: the pages of a map root written
+	// out but not yet swapped into the root are in neither this map (if
+	// rewritten since) nor the stored root the collector reads next.
+	v.ckptMu.Lock()
+	defer v.ckptMu.Unlock()
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
 	if v.fenced.Load() || v.closed.Load() {
