@@ -62,3 +62,61 @@ func TestReadFullErrors(t *testing.T) {
 		t.Fatalf("failing stream: %d, %v; want 100, boom", n, err)
 	}
 }
+
+// chunkedReader returns at most the next of its sizes per Read (cycling),
+// as a socket does.
+type chunkedReader struct {
+	data  []byte
+	sizes []int
+	i     int
+}
+
+func (r *chunkedReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := len(p)
+	if len(r.sizes) > 0 {
+		n = min(n, r.sizes[r.i%len(r.sizes)])
+		r.i++
+	}
+	n = copy(p, r.data[:min(n, len(r.data))])
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// FuzzReadFull reads a stream as records of the sizes the fuzzer picks,
+// through reads of the sizes it picks, with ReadFull and with
+// io.ReadFull, and compares the bytes, counts and errors.
+func FuzzReadFull(f *testing.F) {
+	f.Add([]byte("header then payload"), []byte{3, 200, 7}, []byte{28, 255, 1})
+	f.Add(make([]byte, 9000), []byte{0, 1}, []byte{})
+	f.Fuzz(func(t *testing.T, data, reads, records []byte) {
+		sizes := func(b []byte, scale int) []int {
+			out := make([]int, len(b))
+			for i, x := range b {
+				out[i] = 1 + int(x)*scale
+			}
+			return out
+		}
+		rs := sizes(reads, 37)
+		recs := sizes(records, 41)
+		if len(recs) == 0 {
+			recs = []int{4096}
+		}
+		a := bufio.NewReaderSize(&chunkedReader{data: data, sizes: rs}, 64)
+		b := bufio.NewReaderSize(&chunkedReader{data: data, sizes: rs}, 64)
+		for i := 0; i < 64; i++ {
+			n := recs[i%len(recs)]
+			pa, pb := make([]byte, n), make([]byte, n)
+			na, ea := ReadFull(a, pa)
+			nb, eb := io.ReadFull(b, pb)
+			if na != nb || ea != eb || !bytes.Equal(pa, pb) {
+				t.Fatalf("record %d of %d bytes: ReadFull %d, %v; io.ReadFull %d, %v", i, n, na, ea, nb, eb)
+			}
+			if ea != nil {
+				return
+			}
+		}
+	})
+}
