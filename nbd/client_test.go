@@ -56,7 +56,8 @@ func startServer(t testing.TB, exp *memExports, opts ...func(*Server)) (*Server,
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Exports: exp, DefaultExport: "disk", Logger: testLogger(t)}
+	// As cairn serve runs it: the readers busy-poll (poll.go).
+	s := &Server{Exports: exp, DefaultExport: "disk", Logger: testLogger(t), BusyPoll: 30 * time.Microsecond}
 	for _, o := range opts {
 		o(s)
 	}

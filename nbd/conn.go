@@ -109,15 +109,18 @@ type request struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{
+	c := &conn{
 		s:      s,
 		nc:     nc,
 		log:    s.logger().With("remote", nc.RemoteAddr().String()),
-		br:     bufio.NewReaderSize(nc, readBufferSize),
 		bw:     newReplyWriter(nc, writeBufferSize),
 		work:   make(chan *request),
 		budget: newBudget(int64(s.maxBuffered())),
 	}
+	// The reader polls the socket (Server.BusyPoll) only while no
+	// request is with the workers: see poll.go.
+	c.br = bufio.NewReaderSize(newPollReader(nc, s.BusyPoll, func() bool { return c.busy.Load() == 0 }), readBufferSize)
+	return c
 }
 
 // stop asks the connection to wind down for a server shutdown: a
