@@ -27,10 +27,11 @@ import "unsafe"
 const minLong = 2048
 
 // Copy is copy(dst, src): it copies min(len(dst), len(src)) bytes and
-// returns that count, and slices may overlap. A long copy whose source
-// and destination are misaligned to each other (and do not overlap) moves its first byte or two alone, then the
-// rest to a destination address that is not 16-byte aligned, so that
-// memmove takes its vector path.
+// returns that count, and the slices may overlap. A long copy whose
+// source and destination are misaligned to each other (and do not
+// overlap) moves its first byte or two alone, then the rest to a
+// destination address that is not 16-byte aligned, so that memmove takes
+// its vector path.
 func Copy(dst, src []byte) int {
 	n := min(len(dst), len(src))
 	if n < minLong {
