@@ -695,7 +695,7 @@ func (c *Catalogue) Snapshot(ctx context.Context, name, snapshot string) error {
 	var r *rootRecord
 	v, ok := c.isOpen(id)
 	if ok && v != nil {
-		err := v.checkpoint(ctx, false)
+		err := v.checkpoint(ctx)
 		if errors.Is(err, ErrClosed) {
 			// Closed meanwhile (its last user let go): Close checkpoints
 			// and releases the lease, then forgets it. Wait for that, and

@@ -136,7 +136,7 @@ func TestGarbageCollection(t *testing.T) {
 		if err := v.WriteAt(ctx, fill(b), 0); err != nil {
 			t.Fatal(err)
 		}
-		if err := v.checkpoint(ctx, false); err != nil {
+		if err := v.checkpoint(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

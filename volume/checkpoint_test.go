@@ -55,7 +55,7 @@ func TestFlushDuringCheckpointSwap(t *testing.T) {
 	g.armed = true
 	g.mu.Unlock()
 	ckpt := make(chan error, 1)
-	go func() { ckpt <- v.checkpoint(ctx, false) }()
+	go func() { ckpt <- v.checkpoint(ctx) }()
 	<-g.entered // the checkpoint has written its map and waits on the swap
 	flushed := make(chan error, 1)
 	go func() {

@@ -50,7 +50,7 @@ func TestLiveRefsAndMarkStoredCoverAWriter(t *testing.T) {
 	if err := v.WriteAt(ctx, want, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.checkpoint(ctx, false); err != nil {
+	if err := v.checkpoint(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// Overwritten and checkpointed: garbage.
@@ -58,7 +58,7 @@ func TestLiveRefsAndMarkStoredCoverAWriter(t *testing.T) {
 	if err := v.WriteAt(ctx, want[:256<<10], 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.checkpoint(ctx, false); err != nil {
+	if err := v.checkpoint(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// Flushed, not checkpointed: in the journal.
@@ -134,7 +134,7 @@ func TestLiveRefsAndMarkStoredCoverAWriter(t *testing.T) {
 	if err := v.WriteAt(ctx, want[4096:8192], 4096); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.checkpoint(ctx, false); err != nil {
+	if err := v.checkpoint(ctx); err != nil {
 		t.Fatal(err)
 	}
 	abandon(v)
@@ -176,7 +176,7 @@ func TestMarkStoredRereadsAMovedRoot(t *testing.T) {
 	if err := v.WriteAt(ctx, want, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.checkpoint(ctx, false); err != nil {
+	if err := v.checkpoint(ctx); err != nil {
 		t.Fatal(err)
 	}
 	copy(want, chunkFill(2, 64<<10))
@@ -195,7 +195,7 @@ func TestMarkStoredRereadsAMovedRoot(t *testing.T) {
 	var once sync.Once
 	opts.Journals = func(blocks.ID, policies.Policy) ([]JournalHolder, error) {
 		return []JournalHolder{&checkpointingJournal{JournalHolder: e.hold, once: &once, before: func() {
-			if err := v.checkpoint(ctx, false); err != nil {
+			if err := v.checkpoint(ctx); err != nil {
 				t.Error(err)
 			}
 			checkpoints++

@@ -132,7 +132,7 @@ func TestRenewFences(t *testing.T) {
 		t.Fatalf("write after fence = %v, want ErrFenced", err)
 	}
 	// A checkpoint from the old writer must not touch the root either.
-	if err := a.checkpoint(ctx, false); !errors.Is(err, ErrFenced) {
+	if err := a.checkpoint(ctx); !errors.Is(err, ErrFenced) {
 		t.Fatalf("checkpoint after fence = %v, want ErrFenced", err)
 	}
 	if err := b.Close(ctx); err != nil {

@@ -221,7 +221,7 @@ func runModel(t *testing.T, bs policies.Size, size, ops int, seed uint64, adjust
 			}
 			m.flushed()
 		case k < 84:
-			if err := v.checkpoint(ctx, false); err != nil {
+			if err := v.checkpoint(ctx); err != nil {
 				t.Fatal(err)
 			}
 			m.flushed()

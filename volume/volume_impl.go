@@ -592,19 +592,20 @@ func (v *volumeImpl) kickBackground() {
 
 // checkpoint flushes, writes the dirty map pages, syncs, and swaps the root
 // (map root, checkpoint seq) with one compare-and-set; then trims the
-// journal. With release it also gives the lease up.
+// journal. (Close, which also gives the lease up, and Resize hold flushMu
+// throughout: checkpointLocked.)
 //
-// Without release, flushMu is held only while the map is written out and
-// synced (checkpointPrepare), not during the compare-and-set, which is a
-// raft proposal (2.5-3 ms in internal/node's WriteFlush4K, after 3.5-7.7
-// ms of preparing): FLUSHes go on meanwhile, appending records at or past
-// the checkpoint's seq, which the trim keeps. What this saves is the
-// stall of the one FLUSH that arrives during the swap; on average
-// WriteFlush4K moved within noise (181 against 185 µs per pair, four
-// interleaved runs). ckptMu keeps checkpoints (and the collector's
-// markLive) from interleaving, so that roots are swapped in seq order.
-func (v *volumeImpl) checkpoint(ctx context.Context, release bool) error {
-	if err := v.usable(); err != nil && !release {
+// flushMu is held only while the map is written out and synced
+// (checkpointPrepare), not during the compare-and-set, which is a raft
+// proposal (2.5-3 ms in internal/node's WriteFlush4K, after 3.5-7.7 ms of
+// preparing): FLUSHes go on meanwhile, appending records at or past the
+// checkpoint's seq, which the trim keeps. What this saves is the stall of
+// the one FLUSH that arrives during the swap; on average WriteFlush4K
+// moved within noise (181 against 185 µs per pair, four interleaved
+// runs). ckptMu keeps checkpoints (and the collector's markLive) from
+// interleaving, so that roots are swapped in seq order.
+func (v *volumeImpl) checkpoint(ctx context.Context) error {
+	if err := v.usable(); err != nil {
 		return err
 	}
 	if v.fenced.Load() {
@@ -613,25 +614,34 @@ func (v *volumeImpl) checkpoint(ctx context.Context, release bool) error {
 	v.ckptMu.Lock()
 	defer v.ckptMu.Unlock()
 	v.flushMu.Lock()
-	if release {
-		defer v.flushMu.Unlock()
-		return v.checkpointLocked(ctx, true)
-	}
 	c, err := v.checkpointPrepare(ctx)
 	v.flushMu.Unlock()
 	if err != nil {
 		return err
 	}
-	return v.checkpointCommit(ctx, c, false, true)
+	if err := v.swapRoot(ctx, c, false); err != nil {
+		return err
+	}
+	v.flushMu.Lock()
+	v.checkpointedLocked(c)
+	v.flushMu.Unlock()
+	v.trimJournal(ctx, c.seq)
+	return nil
 }
 
-// checkpointLocked is checkpoint with ckptMu and flushMu held throughout.
+// checkpointLocked is checkpoint with ckptMu and flushMu held throughout;
+// with release it also gives the lease up.
 func (v *volumeImpl) checkpointLocked(ctx context.Context, release bool) error {
 	c, err := v.checkpointPrepare(ctx)
 	if err != nil {
 		return err
 	}
-	return v.checkpointCommit(ctx, c, release, false)
+	if err := v.swapRoot(ctx, c, release); err != nil {
+		return err
+	}
+	v.checkpointedLocked(c)
+	v.trimJournal(ctx, c.seq)
+	return nil
 }
 
 // ckptState is what a checkpoint swaps into the root: the map as of
@@ -665,11 +675,9 @@ func (v *volumeImpl) checkpointPrepare(ctx context.Context) (ckptState, error) {
 	return c, nil
 }
 
-// checkpointCommit swaps c into the root and trims the journal below its
-// seq. The caller holds ckptMu; with lock, checkpointCommit takes flushMu
-// for the fields it guards (the caller does not hold it), else the caller
-// holds it.
-func (v *volumeImpl) checkpointCommit(ctx context.Context, c ckptState, release, lock bool) error {
+// swapRoot compare-and-sets c into the root (with release, without the
+// lease). The caller holds ckptMu.
+func (v *volumeImpl) swapRoot(ctx context.Context, c ckptState, release bool) error {
 	now := v.c.opts.Now().UTC()
 	_, err := v.c.updateRoot(ctx, v.id, func(r *rootRecord) error {
 		if r.Epoch != v.epoch || r.LeaseOwner != v.c.opts.Owner {
@@ -693,23 +701,24 @@ func (v *volumeImpl) checkpointCommit(ctx context.Context, c ckptState, release,
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	if lock {
-		v.flushMu.Lock()
-	}
+	return err
+}
+
+// checkpointedLocked notes that the root now holds c (flushMu held):
+// records appended since c was taken stay counted.
+func (v *volumeImpl) checkpointedLocked(c ckptState) {
 	v.ckptSeq = c.seq
-	v.sinceCkpt -= c.records // records appended meanwhile stay counted
-	if lock {
-		v.flushMu.Unlock()
-	}
+	v.sinceCkpt -= c.records
+}
+
+// trimJournal drops the journal's records below seq on every holder; a
+// holder that fails keeps them until the next checkpoint.
+func (v *volumeImpl) trimJournal(ctx context.Context, seq uint64) {
 	for i, j := range v.journals {
-		if err := j.Trim(ctx, v.id, c.seq); err != nil {
+		if err := j.Trim(ctx, v.id, seq); err != nil {
 			v.log.Warn("journal trim failed; the records stay until the next checkpoint", "holder", i, "err", err)
 		}
 	}
-	return nil
 }
 
 // renew extends the lease; a root at a newer epoch fences the volume.
@@ -824,7 +833,7 @@ func (v *volumeImpl) backgroundPush(ctx context.Context) (int64, uint64) {
 }
 
 func (v *volumeImpl) backgroundCheckpoint(ctx context.Context) {
-	if err := v.checkpoint(ctx, false); err != nil && ctx.Err() == nil && !errors.Is(err, ErrClosed) {
+	if err := v.checkpoint(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, ErrClosed) {
 		v.log.Warn("background checkpoint failed", "err", err)
 	}
 }
