@@ -81,10 +81,9 @@ type VectorReader interface {
 // reports whether a Flush started after writing pending more bytes would
 // be quick (little written data to push and sync: about one disk sync).
 // The server asks with pending 0 for a FLUSH and with the payload's
-// length for a FUA write. The server runs a FLUSH,
-// or a FUA write, on the connection's reader when nothing else is in
-// flight and the device says so, instead of handing it to a worker
-// goroutine: at queue depth 1 that hand-off (waking a worker, then the
+// length for a FUA write. It runs a FLUSH, or a FUA write, on the
+// connection's reader when nothing else is in flight and the device says
+// so, instead of handing it to a worker goroutine: at queue depth 1 that hand-off (waking a worker, then the
 // reader again) cost as much CPU as the rest of a write+FLUSH pair. A
 // FLUSH it does not call quick goes to a worker, so that a long one (a
 // sync after a bulk write) does not hold up the requests that arrive
