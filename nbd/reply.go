@@ -22,11 +22,12 @@ type replyWriter struct {
 	buf  []byte    // pending bytes; cap is the buffer size
 	vec  [3][]byte // scratch for bufs
 	bufs net.Buffers
-	many [][]byte // scratch for WriteVec's bufs
+	many [][]byte      // scratch for WriteVec's bufs
+	raw  *rawVecWriter // WriteVec's writer when w is a socket (writev.go), else nil
 }
 
 func newReplyWriter(w io.Writer, size int) *replyWriter {
-	return &replyWriter{w: w, buf: make([]byte, 0, size)}
+	return &replyWriter{w: w, buf: make([]byte, 0, size), raw: newRawVecWriter(w)}
 }
 
 // Buffered returns the number of bytes waiting for Flush.
@@ -127,8 +128,13 @@ func (w *replyWriter) WriteVec(hdr []byte, data [][]byte) error {
 		}
 	}
 	all := w.many
-	bufs := net.Buffers(w.many)
-	_, err := bufs.WriteTo(w.w)
+	var err error
+	if w.raw != nil {
+		err = w.raw.writeVec(w.many)
+	} else {
+		bufs := net.Buffers(w.many)
+		_, err = bufs.WriteTo(w.w)
+	}
 	w.buf = w.buf[:0]
 	clear(all) // drop references to the caller's buffers
 	w.many = all[:0]

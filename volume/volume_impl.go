@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cairn/blocks"
+	"cairn/internal/fastcopy"
 	"cairn/policies"
 	"cairn/volume/chunkmap"
 )
@@ -466,7 +467,10 @@ func (v *volumeImpl) mutateChunk(ctx context.Context, chunk uint64, in, n int64,
 			if o.zero {
 				clear(data)
 			} else {
-				copy(data, o.data)
+				// The buffer was last written long ago (the cache cycles
+				// through up to its limit of them): stores that bypass
+				// the caches save reading its lines first (fastcopy.CopyNT).
+				fastcopy.CopyNT(data, o.data)
 			}
 		}
 		v.setDirty(chunk, data)

@@ -115,11 +115,9 @@ func checkView(r viewRec, key blocks.Addr, next []byte, acc *byte) (piece []byte
 		}
 	}()
 	if next != nil {
-		// Load the next record's lines while this one's are checked:
-		// their misses overlap the CRC instead of following it.
-		for k := 0; k < len(next); k += 64 {
-			*acc += next[k]
-		}
+		// Start the next record's lines on their way while this one's are
+		// checked: their misses overlap the CRC instead of following it.
+		warmLines(next, acc)
 	}
 	var h header
 	if checkFetched(r.seg, r.l, r.rec, &h) != nil || h.typ != recPiece || h.key != key {
@@ -173,6 +171,14 @@ func (ps *pinSet) release() {
 // headers alone: 194 to 247 against 242 to 257). The sums go to warmSink
 // once per call, not per record (an atomic per record would bounce its
 // cache line between concurrent reads).
+//
+// On amd64 the next record's lines are asked for with PREFETCHT0 hints
+// (warmLines, prefetch_amd64.s) instead of loads: a load that misses
+// holds up the retirement of everything after it, the CRC of the record
+// at hand included, while a prefetch retires at once. BenchmarkViewPieces1M
+// (four interleaved pairs): 130-135 µs per MiB against 160-167 with loads
+// and 180-183 without either; fio's 1 MiB sequential reads over NBD, three
+// pairs: 540-567 against 581-603 µs of server CPU per MiB.
 var prefetchViews = true
 
 // warmSink keeps the loads of warmSlots and warmRecords.
