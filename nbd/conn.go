@@ -300,6 +300,11 @@ func (c *conn) readEnded(err error) {
 	}
 }
 
+// takeMin is the smallest WRITE payload lent to a PayloadTaker: a large
+// write's second copy is what lending saves, while a small one would only
+// move a buffer of the pool into the device's cache for a long while.
+const takeMin = 64 << 10
+
 // dispatchMode selects the dispatch policy for benchmarks: 0 is the
 // default heuristic, 1 never handles inline, 2 always does.
 var dispatchMode = 0
@@ -351,7 +356,7 @@ func (c *conn) worker() {
 func (c *conn) handle(r *request) {
 	defer c.inflight.Done()
 	defer c.budget.release(r.cost)
-	defer putBuf(r.buf)
+	defer func() { putBuf(r.buf) }() // nil when lent to the device (TakeWrite)
 	if errno, msg := c.check(r); errno != 0 {
 		c.replyError(r, errno, msg)
 		return
@@ -368,7 +373,13 @@ func (c *conn) handle(r *request) {
 		c.extents(r)
 		return
 	case proto.CmdWrite:
-		err = dev.WriteAt(ctx, *r.buf, off)
+		if pt, ok := dev.(PayloadTaker); ok && n >= takeMin {
+			buf := r.buf
+			r.buf = nil // the device gives it back through release
+			err = pt.TakeWrite(ctx, *buf, off, func() { putBuf(buf) })
+		} else {
+			err = dev.WriteAt(ctx, *r.buf, off)
+		}
 	case proto.CmdFlush:
 		err = dev.Flush(ctx)
 	case proto.CmdTrim:

@@ -77,6 +77,18 @@ type VectorReader interface {
 	ReadVec(ctx context.Context, off int64, n int, fn func(bufs [][]byte) error) error
 }
 
+// PayloadTaker is an optional capability of a Device: TakeWrite is
+// WriteAt for a payload the device may keep, in place, instead of copying
+// it: the server hands over the WRITE's buffer and does not touch it
+// again; the device calls release exactly once (from any goroutine, before
+// or after returning) when it no longer references the buffer, and the
+// server then reuses it. The server lends payloads of at least takeMin
+// bytes (a large write then costs one copy, from the socket, instead of
+// two). A volume.Volume of package volume has the method.
+type PayloadTaker interface {
+	TakeWrite(ctx context.Context, p []byte, off int64, release func()) error
+}
+
 // QuickFlusher is an optional capability of a Device: FlushIsQuick
 // reports whether a Flush started after writing pending more bytes would
 // be quick (little written data to push and sync: about one disk sync).

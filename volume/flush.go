@@ -24,6 +24,7 @@ type pushItem struct {
 	d     *dirtyChunk
 	gen   uint64
 	data  []byte
+	lent  *lent // data's lent buffer (see dirtyChunk)
 	addr  blocks.Addr
 	err   error
 }
@@ -50,8 +51,8 @@ func (v *volumeImpl) pushSomeLocked(ctx context.Context, max int64) (uint64, err
 			break
 		}
 		d.shared = true
-		items = append(items, pushItem{chunk: ch, d: d, gen: d.gen, data: d.data})
-		taken += v.entryCost(d.data)
+		items = append(items, pushItem{chunk: ch, d: d, gen: d.gen, data: d.data, lent: d.lent})
+		taken += v.entryCost(d.data) // a lent chunk's bytes too: what the push writes
 	}
 	cover := v.opSeq
 	if len(items) < len(v.dirty) {
@@ -103,14 +104,13 @@ func (v *volumeImpl) pushSomeLocked(ctx context.Context, max int64) (uint64, err
 		cur, ok := v.dirty[it.chunk]
 		if ok && cur == it.d && cur.gen == it.gen && it.err == nil {
 			delete(v.dirty, it.chunk)
-			v.addDirty(-v.entryCost(it.data))
+			v.addDirty(-v.chunkCost(it.data, it.lent))
 		} else if ok && cur == it.d && cur.gen == it.gen {
 			cur.shared = false // failed: stays dirty, still ours
 			continue
 		}
-		if it.data != nil {
-			v.pool.Put(it.data)
-		}
+		// Pushed, or changed meanwhile (setDirty left the old data to us).
+		v.dropData(it.data, it.lent)
 	}
 	if len(v.dirty) == 0 {
 		// A Go map never shrinks: after a burst of writes the old one would

@@ -85,7 +85,18 @@ type conn struct {
 var (
 	_ nbd.VectorReader = (*conn)(nil)
 	_ nbd.QuickFlusher = (*conn)(nil)
+	_ nbd.PayloadTaker = (*conn)(nil)
 )
+
+// TakeWrite implements nbd.PayloadTaker: the volume's, when it has one (a
+// local volume), else WriteAt and an immediate release (a forwarded one).
+func (c *conn) TakeWrite(ctx context.Context, p []byte, off int64, release func()) error {
+	if pt, ok := c.Volume.(nbd.PayloadTaker); ok {
+		return pt.TakeWrite(ctx, p, off, release)
+	}
+	defer release()
+	return c.Volume.WriteAt(ctx, p, off)
+}
 
 // FlushIsQuick implements nbd.QuickFlusher: the volume's, when it has
 // one (a forwarded volume does not: its FLUSH goes to a worker).
