@@ -500,7 +500,7 @@ func (v *volumeImpl) mutateChunk(ctx context.Context, chunk uint64, in, n int64,
 	defer sm.Unlock()
 	whole := in == 0 && n == v.bs
 	if whole && o.lent != nil {
-		v.setDirtyLent(chunk, o.data, o.lent)
+		v.setDirty(chunk, o.data, o.lent)
 		return nil
 	}
 	if whole {
@@ -516,7 +516,7 @@ func (v *volumeImpl) mutateChunk(ctx context.Context, chunk uint64, in, n int64,
 				fastcopy.CopyNT(data, o.data)
 			}
 		}
-		v.setDirty(chunk, data)
+		v.setDirty(chunk, data, nil)
 		return nil
 	}
 	// Partial chunk: modify the dirty copy in place when we may.
@@ -548,7 +548,7 @@ func (v *volumeImpl) mutateChunk(ctx context.Context, chunk uint64, in, n int64,
 		}
 	}
 	apply(base[in:in+n], o)
-	v.setDirty(chunk, base)
+	v.setDirty(chunk, base, nil)
 	return nil
 }
 
@@ -560,24 +560,12 @@ func apply(dst []byte, o op) {
 	}
 }
 
-// setDirty makes data (nil: a hole) the chunk's dirty content; it takes
-// ownership of data.
-func (v *volumeImpl) setDirty(chunk uint64, data []byte) {
+// setDirty makes data (nil: a hole) the chunk's dirty content. l is
+// data's lent buffer (TakeWrite), which the chunk then references; with l
+// nil, data is a pool buffer the volume takes ownership of.
+func (v *volumeImpl) setDirty(chunk uint64, data []byte, l *lent) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.setDirtyLocked(chunk, data, nil)
-}
-
-// setDirtyLent is setDirty for data that is part of l's buffer.
-func (v *volumeImpl) setDirtyLent(chunk uint64, data []byte, l *lent) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.setDirtyLocked(chunk, data, l)
-}
-
-// setDirtyLocked is setDirty with v.mu held; l is data's lent buffer, or
-// nil when data is the volume's own.
-func (v *volumeImpl) setDirtyLocked(chunk uint64, data []byte, l *lent) {
 	d, ok := v.dirty[chunk]
 	if !ok {
 		d = &dirtyChunk{}
