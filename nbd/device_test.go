@@ -260,3 +260,18 @@ func TestMemDeviceExtents(t *testing.T) {
 		t.Fatalf("extents %v %v, want %v %v", got, holes, want, wantHoles)
 	}
 }
+
+// wrapExports serves memExports' devices through wrap, which returns the
+// test's device around the opened one (to gate or watch some calls).
+type wrapExports struct {
+	*memExports
+	wrap func(Device) Device
+}
+
+func (e *wrapExports) Open(ctx context.Context, name string) (Device, error) {
+	d, err := e.memExports.Open(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return e.wrap(d), nil
+}

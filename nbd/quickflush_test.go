@@ -33,20 +33,6 @@ func (d *flushGateDevice) Flush(ctx context.Context) error {
 	return d.Device.Flush(ctx)
 }
 
-type flushGateExports struct {
-	*memExports
-	dev *flushGateDevice
-}
-
-func (e *flushGateExports) Open(ctx context.Context, name string) (Device, error) {
-	d, err := e.memExports.Open(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	e.dev.Device = d
-	return e.dev, nil
-}
-
 // A FLUSH that arrives alone runs on the connection's reader when the
 // device calls it quick (a READ sent meanwhile waits for it), and on a
 // worker otherwise (the READ is served while the FLUSH is stuck), so that
@@ -54,15 +40,16 @@ func (e *flushGateExports) Open(ctx context.Context, name string) (Device, error
 func TestQuickFlushRunsOnTheReader(t *testing.T) {
 	for _, quick := range []bool{true, false} {
 		exp, _ := testExports()
-		fe := &flushGateExports{memExports: exp, dev: &flushGateDevice{quick: quick, started: make(chan struct{}, 4), gate: make(chan struct{})}}
+		dev := &flushGateDevice{quick: quick, started: make(chan struct{}, 4), gate: make(chan struct{})}
+		fe := &wrapExports{exp, func(d Device) Device { dev.Device = d; return dev }}
 		_, addr := startServer(t, exp, func(s *Server) { s.Exports = fe })
 		var once sync.Once
-		open := func() { once.Do(func() { close(fe.dev.gate) }) }
+		open := func() { once.Do(func() { close(dev.gate) }) }
 		t.Cleanup(open) // before the server's shutdown, should the test fail
 		rc := connect(t, addr, "disk", true)
 		fc := rc.send(proto.Request{Type: proto.CmdFlush}, nil)
 		select {
-		case <-fe.dev.started:
+		case <-dev.started:
 		case <-time.After(time.Minute):
 			t.Fatalf("quick=%v: the FLUSH never reached the device", quick)
 		}

@@ -59,27 +59,14 @@ func (d *takerDevice) releaseAll(t *testing.T) int {
 	return n
 }
 
-type takerExports struct {
-	*memExports
-	dev *takerDevice
-}
-
-func (e *takerExports) Open(ctx context.Context, name string) (Device, error) {
-	d, err := e.memExports.Open(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	e.dev.Device = d
-	return e.dev, nil
-}
-
 // TestTakeWrite: WRITEs of takeMin bytes or more are lent to a
 // PayloadTaker (smaller ones go through WriteAt); the server never reuses
 // a lent buffer before the device releases it, however many writes
 // follow; and the data reads back.
 func TestTakeWrite(t *testing.T) {
 	exp, disk := testExports()
-	te := &takerExports{memExports: exp, dev: &takerDevice{}}
+	dev := &takerDevice{}
+	te := &wrapExports{exp, func(d Device) Device { dev.Device = d; return dev }}
 	_, addr := startServer(t, exp, func(s *Server) { s.Exports = te; s.Workers = 4 })
 	rc := connect(t, addr, "disk", true)
 	rng := rand.New(rand.NewPCG(7, 8))
@@ -107,10 +94,10 @@ func TestTakeWrite(t *testing.T) {
 				t.Fatalf("round %d: write reply %v", round, r.errno)
 			}
 		}
-		lent += te.dev.releaseAll(t)
+		lent += dev.releaseAll(t)
 	}
-	if lent != 3*18 || te.dev.small != 3*6 {
-		t.Fatalf("%d writes lent and %d through WriteAt, want %d and %d", lent, te.dev.small, 3*18, 3*6)
+	if lent != 3*18 || dev.small != 3*6 {
+		t.Fatalf("%d writes lent and %d through WriteAt, want %d and %d", lent, dev.small, 3*18, 3*6)
 	}
 	if !bytes.Equal(disk.data, want) {
 		t.Fatal("the device's data differs from what was written")
