@@ -54,7 +54,8 @@ func newRawVecWriter(w io.Writer) *rawVecWriter {
 }
 
 // writeVec writes the concatenation of bufs, all of it or an error. The
-// socket's write deadline applies while it waits for room.
+// socket's write deadline applies while it waits for room. After a short
+// write it reslices the first unsent element of bufs in place.
 func (w *rawVecWriter) writeVec(bufs [][]byte) error {
 	for len(bufs) > 0 {
 		w.iov = w.iov[:0]

@@ -10,14 +10,16 @@ import "unsafe"
 // and the destination must be 16-byte aligned for the fast path (else
 // Copy); a tail of less than 64 bytes goes through copy.
 //
-// Why: the volume's write-back cache copies every whole written chunk into
-// a chunk buffer from its pool, and with the cache cycling through up to
+// Why: the volume's write-back cache copies a whole written chunk into a
+// chunk buffer from its pool, and with the cache cycling through up to
 // its limit of buffers (gigabytes), each one was last touched long ago.
 // Under fio's 1 MiB sequential writes at queue depth 8 over NBD, the
 // cached stores' misses stalled the next locked instruction (the volume's
 // lock) for 16-27% of the server's CPU; with CopyNT, three interleaved
 // pairs of runs did 2,344-2,481 against 2,192-2,356 IOPS, 435-455 against
-// 456-481 µs of server CPU per MiB.
+// 456-481 µs of server CPU per MiB. (Since then the NBD server lends
+// payloads of 64 KiB or more to the volume, which keeps them without a
+// copy: CopyNT serves the smaller writes, imports and direct WriteAt.)
 func CopyNT(dst, src []byte) int {
 	n := min(len(dst), len(src))
 	d := uintptr(unsafe.Pointer(unsafe.SliceData(dst)))
