@@ -165,20 +165,21 @@ func TestAppendSyncWire(t *testing.T) {
 }
 
 // startOldServer serves a memory store as a server that predates
-// AppendSync would: op 14 is unknown, so a frame of it over maxSmall
-// bytes closes the connection and a smaller one is answered with status
-// 8; it serves Append and Sync. It returns the address and the count of
-// AppendSync frames it refused.
-func startOldServer(t *testing.T, store *memory.Store) (string, *atomic.Int64) {
+// AppendSync would: ops 13 (PutPieces), 14 and 15 are unknown, so a frame
+// of one over maxSmall bytes closes the connection and a smaller one is
+// answered with status 8; it serves PutPiece, Append and Sync. It returns
+// the address and the count of frames it refused, by op.
+func startOldServer(t *testing.T, store *memory.Store) (string, *[256]atomic.Int64) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	var refused atomic.Int64
+	var refused [256]atomic.Int64
 	limit := func(op byte) int {
-		if op == opAppendSync {
+		switch op {
+		case opPutPieces, opAppendSync, opPutAppendSync:
 			return maxSmall
 		}
 		return requestLimit(op)
@@ -210,8 +211,14 @@ func startOldServer(t *testing.T, store *memory.Store) (string, *atomic.Int64) {
 						rerr = store.Append(context.Background(), log, e, seq, rec)
 					case opSync:
 						rerr = store.Sync(context.Background())
-					case opAppendSync:
-						refused.Add(1)
+					case opPutPiece:
+						key, data, derr := decodePut(f.payload)
+						if derr != nil {
+							return
+						}
+						rerr = store.PutPiece(context.Background(), key, data)
+					case opPutPieces, opAppendSync, opPutAppendSync:
+						refused[f.op].Add(1)
 						rerr = fmt.Errorf("unknown op: %w", ErrProtocol)
 					default:
 						return
@@ -245,7 +252,7 @@ func TestAppendSyncOlderServer(t *testing.T) {
 			t.Fatalf("AppendSync %d against an older server: %v", seq, err)
 		}
 	}
-	if n := refused.Load(); n != 1 {
+	if n := refused[opAppendSync].Load(); n != 1 {
 		t.Fatalf("the older server refused %d AppendSync frames, want 1 (the probe)", n)
 	}
 	if store.Syncs() != 3 {

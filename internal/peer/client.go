@@ -68,6 +68,8 @@ type Client struct {
 	// codeBadRequest (it predates the op); AppendSync sends Append and
 	// Sync from then on. appendSyncProbed: it answered the probe.
 	noAppendSync, appendSyncProbed atomic.Bool
+	// The same for PutAppendSync (op 15).
+	noPutAppendSync, putAppendSyncProbed atomic.Bool
 }
 
 // NewClient returns a client of the peer at addr. It does not connect
@@ -124,7 +126,7 @@ func (c *Client) Close() error {
 // opNames name ops in errors.
 var opNames = map[byte]string{
 	opPutPiece: "put-piece", opGetPiece: "get-piece", opHasPiece: "has-piece",
-	opDeletePiece: "delete-piece", opSync: "sync", opAppend: "append", opAppendSync: "append-sync", opSeal: "seal",
+	opDeletePiece: "delete-piece", opSync: "sync", opAppend: "append", opAppendSync: "append-sync", opPutAppendSync: "put-append-sync", opSeal: "seal",
 	opReplay: "replay", opTrim: "trim", opWalk: "walk",
 	opLoad: "load", opCompareAndSet: "compare-and-set", opPutPieces: "put-pieces",
 	opGCBegin: "gc-begin", opGCLive: "gc-live", opGCSweep: "gc-sweep",
@@ -698,23 +700,8 @@ func (c *Client) AppendSync(ctx context.Context, log blocks.ID, epoch blocks.Epo
 	if len(rec) > blocks.MaxRecord {
 		return c.wrap("append-sync", fmt.Errorf("journal record of %d bytes: %w", len(rec), blocks.ErrTooLarge))
 	}
-	if !c.noAppendSync.Load() && !c.appendSyncProbed.Load() {
-		// An empty AppendSync fits any server's limit for an unknown op:
-		// one that predates the op answers bad request rather than
-		// closing the connection on a frame over that limit.
-		f, _, err := c.exchange(ctx, opAppendSync, true)
-		if err != nil {
-			return err
-		}
-		switch {
-		case f.status == codeBadRequest:
-			c.noAppendSync.Store(true)
-			c.log.Info("peer: the server predates append-sync; sending append and sync instead")
-		case f.status != codeOK:
-			return c.wrap("append-sync", replyError(f))
-		default:
-			c.appendSyncProbed.Store(true)
-		}
+	if err := c.probe(ctx, opAppendSync, &c.appendSyncProbed, &c.noAppendSync); err != nil {
+		return err
 	}
 	if !c.noAppendSync.Load() {
 		f, _, err := c.exchange(ctx, opAppendSync, true, encodeLogHeader(log, uint64(epoch), seq), rec)
@@ -734,6 +721,32 @@ func (c *Client) AppendSync(ctx context.Context, log blocks.ID, epoch blocks.Epo
 		return err
 	}
 	return c.Sync(ctx)
+}
+
+// probe sends an empty request of op once, before the first real one,
+// unless probed or missing is set: a server that predates op answers
+// bad request (missing is then set, and the caller falls back on older
+// ops), one that knows it answers status 0 (probed is set). An empty
+// request fits any server's limit for an unknown op, whereas a real one
+// may not, and would close the connection.
+func (c *Client) probe(ctx context.Context, op byte, probed, missing *atomic.Bool) error {
+	if missing.Load() || probed.Load() {
+		return nil
+	}
+	f, _, err := c.exchange(ctx, op, true)
+	if err != nil {
+		return err
+	}
+	switch {
+	case f.status == codeBadRequest:
+		missing.Store(true)
+		c.log.Info("peer: the server predates an op; sending older ones instead", "op", opNames[op])
+	case f.status != codeOK:
+		return c.wrap(opNames[op], replyError(f))
+	default:
+		probed.Store(true)
+	}
+	return nil
 }
 
 // Seal implements blocks.Journal.

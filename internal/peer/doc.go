@@ -91,6 +91,9 @@
 //	13  PutPieces    count(2) {key(32) len(4) data}...    count(2) {code(1) len(2) text}...
 //	14  AppendSync   log(32) epoch(8) seq(8) record       empty
 //	    (probe)      empty                                empty
+//	15  PutAppendSync log(32) epoch(8) seq(8) len(4) record,
+//	                 then PutPieces' request             PutPieces' reply
+//	    (probe)      empty                                empty
 //	16  Credit       empty (names a stream by its ID)     none
 //	17  Cancel       empty (names a stream by its ID)     none
 //
@@ -106,6 +109,14 @@
 // Sync instead. It is an op rather than a request flag because an older
 // server ignores flags it does not know and would reply to a flagged
 // Append without syncing.
+//
+// PutAppendSync is PutPieces then AppendSync in one round trip (msg.go):
+// the server puts the pieces, appends the record, syncs, and replies with
+// each piece's outcome. A volume's FLUSH in a cluster sends each journal
+// holder the pieces it holds with the record (the cluster's carry,
+// internal/node), so that the FLUSH waits for one round trip instead of
+// two. It is probed and falls back like AppendSync (pieces apart, then
+// AppendSync).
 //
 // Replies are op 0x80 with a status: 0 OK, 1 not found, 2 corrupt, 3 no
 // space, 4 fenced, 5 too large, 6 unavailable (the holder is closed or the

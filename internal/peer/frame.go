@@ -48,6 +48,9 @@ const (
 	// codeBadRequest, which tells the client to send Append and Sync.
 	// An empty one is a probe (see the package doc).
 	opAppendSync byte = 14
+	// PutPieces then AppendSync in one round trip (see msg.go). An empty
+	// one is a probe, as for AppendSync.
+	opPutAppendSync byte = 15
 	// Garbage collection (see gc.go).
 	opGCBegin byte = 18
 	opGCLive  byte = 19
@@ -173,6 +176,8 @@ func requestLimit(op byte) int {
 		return maxPutPieces
 	case opAppend, opAppendSync:
 		return maxAppend
+	case opPutAppendSync:
+		return maxPutAppendSync
 	case opCompareAndSet:
 		return maxCompareAndSet
 	case opGCSweep:

@@ -25,6 +25,7 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(appendFrame(nil, opReply, codeConflict, 5, []byte{0, 0, 0, 0, 0, 0, 0, 3}, []byte("conflict")))
 	f.Add(appendFrame(nil, opReply, codeNotHosted, 6, []byte("not hosted")))
 	f.Add(appendFrame(nil, opAppendSync, 0, 7, append(encodeLogHeader(blocks.NameID("l"), 2, 3), "rec"...)))
+	f.Add(appendFrame(nil, opPutAppendSync, 0, 8, encodePutAppendSync(blocks.NameID("l"), 1, 2, []byte("rec"), []Piece{{Key: blocks.Addr{1}, Data: []byte("piece")}})))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -62,6 +63,7 @@ func FuzzMessages(f *testing.F) {
 	f.Add([]byte{0, 0})
 	f.Add(encodeGCSweep(7, []byte("CBF1")))
 	f.Add(encodeGCSweep(7, nil))
+	f.Add(encodePutAppendSync(blocks.NameID("l"), 1, 2, []byte("rec"), []Piece{{Key: blocks.Addr{1}, Data: []byte("piece")}}))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		if k, err := decodeKey(p); err == nil && !bytes.Equal(k[:], p) {
 			t.Fatal("key")
@@ -96,6 +98,15 @@ func FuzzMessages(f *testing.F) {
 			}
 			if !bytes.Equal(re, p) {
 				t.Fatal("put-pieces")
+			}
+		}
+		if log, e, seq, rec, es, err := decodePutAppendSync(p); err == nil {
+			ps := make([]Piece, len(es))
+			for i, e := range es {
+				ps[i] = Piece{Key: e.key, Data: e.data}
+			}
+			if !bytes.Equal(encodePutAppendSync(log, e, seq, rec, ps), p) {
+				t.Fatal("put-append-sync")
 			}
 		}
 		if len(p) >= 2 {
@@ -134,6 +145,8 @@ func FuzzServer(f *testing.F) {
 	f.Add(appendFrame(nil, opAppendSync, 0, 2, append(encodeLogHeader(blocks.NameID("l"), 1, 1), "rec"...)))
 	f.Add(appendFrame(nil, opAppendSync, 0, 5, make([]byte, 40)))
 	f.Add(appendFrame(nil, opAppendSync, 0, 6))
+	f.Add(appendFrame(nil, opPutAppendSync, 0, 7, encodePutAppendSync(blocks.NameID("l"), 1, 2, []byte("rec"), []Piece{{Key: blocks.Addr{1}, Data: []byte("piece")}})))
+	f.Add(appendFrame(nil, opPutAppendSync, 0, 8))
 	f.Add([]byte("garbage"))
 	f.Add(appendFrame(nil, opPutPieces, 0, 3, appendPutEntry([]byte{0, 1}, blocks.Addr{1}, []byte("piece"))))
 	f.Add(appendFrame(nil, opPutPieces, 0, 4, []byte{0, 0}))

@@ -307,3 +307,74 @@ func decodePutResults(p []byte, n int) ([]error, error) {
 	}
 	return errs, nil
 }
+
+// PutAppendSync (op 15) is PutPieces, then AppendSync, in one request:
+//
+//	request  log(32) epoch(8) seq(8) len(4) record(len), then a PutPieces
+//	         request (count(2) then count times: key(32) len(4) data(len))
+//	reply    a PutPieces reply (count(2) then count times: code(1) len(2) text(len))
+//
+// count is 1..maxBatchPieces and each data at most maxBatchPiece bytes, as
+// in PutPieces. The server puts the pieces in order, then appends the
+// record, then syncs its holder; it replies status 0 once the record and
+// every piece it stored are durable, with one outcome per piece. A piece
+// that failed leaves the record appended (the client puts the piece
+// elsewhere). A frame-level error status (the append or the sync failed)
+// stands for the whole request: nothing is known to be durable, and any
+// piece may or may not have been stored. An empty payload is a probe, as
+// for AppendSync.
+const maxPutAppendSync = 32 + 8 + 8 + 4 + blocks.MaxRecord + maxPutPieces
+
+// Piece is one piece carried by [Client.PutAppendSync].
+type Piece struct {
+	Key  blocks.Addr
+	Data []byte
+}
+
+// encodePutAppendSync encodes a PutAppendSync payload.
+func encodePutAppendSync(log blocks.ID, epoch blocks.Epoch, seq uint64, rec []byte, pieces []Piece) []byte {
+	n := 32 + 8 + 8 + 4 + len(rec) + 2
+	for _, p := range pieces {
+		n += 36 + len(p.Data)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, log[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(epoch))
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(rec)))
+	b = append(b, rec...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(pieces)))
+	for _, p := range pieces {
+		b = appendPutEntry(b, p.Key, p.Data)
+	}
+	return b
+}
+
+// decodePutAppendSync decodes a non-empty PutAppendSync payload; rec and
+// the pieces' data alias p.
+func decodePutAppendSync(p []byte) (log blocks.ID, epoch blocks.Epoch, seq uint64, rec []byte, pieces []putEntry, err error) {
+	if len(p) > maxPutAppendSync {
+		return log, 0, 0, nil, nil, errMalformed("put-append-sync", len(p))
+	}
+	log, vs, rest, err := decodeLogHeader("put-append-sync", p, 2)
+	if err != nil {
+		return log, 0, 0, nil, nil, err
+	}
+	if len(rest) < 4 {
+		return log, 0, 0, nil, nil, errMalformed("put-append-sync", len(p))
+	}
+	size := binary.BigEndian.Uint32(rest)
+	rest = rest[4:]
+	if uint64(size) > uint64(len(rest)) || size > blocks.MaxRecord {
+		return log, 0, 0, nil, nil, errMalformed("put-append-sync", len(p))
+	}
+	rec = rest[:size:size]
+	pieces, err = decodePutPieces(rest[size:])
+	if err != nil {
+		return log, 0, 0, nil, nil, err
+	}
+	if len(pieces) == 0 {
+		return log, 0, 0, nil, nil, fmt.Errorf("%w: put-append-sync without pieces", ErrProtocol)
+	}
+	return log, blocks.Epoch(vs[0]), vs[1], rec, pieces, nil
+}

@@ -432,7 +432,7 @@ func (sc *serverConn) readLoop(r *bufio.Reader) error {
 // and appends inline, 1214 and 1281 with syncs inline too.
 func inlineOp(op byte) bool {
 	switch op {
-	case opPutPiece, opPutPieces, opGetPiece, opHasPiece, opAppend, opAppendSync, opSync:
+	case opPutPiece, opPutPieces, opGetPiece, opHasPiece, opAppend, opAppendSync, opPutAppendSync, opSync:
 		return true
 	}
 	return false
@@ -572,6 +572,27 @@ func (sc *serverConn) decode(f frame) (func(st *serverStream), error) {
 				err = h.Sync(ctx)
 			}
 			sc.reply(id, err)
+		}, nil
+	case opPutAppendSync:
+		if len(f.payload) == 0 {
+			// A client's probe (see Client.PutAppendSync): no effect.
+			return func(*serverStream) { sc.reply(id, nil) }, nil
+		}
+		log, epoch, seq, rec, entries, err := decodePutAppendSync(f.payload)
+		if err != nil {
+			return nil, err
+		}
+		return func(*serverStream) {
+			errs := make([]error, len(entries))
+			for i, e := range entries {
+				errs[i] = h.PutPiece(ctx, e.key, e.data)
+			}
+			err := h.Append(ctx, log, epoch, seq, rec)
+			if err == nil {
+				// Covers the pieces just put and the record.
+				err = h.Sync(ctx)
+			}
+			sc.reply(id, err, encodePutResults(errs))
 		}, nil
 	case opSeal:
 		log, epoch, err := decodeLogOp("seal", f.payload)
