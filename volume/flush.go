@@ -39,6 +39,19 @@ func (v *volumeImpl) pushLocked(ctx context.Context) (uint64, error) {
 // pushSomeLocked is pushLocked for at most max bytes of dirty chunks (0: all
 // of them); a partial push covers nothing (it returns 0).
 func (v *volumeImpl) pushSomeLocked(ctx context.Context, max int64) (uint64, error) {
+	items, cover := v.takeDirty(max)
+	err := v.putItems(ctx, items)
+	v.settle(items)
+	if err != nil {
+		return 0, err
+	}
+	return cover, nil
+}
+
+// takeDirty marks at most max bytes of dirty chunks (0: all of them) as
+// being pushed and returns them, by chunk, with the opSeq the push will
+// cover (0 for a partial push).
+func (v *volumeImpl) takeDirty(max int64) ([]pushItem, uint64) {
 	v.mu.Lock()
 	n := len(v.dirty)
 	if max > 0 {
@@ -59,10 +72,17 @@ func (v *volumeImpl) pushSomeLocked(ctx context.Context, max int64) (uint64, err
 		cover = 0
 	}
 	v.mu.Unlock()
-	if len(items) == 0 {
-		return cover, nil
-	}
 	slices.SortFunc(items, func(a, b pushItem) int { return cmp.Compare(a.chunk, b.chunk) })
+	return items, cover
+}
+
+// putItems Puts the items' data, applies the addresses to the map and
+// queues their journal changes. An item that failed keeps its error (it
+// stays dirty at settle); the first is returned.
+func (v *volumeImpl) putItems(ctx context.Context, items []pushItem) error {
+	if len(items) == 0 {
+		return nil
+	}
 	sp, _ := v.store.(blocks.SizedPutter)
 	var putL, putS atomic.Uint64
 	_ = parallel(ctx, len(items), v.c.opts.PutParallel, func(i int) error {
@@ -99,6 +119,18 @@ func (v *volumeImpl) pushSomeLocked(ctx context.Context, max int64) (uint64, err
 	v.putLogical += putL.Load()
 	v.unsynced += int64(putL.Load())
 	v.putStored += putS.Load()
+	v.mu.Unlock()
+	return firstErr
+}
+
+// settle ends a push: an item pushed without error leaves the dirty set
+// unless it changed meanwhile; one that failed stays dirty (and is pushed
+// again by the next push, to the same address if its data is the same).
+func (v *volumeImpl) settle(items []pushItem) {
+	if len(items) == 0 {
+		return
+	}
+	v.mu.Lock()
 	for i := range items {
 		it := &items[i]
 		cur, ok := v.dirty[it.chunk]
@@ -118,10 +150,6 @@ func (v *volumeImpl) pushSomeLocked(ctx context.Context, max int64) (uint64, err
 		v.dirty = map[uint64]*dirtyChunk{}
 	}
 	v.mu.Unlock()
-	if firstErr != nil {
-		return 0, firstErr
-	}
-	return cover, nil
 }
 
 // appendLocked encodes the pending changes into records and appends every
@@ -285,7 +313,12 @@ func (v *volumeImpl) flushShared(ctx context.Context, want uint64) error {
 
 // flushLocked makes everything changed so far durable; the caller holds flushMu.
 func (v *volumeImpl) flushLocked(ctx context.Context) error {
-	cover, err := v.pushLocked(ctx)
+	items, cover := v.takeDirty(0)
+	if fc := v.carrier(len(items)); fc != nil {
+		return v.flushCarried(ctx, fc, items, cover)
+	}
+	err := v.putItems(ctx, items)
+	v.settle(items)
 	if err != nil {
 		return err
 	}
@@ -301,6 +334,12 @@ func (v *volumeImpl) flushLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return v.syncDone(ctx, synced, cover)
+}
+
+// syncDone ends a Flush whose records are appended: it syncs what the
+// appends did not (syncAll) and marks every change up to cover durable.
+func (v *volumeImpl) syncDone(ctx context.Context, synced []bool, cover uint64) error {
 	if err := v.syncAll(ctx, synced); err != nil {
 		return err
 	}
@@ -314,4 +353,68 @@ func (v *volumeImpl) flushLocked(ctx context.Context) error {
 	v.unsynced = 0 // every push so far was under flushMu, before this sync
 	v.mu.Unlock()
 	return nil
+}
+
+// FlushCarrier is an optional capability of a volume's journal holders
+// (asked of the first): it lets a FLUSH send the pieces of its blocks to
+// the nodes that hold both pieces and a journal copy together with the
+// record, in one round trip to each instead of two (pieces, then record).
+//
+// CarryFlush returns a context for one FLUSH's Puts and last append, and
+// finish. A piece Put under the context may be held back rather than
+// sent; the Put then returns before the piece is stored, and the journal
+// holder's AppendSync of the last record (under the same context) sends
+// it along. finish, called after the appends whether they succeeded or
+// not, puts every piece that was not carried or whose carrying failed
+// (elsewhere if its holder is down) and returns nil only once every
+// piece Put under the context is stored; otherwise those Puts are not
+// known to have happened.
+type FlushCarrier interface {
+	CarryFlush(ctx context.Context) (context.Context, func(context.Context) error)
+}
+
+// carryMax is the most dirty chunks a carried FLUSH pushes: carrying saves
+// one round trip per FLUSH, which counts for the small FLUSHes of a
+// database's commits; a large one pays for its pieces anyway, and its
+// records must not be appended (plain Append, before the last record)
+// ahead of pieces held back for the last one.
+const carryMax = 64
+
+// carrier returns the journal holders' FlushCarrier for a FLUSH of n
+// dirty chunks, or nil when the FLUSH is not carried.
+func (v *volumeImpl) carrier(n int) FlushCarrier {
+	if n == 0 || n > carryMax || len(v.journals) == 0 || len(v.pending)+len(v.unappended) > 0 {
+		return nil
+	}
+	fc, _ := v.journals[0].(FlushCarrier)
+	return fc
+}
+
+// flushCarried is flushLocked with the FLUSH's pieces carried by the
+// journal holders' appends (see FlushCarrier). The items stay dirty
+// until finish has confirmed their pieces: a FLUSH that fails leaves
+// them to the next push, although their map changes may already be in
+// the journal (the same address again, once the same data is put).
+func (v *volumeImpl) flushCarried(ctx context.Context, fc FlushCarrier, items []pushItem, cover uint64) error {
+	cctx, finish := fc.CarryFlush(ctx)
+	err := v.putItems(cctx, items)
+	var synced []bool
+	if err == nil {
+		synced, err = v.appendRecordsLocked(cctx, true)
+	}
+	if ferr := finish(ctx); ferr != nil {
+		for i := range items {
+			if items[i].err == nil {
+				items[i].err = ferr
+			}
+		}
+		if err == nil {
+			err = fmt.Errorf("volume %q: push: %w", v.name, ferr)
+		}
+	}
+	v.settle(items)
+	if err != nil {
+		return err
+	}
+	return v.syncDone(ctx, synced, cover)
 }

@@ -620,12 +620,28 @@ func (s *slot) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 	if err := s.c.pace(ctx, len(data)); err != nil {
 		return fmt.Errorf("node: put piece %v: %w", key, err)
 	}
+	if cr := carryFrom(ctx); cr != nil && s.carried(cr, key, data) {
+		return nil // goes with the journal's append (carry.go)
+	}
 	err := s.putPiece(ctx, key, data)
 	if err == nil && throttle.IsBackground(ctx) {
 		s.c.bg.repairedPieces.Add(1)
 		s.c.bg.repairedBytes.Add(int64(len(data)))
 	}
 	return err
+}
+
+// carried reports whether cr took the piece, to send it with the FLUSH's
+// append to the piece's holder: only while the holder is usable and the
+// block's nodes are quorate (else putPiece does what it always does).
+func (s *slot) carried(cr *carry, key blocks.Addr, data []byte) bool {
+	if s.primary == s.c.self.ID || !s.c.usable(s.v, s.primary) {
+		return false
+	}
+	if s.need > 0 && !s.c.quorate(s.v, s.cands, s.need) {
+		return false
+	}
+	return cr.hold(s, s.primary, key, data)
 }
 
 func (s *slot) putPiece(ctx context.Context, key blocks.Addr, data []byte) error {

@@ -196,10 +196,11 @@ func (s *journalSlot) Append(ctx context.Context, log blocks.ID, e blocks.Epoch,
 	return s.do(ctx, func(h peer.Local) error { return h.Append(ctx, log, e, seq, rec) })
 }
 
-// appendSyncer is a holder that appends and syncs in one call (a peer
-// client: one round trip).
+// appendSyncer is a holder that appends and syncs in one call, and puts
+// pieces with it (a peer client: one round trip).
 type appendSyncer interface {
 	AppendSync(ctx context.Context, log blocks.ID, epoch blocks.Epoch, seq uint64, rec []byte) error
+	PutAppendSync(ctx context.Context, pieces []peer.Piece, log blocks.ID, epoch blocks.Epoch, seq uint64, rec []byte) ([]error, error)
 }
 
 var (
@@ -211,13 +212,34 @@ var (
 // the slot's node, which then syncs (one round trip to a remote node,
 // peer.Client.AppendSync; Append then Sync on this node's silo). The
 // sync also covers the pieces put on that node before, so the cluster's
-// sync group need not sync it again (see nodeSync). A slot that is down
-// skips it, as it skips Append and Sync.
+// sync group need not sync it again (see nodeSync). Under a FLUSH's
+// carry (carry.go), the pieces held back for the node go in the same
+// request (PutAppendSync). A slot that is down skips it, as it skips
+// Append and Sync.
 func (s *journalSlot) AppendSync(ctx context.Context, log blocks.ID, e blocks.Epoch, seq uint64, rec []byte) error {
 	c := s.g.c
+	cr := carryFrom(ctx)
 	return s.doOn(ctx, func(id string, h peer.Local) error {
+		var held *carried
+		if cr != nil {
+			held = cr.take(id)
+		}
+		if held != nil {
+			// Counted before the sync reads the count: it covers them.
+			c.syncState(id).puts.Add(uint64(len(held.pieces)))
+		}
 		return c.synced(id, func() error {
-			if as, ok := h.(appendSyncer); ok {
+			as, ok := h.(appendSyncer)
+			if held != nil {
+				if !ok {
+					held.done(nil, errNotCarried) // finish puts them
+				} else {
+					errs, err := as.PutAppendSync(ctx, held.pieces, log, e, seq, rec)
+					held.done(errs, err)
+					return err
+				}
+			}
+			if ok {
 				return as.AppendSync(ctx, log, e, seq, rec)
 			}
 			if err := h.Append(ctx, log, e, seq, rec); err != nil {
@@ -227,6 +249,10 @@ func (s *journalSlot) AppendSync(ctx context.Context, log blocks.ID, e blocks.Ep
 		})
 	})
 }
+
+// errNotCarried: the pieces held for a node went unsent (its holder
+// cannot carry them); finish puts them.
+var errNotCarried = errors.New("node: carried pieces not sent")
 
 func (s *journalSlot) Seal(ctx context.Context, log blocks.ID, e blocks.Epoch) error {
 	return s.do(ctx, func(h peer.Local) error { return h.Seal(ctx, log, e) })
