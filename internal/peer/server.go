@@ -480,6 +480,16 @@ func (sc *serverConn) handler(f frame) (h func(), stream bool, err error) {
 	return func() { fn(nil) }, false, nil
 }
 
+// putEntries puts the pieces of a PutPieces or PutAppendSync request on
+// h, in order, and returns each one's error.
+func putEntries(ctx context.Context, h Local, entries []putEntry) []error {
+	errs := make([]error, len(entries))
+	for i, e := range entries {
+		errs[i] = h.PutPiece(ctx, e.key, e.data)
+	}
+	return errs
+}
+
 // maxStreams bounds the Walk and Replay streams open on one connection.
 const maxStreams = 16
 
@@ -508,11 +518,7 @@ func (sc *serverConn) decode(f frame) (func(st *serverStream), error) {
 			return nil, err
 		}
 		return func(*serverStream) {
-			errs := make([]error, len(entries))
-			for i, e := range entries {
-				errs[i] = h.PutPiece(ctx, e.key, e.data)
-			}
-			sc.reply(id, nil, encodePutResults(errs))
+			sc.reply(id, nil, encodePutResults(putEntries(ctx, h, entries)))
 		}, nil
 	case opGetPiece:
 		key, err := decodeKey(f.payload)
@@ -583,10 +589,7 @@ func (sc *serverConn) decode(f frame) (func(st *serverStream), error) {
 			return nil, err
 		}
 		return func(*serverStream) {
-			errs := make([]error, len(entries))
-			for i, e := range entries {
-				errs[i] = h.PutPiece(ctx, e.key, e.data)
-			}
+			errs := putEntries(ctx, h, entries)
 			err := h.Append(ctx, log, epoch, seq, rec)
 			if err == nil {
 				// Covers the pieces just put and the record.
