@@ -553,14 +553,16 @@ func (s *Silo) rollLocked() error {
 		}
 		old.alloc = old.size
 	}
-	s.unsynced = append(s.unsynced, old)
-	if len(s.unsynced) >= maxUnsynced {
-		s.sealSync.Store(true)
-	}
 	id := old.id + 1
 	seg, err := s.takeSpare(id)
 	if err != nil {
+		// old stays the active segment (every append tries again), and
+		// is listed as sealed only once it is.
 		return err
+	}
+	s.unsynced = append(s.unsynced, old)
+	if len(s.unsynced) >= maxUnsynced {
+		s.sealSync.Store(true)
 	}
 	s.segs[id] = seg
 	s.order = append(s.order, id)

@@ -309,9 +309,26 @@ func TestNoSpace(t *testing.T) {
 	if failed == 0 {
 		t.Fatal("no PutPiece failed on a full disk")
 	}
+	// The spare maker may have held space in a segment it was failing to
+	// make when that put failed, and given it back since (the put's
+	// space can come back, as on a real disk): take all of it, with the
+	// spare maker idle (it makes segments under spareMu).
+	s.spareMu.Lock()
+	fsys.setSpace(0)
+	s.spareMu.Unlock()
 	if err := s.Append(ctx, logOf(1), 1, 1, make([]byte, 8192)); !errors.Is(err, blocks.ErrNoSpace) {
 		t.Fatalf("Append on a full disk: %v", err)
 	}
+	// Rolls that failed (the put's, the append's) left the active
+	// segment active: it is not listed as sealed, let alone twice.
+	s.mu.Lock()
+	for _, sg := range s.unsynced {
+		if sg == s.active {
+			s.mu.Unlock()
+			t.Fatal("the active segment is listed as sealed after failed rolls")
+		}
+	}
+	s.mu.Unlock()
 	if err := s.Sync(ctx); err != nil {
 		t.Fatalf("Sync after ENOSPC: %v", err)
 	}
