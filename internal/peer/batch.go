@@ -188,17 +188,28 @@ func (c *Client) sendBatch(b *putBatch) {
 		b.finish(c.wrap("put-piece", rerr), nil)
 		return
 	}
-	errs, derr := decodePutResults(f.payload, b.n)
+	errs, derr := c.putResults(f.payload, b.n)
 	if derr != nil {
-		b.finish(c.wrap("put-piece", markUnavailable(derr)), nil)
+		b.finish(c.wrap("put-piece", derr), nil)
 		return
+	}
+	b.finish(nil, errs)
+}
+
+// putResults decodes the reply of a request that put n pieces (PutPieces,
+// PutAppendSync): nil for a stored piece, else its error wrapped as
+// PutPiece's would be. A reply that does not decode is unavailable.
+func (c *Client) putResults(p []byte, n int) ([]error, error) {
+	errs, err := decodePutResults(p, n)
+	if err != nil {
+		return nil, markUnavailable(err)
 	}
 	for i, e := range errs {
 		if e != nil {
 			errs[i] = c.wrap("put-piece", e)
 		}
 	}
-	b.finish(nil, errs)
+	return errs, nil
 }
 
 // sendSingly sends the pieces of b one by one (a server that does not

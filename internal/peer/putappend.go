@@ -3,6 +3,7 @@ package peer
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"cairn/blocks"
 )
@@ -56,14 +57,9 @@ func (c *Client) PutAppendSync(ctx context.Context, pieces []Piece, log blocks.I
 	if err := replyError(f); err != nil {
 		return nil, c.wrap("put-append-sync", err)
 	}
-	errs, derr := decodePutResults(f.payload, len(pieces))
+	errs, derr := c.putResults(f.payload, len(pieces))
 	if derr != nil {
-		return nil, c.wrap("put-append-sync", markUnavailable(derr))
-	}
-	for i, e := range errs {
-		if e != nil {
-			errs[i] = c.wrap("put-piece", e)
-		}
+		return nil, c.wrap("put-append-sync", derr)
 	}
 	return errs, nil
 }
@@ -88,16 +84,11 @@ func carriable(pieces []Piece) bool {
 // sync covers them.
 func (c *Client) putThenAppendSync(ctx context.Context, pieces []Piece, log blocks.ID, epoch blocks.Epoch, seq uint64, rec []byte) ([]error, error) {
 	errs := make([]error, len(pieces))
-	done := make(chan struct{}, len(pieces))
+	var wg sync.WaitGroup
 	for i, p := range pieces {
-		go func() {
-			errs[i] = c.PutPiece(ctx, p.Key, p.Data)
-			done <- struct{}{}
-		}()
+		wg.Go(func() { errs[i] = c.PutPiece(ctx, p.Key, p.Data) })
 	}
-	for range pieces {
-		<-done
-	}
+	wg.Wait()
 	if err := c.AppendSync(ctx, log, epoch, seq, rec); err != nil {
 		return nil, err
 	}
