@@ -22,6 +22,7 @@ type server struct {
 	uri  string
 	cmd  *exec.Cmd
 	log  string        // its stdout and stderr
+	file string        // nbdkit's disk image ("" for cairn)
 	done chan struct{} // closed when the process has exited
 	err  error         // cmd.Wait's result, valid after done
 }
@@ -159,6 +160,7 @@ func startNbdkit(ctx context.Context, dir string, size int64) (*server, error) {
 		return nil, err
 	}
 	s.uri = "nbd://" + addr + "/default"
+	s.file = path
 	deadline := time.Now().Add(time.Minute)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)

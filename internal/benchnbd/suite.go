@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -65,34 +66,65 @@ type fioStats struct {
 	} `json:"clat_ns"`
 }
 
-// detachLine is what cairn logs once a client's export is closed: the
-// cache the client left dirty is written back by then.
-const detachLine = "nbd: export detached"
+// What cairn logs when a client's export is attached, and once it is
+// closed (the cache the client left dirty is written back by then) or its
+// close failed.
+const (
+	attachLine     = "nbd: export attached"
+	detachLine     = "nbd: export detached"
+	detachFailLine = "nbd: closing export failed"
+)
 
-// detaches counts the detach lines in a cairn server's log.
-func detaches(s *server) int {
+// attachments counts the attach lines and the detach (or failed close)
+// lines in a cairn server's log.
+func attachments(s *server) (attached, detached int) {
 	b, _ := os.ReadFile(s.log)
-	return bytes.Count(b, []byte(detachLine))
+	return bytes.Count(b, []byte(attachLine)), bytes.Count(b, []byte(detachLine)) + bytes.Count(b, []byte(detachFailLine))
 }
 
-// settle waits, up to limit, until cairn server s has logged more than
-// before detaches: when fio disconnects, cairn closes the export, which
-// writes back what the run left in its write cache (hundreds of MiB after
-// a write row), and that must not overlap the next measurement, whoever
-// it is of.
+// settle waits, up to limit, until cairn server s has closed every export
+// it attached, and at least one since before detaches: when fio
+// disconnects, cairn closes the export, which writes back what the run
+// left in its write cache (hundreds of MiB after a write row), and that
+// must not overlap the next measurement, whoever it is of. Every fio run
+// attaches twice: its nbd engine first connects to ask for the size and
+// disconnects at once, then runs the job on a second connection. (Until
+// the eleventh session settle waited for one detach, the probe's: the
+// job's write-back then ran into the next row. On the cluster's
+// write+fsync row, after the 4K QD32 write rows, a CPU profile of the
+// four processes found node A still pushing the QD32 row's data to B and
+// C, and the single node still writing back its own, through the whole
+// measured window.)
 func settle(s *server, before int, limit time.Duration) {
 	deadline := time.Now().Add(limit)
-	for detaches(s) <= before && time.Now().Before(deadline) && s.alive() == nil {
+	done := func() bool {
+		a, d := attachments(s)
+		return d > before && d >= a
+	}
+	for !done() && time.Now().Before(deadline) && s.alive() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if detaches(s) <= before {
-		fmt.Fprintf(os.Stderr, "benchnbd: %s did not log its export's detach within %s\n", s.name, limit)
+	if !done() {
+		fmt.Fprintf(os.Stderr, "benchnbd: %s did not close every export within %s\n", s.name, limit)
 	}
+}
+
+// settleFile writes back what nbdkit's run left dirty in the page cache
+// of its image (fdatasync), as cairn's detach writes back its cache
+// (settle): neither server's write-back may fall into the next
+// measurement.
+func settleFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = syscall.Fdatasync(int(f.Fd()))
+	return errors.Join(err, f.Close())
 }
 
 // fioSettled is fio against cairn server s, then settle.
 func fioSettled(ctx context.Context, s *server, uri string, args []string, ramp time.Duration, cpuPIDs ...int) (measure, error) {
-	before := detaches(s)
+	_, before := attachments(s)
 	m, err := fio(ctx, uri, args, ramp, cpuPIDs...)
 	if err == nil {
 		settle(s, before, 5*time.Minute)
@@ -266,6 +298,9 @@ func nbdSuite(ctx context.Context, o options, bin, tmp string) (*nbdResult, erro
 					m, err = fioSettled(ctx, c, s.uri, jobArgs(r, o), o.ramp, s.pid())
 				} else {
 					m, err = fio(ctx, s.uri, jobArgs(r, o), o.ramp, s.pid())
+					if err == nil {
+						err = settleFile(s.file)
+					}
 				}
 				if err != nil {
 					return nil, fmt.Errorf("%s, %s: %w", s.name, r.name, err)
