@@ -122,7 +122,7 @@ func main() {
 	flag.IntVar(&o.goRounds, "go-rounds", 3, "rounds of the Go benchmarks, alternating which side runs first; the table gives each side's median")
 	flag.BoolVar(&o.single, "single", true, "run the single-node section: cairn serve vs nbdkit")
 	flag.BoolVar(&o.cluster, "cluster", true, "run the cluster section: a 3-node replicas = 3 volume vs a 1-node one, a short absence, and healing after a node loss")
-	flag.IntVar(&o.clusterRounds, "cluster-rounds", 1, "rounds of the cluster's fio suite; each row reports its best round")
+	flag.IntVar(&o.clusterRounds, "cluster-rounds", 2, "rounds of the cluster's fio suite, the second with the sides in the other order (as the single-node suite does); each row reports its best round")
 	clusterRegion := flag.String("cluster-region", "512MiB", "region of the cluster's volume the suite touches (filled before the reads)")
 	healSize := flag.String("heal-size", "1GiB", "bytes written to the cluster before a node is lost for good")
 	flag.DurationVar(&o.removeAfter, "remove-after", 10*time.Second, "--remove-after of the healing run's nodes")
