@@ -17,8 +17,15 @@
 // piece that is missing, fails its checksums or belongs to another block is
 // skipped; once the block is rebuilt from good pieces, every bad or missing
 // piece the read came across is rewritten on its holder (DeletePiece, then
-// PutPiece, then that holder's Sync), inline, before Get returns, and logged.
-// A repair that fails is logged and does not fail the Get. Scrub reads every
+// PutPiece), inline, before Get returns, and counted (logged at debug
+// level). A read does not sync the holders it repaired: their next Sync (a
+// volume's FLUSH, the anti-entropy pass's) makes the piece durable, and a
+// crash before that leaves it missing or bad as the read found it, for the
+// next read or pass to repair. (A client read that paid an fdatasync per
+// repaired piece ran at a fraction of its speed while a cluster healed.)
+// Repair and Scrub sync each holder they rewrote a piece on, unless their
+// context says the caller will (DeferRepairSyncs). A repair that fails is
+// logged and does not fail the Get. Scrub reads every
 // piece of every block it can find and repairs them the same way.
 //
 // # Writes
@@ -729,7 +736,7 @@ func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool, dst []byt
 		if data == nil {
 			return nil, 0, s.noBlock(addr, pcs)
 		}
-		return data, s.repair(ctx, hs, addr, data, pcs, false), nil
+		return data, s.repair(DeferRepairSyncs(ctx), hs, addr, data, pcs, false), nil
 	}
 	pcs := make([]piece, s.n)
 	var data []byte
@@ -746,6 +753,9 @@ func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool, dst []byt
 	}
 	if data == nil {
 		return nil, 0, s.noBlock(addr, pcs)
+	}
+	if !full {
+		ctx = DeferRepairSyncs(ctx) // a read's repair (see the package doc)
 	}
 	return data, s.repair(ctx, hs, addr, data, pcs, suspect), nil
 }
@@ -958,6 +968,9 @@ func (s *Store) repair(ctx context.Context, hs []blocks.Holder, addr blocks.Addr
 		if err := h.PutPiece(ctx, key, pieces[i]); err != nil {
 			return err
 		}
+		if syncDeferred(ctx) {
+			return nil // the caller syncs (DeferRepairSyncs)
+		}
 		return h.Sync(ctx)
 	})
 	n := 0
@@ -967,7 +980,10 @@ func (s *Store) repair(ctx context.Context, hs []blocks.Holder, addr blocks.Addr
 			continue
 		}
 		n++
-		s.log.Info("redundant: repaired piece", "addr", addr, "piece", todo[j], "reason", reasons[j])
+		// Debug: healing after a node loss rewrites hundreds of thousands
+		// of pieces; the caller counts them (anti-entropy logs a line per
+		// pass, status shows the totals).
+		s.log.Debug("redundant: repaired piece", "addr", addr, "piece", todo[j], "reason", reasons[j])
 	}
 	return n
 }

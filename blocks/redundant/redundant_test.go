@@ -593,3 +593,50 @@ func TestScrubReportsLoss(t *testing.T) {
 		t.Fatalf("Scrub whose fn fails: %v, want its error", err)
 	}
 }
+
+// TestRepairSyncs: a read's repair rewrites the piece without syncing its
+// holder; Repair syncs the holder it rewrote on, unless its context says
+// the caller will (DeferRepairSyncs).
+func TestRepairSyncs(t *testing.T) {
+	c := newCluster(t, config{replicas: 3, holders: 3})
+	ctx := t.Context()
+	data := blockstest.Random(7, 5000)
+	addr, err := c.s.Put(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lose := func(i int) (h *flaky, syncs int) {
+		h = c.holder(addr, i)
+		if err := h.DeletePiece(ctx, blocks.PieceKey(addr, i)); err != nil {
+			t.Fatal(err)
+		}
+		return h, h.Syncs()
+	}
+	check := func(what string, i int, h *flaky, before, want int) {
+		t.Helper()
+		if p, err := c.getPiece(t, addr, i); err != nil || len(p) == 0 {
+			t.Fatalf("%s: piece %d not repaired: %v", what, i, err)
+		}
+		if got := h.Syncs() - before; got != want {
+			t.Errorf("%s: the holder of piece %d synced %d times, want %d", what, i, got, want)
+		}
+	}
+
+	h, before := lose(0)
+	if got, err := c.s.Get(ctx, addr); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Get = %d bytes, %v", len(got), err)
+	}
+	check("Get", 0, h, before, 0)
+
+	h, before = lose(1)
+	if n, err := c.s.Repair(ctx, addr); err != nil || n != 1 {
+		t.Fatalf("Repair = %d, %v; want 1 piece", n, err)
+	}
+	check("Repair", 1, h, before, 1)
+
+	h, before = lose(2)
+	if n, err := c.s.Repair(DeferRepairSyncs(ctx), addr); err != nil || n != 1 {
+		t.Fatalf("Repair (deferred syncs) = %d, %v; want 1 piece", n, err)
+	}
+	check("Repair with DeferRepairSyncs", 2, h, before, 0)
+}

@@ -32,6 +32,29 @@ func PieceLayout(p []byte) (Layout, error) {
 	return l, nil
 }
 
+// deferSyncKey marks a context whose repairs leave their syncs to the
+// caller (DeferRepairSyncs).
+type deferSyncKey struct{}
+
+// DeferRepairSyncs returns a context under which the repairs of reads and
+// of Repair skip the Sync of each rewritten piece's holder. The caller
+// takes that on: it syncs every holder the repairs may have written to
+// before it relies on them (before it reports the blocks whole, or deletes
+// another copy). Anti-entropy checks a whole silo this way: a sync per
+// rewritten piece made every holder's silo sync-heavy (zero-filled
+// segments, an fdatasync per 4 KiB on a disk the clients share) for
+// nothing: a repair a crash loses leaves the block as it was before the
+// repair, which the next pass finds again.
+func DeferRepairSyncs(ctx context.Context) context.Context {
+	return context.WithValue(ctx, deferSyncKey{}, true)
+}
+
+// syncDeferred reports whether ctx came from DeferRepairSyncs.
+func syncDeferred(ctx context.Context) bool {
+	v, _ := ctx.Value(deferSyncKey{}).(bool)
+	return v
+}
+
 // Repair reads every piece of the block at addr from its holders (as the
 // Holders option places them now), verifies each, and rewrites those that
 // are missing or bad. It returns how many pieces it rewrote. Anti-entropy
