@@ -319,7 +319,7 @@ func (n *Node) Scrub(ctx context.Context) (admin.RepairStatus, error) {
 	if n.cluster == nil {
 		return admin.RepairStatus{}, fmt.Errorf("node: anti-entropy runs between cluster nodes; a single node checks its blocks on every read: %w", volume.ErrInvalid)
 	}
-	n.cluster.scrubPass(ctx)
+	n.cluster.scrubPass(ctx, true)
 	st, err := n.Status(ctx)
 	return st.Repair, err
 }

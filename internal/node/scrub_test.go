@@ -18,24 +18,23 @@ import (
 	"cairn/policies"
 )
 
-// TestScrubPassIsBackgroundAndSyncsOnce: an anti-entropy pass on node a
-// that rewrites the pieces node b lost marks every call it makes to b as
-// background work (b notes no client activity, so b's own repair stays
-// unthrottled while no client does I/O), and syncs b once at the end of
-// the pass rather than once per rewritten piece; b then holds every piece
-// again, durably (a power cut of b keeps them).
-func TestScrubPassIsBackgroundAndSyncsOnce(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+// scrubSetup is a two-node cluster in this process: node a (c, its silo
+// and its cluster), and node b, a memory store behind a real peer server
+// that counts the calls it reads as client activity and the pieces read
+// from it. It stores nblocks blocks with replicas = 2 (one piece on each
+// node) and returns their addresses.
+func scrubSetup(t *testing.T, nblocks int) (c *cluster, b *countingHolder, noted *atomic.Int64, addrs []blocks.Addr) {
+	t.Helper()
+	ctx := t.Context()
 	secret := bytes.Repeat([]byte{7}, peer.MinSecret)
 	s, err := silo.Open(ctx, filepath.Join(t.TempDir(), "silo"), silo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	remote := memory.New(0)
-	var noted atomic.Int64
-	srv, err := peer.NewServer(peer.ServerOptions{Holder: remote, Secret: secret, NodeID: "b",
+	b = &countingHolder{Store: memory.New(0)}
+	noted = new(atomic.Int64)
+	srv, err := peer.NewServer(peer.ServerOptions{Holder: b, Secret: secret, NodeID: "b",
 		ClientActivity: func() { noted.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +43,7 @@ func TestScrubPassIsBackgroundAndSyncsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(ctx, l)
+	go srv.Serve(context.Background(), l)
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -53,20 +52,17 @@ func TestScrubPassIsBackgroundAndSyncsOnce(t *testing.T) {
 	cl := peer.NewClient(l.Addr().String(), peer.ClientOptions{Secret: secret, NodeID: "a", Timeout: 30 * time.Second})
 	t.Cleanup(func() { cl.Close() })
 
-	v := viewOf(t, true, "a", "b")
-	c := clusterWithView(v)
+	c = clusterWithView(viewOf(t, true, "a", "b"))
 	c.clients["b"] = cl
 	c.scrub = scrubber{kick: make(chan struct{}, 1), period: time.Hour}
 	n := &Node{silo: s, log: slog.New(slog.NewTextHandler(io.Discard, nil)), stores: map[string]blocks.Store{}, cluster: c}
 	c.n = n
-	c.setRepairRate(1 << 20) // would bite if b's pass were throttled
+	c.setRepairRate(1 << 20) // would bite if the pass were throttled
 
 	st, err := n.redundantFor(policies.Redundancy{Replicas: 2}, policies.SpreadNode)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const nblocks = 40
-	var addrs []blocks.Addr
 	for i := range nblocks {
 		a, err := st.Put(ctx, bytes.Repeat([]byte{byte(i)}, 4096))
 		if err != nil {
@@ -77,40 +73,113 @@ func TestScrubPassIsBackgroundAndSyncsOnce(t *testing.T) {
 	if err := st.(interface{ Sync(context.Context) error }).Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// b loses every piece it held.
-	lost := 0
-	_ = remote.Walk(ctx, func(k blocks.Addr) error {
-		lost++
-		return remote.DeletePiece(ctx, k)
-	})
-	if lost != nblocks {
-		t.Fatalf("b held %d pieces, want %d (one of each block)", lost, nblocks)
+	return c, b, noted, addrs
+}
+
+// countingHolder is a memory store that counts the pieces read from it.
+type countingHolder struct {
+	*memory.Store
+	gets atomic.Int64
+}
+
+func (h *countingHolder) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
+	h.gets.Add(1)
+	return h.Store.GetPiece(ctx, key)
+}
+
+// bPiece returns node b's piece of block a (piece 0 or 1, as the ranks
+// put b), or an error if b has neither.
+func bPiece(ctx context.Context, b *countingHolder, a blocks.Addr) ([]byte, error) {
+	if p, err := b.Store.GetPiece(ctx, blocks.PieceKey(a, 1)); err == nil {
+		return p, nil
 	}
-	noted.Store(0)
-	syncs := remote.Syncs()
+	return b.Store.GetPiece(ctx, blocks.PieceKey(a, 0))
+}
 
-	c.scrubPass(ctx)
+// TestScrubPassIsBackgroundAndSyncsOnce: an anti-entropy pass on node a
+// (full or heal) that rewrites the pieces node b lost marks every call it
+// makes to b as background work (b notes no client activity, so b's own
+// repair stays unthrottled while no client does I/O), and syncs b once at
+// the end of the pass rather than once per rewritten piece; b then holds
+// every piece again, durably (a power cut of b keeps them).
+func TestScrubPassIsBackgroundAndSyncsOnce(t *testing.T) {
+	for _, full := range []bool{true, false} {
+		t.Run(map[bool]string{true: "full", false: "heal"}[full], func(t *testing.T) {
+			ctx := t.Context()
+			const nblocks = 40
+			c, b, noted, addrs := scrubSetup(t, nblocks)
+			lost := 0
+			_ = b.Walk(ctx, func(k blocks.Addr) error {
+				lost++
+				return b.DeletePiece(ctx, k)
+			})
+			if lost != nblocks {
+				t.Fatalf("b held %d pieces, want %d (one of each block)", lost, nblocks)
+			}
+			noted.Store(0)
+			syncs := b.Syncs()
 
+			c.scrubPass(ctx, full)
+
+			ss := c.scrubStatus()
+			if ss.Repaired != nblocks || ss.Unreadable != 0 {
+				t.Fatalf("the pass repaired %d pieces (%d unreadable), want %d", ss.Repaired, ss.Unreadable, nblocks)
+			}
+			if k := noted.Load(); k != 0 {
+				t.Errorf("b noted %d calls of the pass as client activity, want none", k)
+			}
+			if k := b.Syncs() - syncs; k != 1 {
+				t.Errorf("b synced %d times for %d rewritten pieces, want once, after the pass", k, nblocks)
+			}
+			b.Crash() // a power cut of b: what it synced stays
+			for i, a := range addrs {
+				if p, err := bPiece(ctx, b, a); err != nil || len(p) == 0 {
+					t.Fatalf("block %d: b lacks its piece after the pass and a power cut: %v", i, err)
+				}
+			}
+		})
+	}
+}
+
+// TestHealPassReadsOnlyWhatIsMissing: a heal pass reads no piece of a
+// block whose holders all list theirs, and rewrites the ones missing;
+// a full pass reads every piece of the blocks it checks.
+func TestHealPassReadsOnlyWhatIsMissing(t *testing.T) {
+	ctx := t.Context()
+	const nblocks = 40
+	c, b, _, addrs := scrubSetup(t, nblocks)
+
+	// a checks the blocks it ranks first for; b's own pass checks the rest.
+	c.scrubPass(ctx, false)
 	ss := c.scrubStatus()
-	if ss.Repaired != nblocks || ss.Unreadable != 0 {
-		t.Fatalf("the pass repaired %d pieces (%d unreadable), want %d", ss.Repaired, ss.Unreadable, nblocks)
+	mine := ss.Checked
+	if mine == 0 || mine == nblocks || ss.Repaired != 0 || b.gets.Load() != 0 {
+		t.Fatalf("heal pass over whole blocks: checked %d of %d, repaired %d, read %d pieces from b; want some, 0, 0",
+			mine, nblocks, ss.Repaired, b.gets.Load())
 	}
-	if k := noted.Load(); k != 0 {
-		t.Errorf("b noted %d calls of the pass as client activity, want none", k)
-	}
-	if k := remote.Syncs() - syncs; k != 1 {
-		t.Errorf("b synced %d times for %d rewritten pieces, want once, after the pass", k, nblocks)
-	}
-	remote.Crash() // a power cut of b: what it synced stays
-	for i, a := range addrs {
-		p, err := remote.GetPiece(ctx, blocks.PieceKey(a, 1))
-		if err != nil || len(p) == 0 {
-			// Piece 1 is b's for a block whose ranks put a first; the
-			// others are piece 0 there.
-			p, err = remote.GetPiece(ctx, blocks.PieceKey(a, 0))
+	lose := addrs[:3]
+	for _, a := range lose {
+		for i := range 2 {
+			_ = b.DeletePiece(ctx, blocks.PieceKey(a, i))
 		}
-		if err != nil || len(p) == 0 {
-			t.Fatalf("block %d: b lacks its piece after the pass and a power cut: %v", i, err)
+	}
+	c.scrubPass(ctx, false)
+	ss = c.scrubStatus()
+	if ss.Repaired != int64(len(lose)) || ss.Unreadable != 0 {
+		t.Fatalf("heal pass after b lost %d pieces: repaired %d (%d unreadable)", len(lose), ss.Repaired, ss.Unreadable)
+	}
+	if k := b.gets.Load(); k > int64(len(lose)) {
+		t.Errorf("the heal pass read %d pieces from b, want at most %d (the blocks it rewrote)", k, len(lose))
+	}
+	for _, a := range lose {
+		if _, err := bPiece(ctx, b, a); err != nil {
+			t.Fatalf("b still lacks a piece after the heal pass: %v", err)
 		}
+	}
+	b.gets.Store(0)
+	c.scrubPass(ctx, true)
+	if ss := c.scrubStatus(); ss.Checked != mine || ss.Repaired != 0 || b.gets.Load() < mine {
+		t.Fatalf("full pass: checked %d, repaired %d, read %d pieces from b; want %d, 0, at least %d",
+			ss.Checked, ss.Repaired, b.gets.Load(), mine, mine)
 	}
 }
