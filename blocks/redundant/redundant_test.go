@@ -640,3 +640,44 @@ func TestRepairSyncs(t *testing.T) {
 	}
 	check("Repair with DeferRepairSyncs", 2, h, before, 0)
 }
+
+// TestRepairMissing: RepairMissing rewrites exactly the pieces named, from
+// one read of the block, for replicas and erasure coding, and fails
+// (writing nothing) when the block cannot be read.
+func TestRepairMissing(t *testing.T) {
+	for _, cfg := range []config{{name: "replicas3-on-3", replicas: 3, holders: 3}, {name: "ec4+2-on-6", data: 4, parity: 2, holders: 6}} {
+		t.Run(cfg.name, func(t *testing.T) {
+			c := newCluster(t, cfg)
+			ctx := t.Context()
+			data := blockstest.Random(11, 9000)
+			addr, err := c.s.Put(ctx, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			orig := c.pieces(t, addr)
+			last := cfg.pieces() - 1
+			for _, i := range []int{1, last} {
+				if err := c.holder(addr, i).DeletePiece(ctx, blocks.PieceKey(addr, i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := c.s.RepairMissing(ctx, addr, []int{cfg.pieces()}); err == nil {
+				t.Fatal("RepairMissing of a piece index out of range: no error")
+			}
+			n, err := c.s.RepairMissing(DeferRepairSyncs(ctx), addr, []int{1, last})
+			if err != nil || n != 2 {
+				t.Fatalf("RepairMissing = %d, %v; want 2 pieces", n, err)
+			}
+			if got := c.pieces(t, addr); !equalPieces(got, orig) {
+				t.Fatal("the rewritten pieces differ from the originals")
+			}
+			// More lost than the layout tolerates: nothing to read from.
+			for i := range cfg.tolerates() + 1 {
+				_ = c.holder(addr, i).DeletePiece(ctx, blocks.PieceKey(addr, i))
+			}
+			if n, err := c.s.RepairMissing(ctx, addr, []int{0}); err == nil || n != 0 {
+				t.Fatalf("RepairMissing of an unreadable block = %d, %v; want an error", n, err)
+			}
+		})
+	}
+}

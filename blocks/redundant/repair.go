@@ -2,6 +2,7 @@ package redundant
 
 import (
 	"context"
+	"fmt"
 
 	"cairn/blocks"
 )
@@ -63,4 +64,54 @@ func syncDeferred(ctx context.Context) bool {
 func (s *Store) Repair(ctx context.Context, addr blocks.Addr) (int, error) {
 	_, n, err := s.read(ctx, addr, true, nil)
 	return n, err
+}
+
+// RepairMissing rewrites pieces missing of the block at addr, by index,
+// from one verified read of the block (a replica, local first, or the
+// data shards, as Get reads them): what anti-entropy does once it knows
+// which holders lack their piece, without reading and hashing every
+// piece as Repair does. It does not look for corrupt pieces (Repair
+// does). Each rewritten piece's holder is synced unless ctx says the
+// caller will (DeferRepairSyncs). It returns how many pieces it wrote,
+// and an error only when the block could not be read (as Get's); a
+// piece it could not write is logged, as Repair does, and not counted.
+func (s *Store) RepairMissing(ctx context.Context, addr blocks.Addr, missing []int) (int, error) {
+	hs, err := s.placement(addr)
+	if err != nil {
+		return 0, err
+	}
+	for _, i := range missing {
+		if i < 0 || i >= s.n {
+			return 0, fmt.Errorf("redundant: repair %v: piece %d of %d", addr, i, s.n)
+		}
+	}
+	data, _, err := s.read(ctx, addr, false, nil)
+	if err != nil {
+		return 0, err
+	}
+	pieces, err := s.encode(addr, data)
+	if err != nil {
+		return 0, err
+	}
+	errs := s.each(len(missing), func(j int) error {
+		i := missing[j]
+		h := hs[i]
+		if err := h.PutPiece(ctx, blocks.PieceKey(addr, i), pieces[i]); err != nil {
+			return err
+		}
+		if syncDeferred(ctx) {
+			return nil
+		}
+		return h.Sync(ctx)
+	})
+	n := 0
+	for j, err := range errs {
+		if err != nil {
+			s.log.Warn("redundant: repair failed", "addr", addr, "piece", missing[j], "err", err)
+			continue
+		}
+		n++
+		s.log.Debug("redundant: repaired piece", "addr", addr, "piece", missing[j], "reason", "missing")
+	}
+	return n, nil
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -22,6 +21,14 @@ import (
 // Crash drops what no Sync covered).
 func testCluster(t *testing.T) (*cluster, *memory.Store) {
 	t.Helper()
+	remote := memory.New(0)
+	return testClusterWith(t, peer.ServerOptions{Holder: remote}), remote
+}
+
+// testClusterWith is testCluster with node b's server options (its
+// Holder, and any other; the secret and node ID are set here).
+func testClusterWith(t *testing.T, opts peer.ServerOptions) *cluster {
+	t.Helper()
 	ctx := context.Background()
 	secret := bytes.Repeat([]byte{7}, peer.MinSecret)
 	s, err := silo.Open(ctx, filepath.Join(t.TempDir(), "silo"), silo.Options{})
@@ -29,22 +36,9 @@ func testCluster(t *testing.T) (*cluster, *memory.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	remote := memory.New(0)
-	srv, err := peer.NewServer(peer.ServerOptions{Holder: remote, Secret: secret, NodeID: "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ctx, l)
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	})
-	cl := peer.NewClient(l.Addr().String(), peer.ClientOptions{Secret: secret, NodeID: "a", Timeout: 30 * time.Second})
+	opts.Secret, opts.NodeID = secret, "b"
+	addr := servePeerWith(t, opts)
+	cl := peer.NewClient(addr, peer.ClientOptions{Secret: secret, NodeID: "a", Timeout: 30 * time.Second})
 	t.Cleanup(func() { cl.Close() })
 	c := &cluster{
 		n:       &Node{silo: s},
@@ -58,7 +52,7 @@ func testCluster(t *testing.T) (*cluster, *memory.Store) {
 			alive: map[string]bool{"a": true, "b": true},
 		},
 	}
-	return c, remote
+	return c
 }
 
 // TestJournalAppendSyncDurable: a journal slot's AppendSync makes the

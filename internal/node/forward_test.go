@@ -215,7 +215,14 @@ func TestMaxMutablePayloadAgrees(t *testing.T) {
 // servePeer serves m as the mutable store of a peer server on 127.0.0.1.
 func servePeer(t *testing.T, secret []byte, m blocks.MutableStore) string {
 	t.Helper()
-	srv, err := peer.NewServer(peer.ServerOptions{Holder: memory.New(0), Mutable: m, Secret: secret, NodeID: "server"})
+	return servePeerWith(t, peer.ServerOptions{Holder: memory.New(0), Mutable: m, Secret: secret, NodeID: "server"})
+}
+
+// servePeerWith runs a peer server with opts on 127.0.0.1 until the test
+// ends and returns its address.
+func servePeerWith(t *testing.T, opts peer.ServerOptions) string {
+	t.Helper()
+	srv, err := peer.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

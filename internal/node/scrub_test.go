@@ -3,17 +3,12 @@ package node
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
-	"net"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"cairn/blocks"
 	"cairn/blocks/memory"
-	"cairn/blocks/silo"
 	"cairn/internal/peer"
 	"cairn/policies"
 )
@@ -26,37 +21,13 @@ import (
 func scrubSetup(t *testing.T, nblocks int) (c *cluster, b *countingHolder, noted *atomic.Int64, addrs []blocks.Addr) {
 	t.Helper()
 	ctx := t.Context()
-	secret := bytes.Repeat([]byte{7}, peer.MinSecret)
-	s, err := silo.Open(ctx, filepath.Join(t.TempDir(), "silo"), silo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
 	b = &countingHolder{Store: memory.New(0)}
 	noted = new(atomic.Int64)
-	srv, err := peer.NewServer(peer.ServerOptions{Holder: b, Secret: secret, NodeID: "b",
-		ClientActivity: func() { noted.Add(1) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(context.Background(), l)
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	})
-	cl := peer.NewClient(l.Addr().String(), peer.ClientOptions{Secret: secret, NodeID: "a", Timeout: 30 * time.Second})
-	t.Cleanup(func() { cl.Close() })
-
-	c = clusterWithView(viewOf(t, true, "a", "b"))
-	c.clients["b"] = cl
+	c = testClusterWith(t, peer.ServerOptions{Holder: b, ClientActivity: func() { noted.Add(1) }})
+	c.v = viewOf(t, true, "a", "b")
 	c.scrub = scrubber{kick: make(chan struct{}, 1), period: time.Hour}
-	n := &Node{silo: s, log: slog.New(slog.NewTextHandler(io.Discard, nil)), stores: map[string]blocks.Store{}, cluster: c}
-	c.n = n
+	n := c.n
+	n.log, n.stores, n.cluster = c.log, map[string]blocks.Store{}, c
 	c.setRepairRate(1 << 20) // would bite if the pass were throttled
 
 	st, err := n.redundantFor(policies.Redundancy{Replicas: 2}, policies.SpreadNode)
