@@ -88,9 +88,10 @@ func (c *cluster) scrubStatus() ScrubStatus {
 // fetches the piece keys of every other node once (Walk), and reads only
 // the blocks whose holders, as placement names them now, do not all list
 // their piece: once, from the nearest copy, to write the missing pieces
-// (redundant.Store.RepairMissing). After a node loss most blocks lost nothing, and
-// reading and hashing all their pieces was most of what healing cost:
-// the reads paid the repair throttle and the CPU the clients share.
+// (redundant.Store.RepairMissing). After a node loss most blocks lost
+// nothing, and reading and hashing all their pieces was most of what
+// healing cost: the reads paid the repair throttle and the CPU the
+// clients share.
 // benchnbd -single=false -go=false -heal-only -heal-rates 8MiB,0
 // -heal-load 60s, with the other changes of syncRepairs' note in every
 // build: the rebuild took 1m51s against 2m32s at 8 MiB/s, with the
@@ -127,7 +128,7 @@ func (c *cluster) scrubPass(ctx context.Context, full bool) {
 	// repair for a second after each, so a pass that asked unmarked kept
 	// every node it asked throttled while no client was doing anything.
 	bctx := redundant.DeferRepairSyncs(throttle.Background(ctx))
-	moved0 := c.bg.movedPieces.Load()
+	moved0, wrote0 := c.bg.movedPieces.Load(), c.bg.repairedPieces.Load()
 	type job struct {
 		addr blocks.Addr
 		l    redundant.Layout
@@ -198,10 +199,9 @@ func (c *cluster) scrubPass(ctx context.Context, full bool) {
 	}
 	close(jobs)
 	wg.Wait()
-	c.scrub.mu.Lock()
-	repaired := c.scrub.st.Repaired
-	c.scrub.mu.Unlock()
-	if repaired > 0 {
+	if c.bg.repairedPieces.Load() != wrote0 {
+		// Pieces this pass wrote anywhere: rewritten, moved from a
+		// fallback, or repaired by its reads.
 		c.syncRepairs(bctx)
 	}
 	dropped := c.dropSurplus(bctx, &sp)
@@ -298,7 +298,7 @@ func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout, held map[s
 }
 
 // keySet is a node's piece keys, sorted, for a heal pass's lookups: 32
-// bytes a piece (a Go map took about 80).
+// bytes a piece, where a Go map would take more than twice that.
 type keySet []blocks.Addr
 
 func (ks keySet) has(k blocks.Addr) bool {
