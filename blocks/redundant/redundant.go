@@ -959,11 +959,23 @@ func (s *Store) repair(ctx context.Context, hs []blocks.Holder, addr blocks.Addr
 	if len(todo) == 0 {
 		return 0
 	}
+	return s.rewrite(ctx, hs, addr, pieces, todo, reasons, true)
+}
+
+// rewrite puts pieces[i] on hs[i] for each i in todo (reasons[j] says
+// why piece todo[j] is rewritten), in parallel, first deleting what the
+// holder has under the key when replace (a holder keeps a key it has, so
+// a bad piece must go first), and syncs each holder unless ctx defers
+// syncs (DeferRepairSyncs). It logs what fails, and returns how many
+// pieces it wrote.
+func (s *Store) rewrite(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pieces [][]byte, todo []int, reasons []error, replace bool) int {
 	errs := s.each(len(todo), func(j int) error {
 		i := todo[j]
 		h, key := hs[i], blocks.PieceKey(addr, i)
-		if err := h.DeletePiece(ctx, key); err != nil {
-			return err
+		if replace {
+			if err := h.DeletePiece(ctx, key); err != nil {
+				return err
+			}
 		}
 		if err := h.PutPiece(ctx, key, pieces[i]); err != nil {
 			return err

@@ -2,6 +2,7 @@ package redundant
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"cairn/blocks"
@@ -93,25 +94,12 @@ func (s *Store) RepairMissing(ctx context.Context, addr blocks.Addr, missing []i
 	if err != nil {
 		return 0, err
 	}
-	errs := s.each(len(missing), func(j int) error {
-		i := missing[j]
-		h := hs[i]
-		if err := h.PutPiece(ctx, blocks.PieceKey(addr, i), pieces[i]); err != nil {
-			return err
-		}
-		if syncDeferred(ctx) {
-			return nil
-		}
-		return h.Sync(ctx)
-	})
-	n := 0
-	for j, err := range errs {
-		if err != nil {
-			s.log.Warn("redundant: repair failed", "addr", addr, "piece", missing[j], "err", err)
-			continue
-		}
-		n++
-		s.log.Debug("redundant: repaired piece", "addr", addr, "piece", missing[j], "reason", "missing")
+	reasons := make([]error, len(missing))
+	for j := range reasons {
+		reasons[j] = errMissing
 	}
-	return n, nil
+	return s.rewrite(ctx, hs, addr, pieces, missing, reasons, false), nil
 }
+
+// errMissing is RepairMissing's reason for a rewrite, in the logs.
+var errMissing = errors.New("redundant: piece missing on its holder")
