@@ -34,6 +34,14 @@ func PieceLayout(p []byte) (Layout, error) {
 	return l, nil
 }
 
+// Pieces returns how many pieces the block has: its replicas, or k+m.
+func (l Layout) Pieces() int {
+	if l.Replicas > 0 {
+		return l.Replicas
+	}
+	return l.Data + l.Parity
+}
+
 // deferSyncKey marks a context whose repairs leave their syncs to the
 // caller (DeferRepairSyncs).
 type deferSyncKey struct{}

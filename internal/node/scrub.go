@@ -269,10 +269,7 @@ const scrubWorkers = 16
 // the view changed) checks it too: it may hold copies the rightful holders
 // lack.
 func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout, held map[string]keySet) bool {
-	n := l.Replicas
-	if n == 0 {
-		n = l.Data + l.Parity
-	}
+	n := l.Pieces()
 	v, primary, _, err := c.rank(l.Addr, n, 0, policies.SpreadNode)
 	if err != nil || !slices.Contains(primary, c.self.ID) {
 		return true
@@ -302,9 +299,11 @@ func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout, held map[s
 type keySet []blocks.Addr
 
 func (ks keySet) has(k blocks.Addr) bool {
-	_, ok := slices.BinarySearchFunc(ks, k, func(a, b blocks.Addr) int { return bytes.Compare(a[:], b[:]) })
+	_, ok := slices.BinarySearchFunc(ks, k, compareAddr)
 	return ok
 }
+
+func compareAddr(a, b blocks.Addr) int { return bytes.Compare(a[:], b[:]) }
 
 // holdings fetches the piece keys of every other usable node in the view
 // (Walk), for a heal pass. A node whose keys could not all be fetched is
@@ -326,7 +325,7 @@ func (c *cluster) holdings(ctx context.Context) map[string]keySet {
 			c.log.Warn("anti-entropy: could not list a node's pieces; its blocks are read in full", "node", id, "err", err)
 			continue
 		}
-		slices.SortFunc(ks, func(a, b blocks.Addr) int { return bytes.Compare(a[:], b[:]) })
+		slices.SortFunc(ks, compareAddr)
 		held[id] = ks
 	}
 	return held
@@ -341,10 +340,7 @@ func (c *cluster) missingPieces(ctx context.Context, l redundant.Layout, held ma
 	if held == nil {
 		return nil, false
 	}
-	n := l.Replicas
-	if n == 0 {
-		n = l.Data + l.Parity
-	}
+	n := l.Pieces()
 	_, primary, _, err := c.rank(l.Addr, n, 0, policies.SpreadNode)
 	if err != nil {
 		return nil, false
@@ -396,10 +392,7 @@ type surplus struct {
 // has now come back (the holder kept the copies it had, so these became
 // surplus).
 func (c *cluster) findSurplus(ctx context.Context, addr blocks.Addr, l redundant.Layout, sp *surplus) {
-	n := l.Replicas
-	if n == 0 {
-		n = l.Data + l.Parity
-	}
+	n := l.Pieces()
 	v, primary, _, err := c.rank(addr, n, 0, policies.SpreadNode)
 	if err != nil || slices.Contains(primary, c.self.ID) {
 		// A holder of the block keeps every piece of it it has, even one
