@@ -4,9 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 
 	"cairn/blocks"
+	"cairn/internal/crc32c"
 )
 
 // Piece format, version 1. Every piece a Store writes to a holder is a
@@ -42,8 +42,6 @@ const (
 	kindShard    = 2
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // errBadHeader marks a piece whose header does not decode.
 var errBadHeader = errors.New("redundant: bad piece header")
 
@@ -70,7 +68,7 @@ func (h *header) put(b []byte) {
 	binary.BigEndian.PutUint32(b[12:16], h.length)
 	copy(b[16:48], h.addr[:])
 	binary.BigEndian.PutUint32(b[48:52], h.crc)
-	binary.BigEndian.PutUint32(b[52:56], crc32.Checksum(b[:52], castagnoli))
+	binary.BigEndian.PutUint32(b[52:56], crc32c.Checksum(b[:52]))
 }
 
 // parseHeader decodes the header of piece p. It checks the magic, version,
@@ -83,7 +81,7 @@ func parseHeader(p []byte) (header, error) {
 	if string(p[0:4]) != pieceMagic {
 		return h, fmt.Errorf("%w: bad magic %q", errBadHeader, p[0:4])
 	}
-	if got, want := binary.BigEndian.Uint32(p[52:56]), crc32.Checksum(p[:52], castagnoli); got != want {
+	if got, want := binary.BigEndian.Uint32(p[52:56]), crc32c.Checksum(p[:52]); got != want {
 		return h, fmt.Errorf("%w: header checksum %08x, want %08x", errBadHeader, got, want)
 	}
 	if p[4] != pieceVersion {
@@ -117,7 +115,7 @@ func checkPayload(h header, p []byte) error {
 		return err
 	}
 	payload := p[HeaderSize:]
-	if got := crc32.Checksum(payload, castagnoli); got != h.crc {
+	if got := crc32c.Checksum(payload); got != h.crc {
 		return fmt.Errorf("redundant: piece payload checksum %08x, want %08x", got, h.crc)
 	}
 	return nil

@@ -44,7 +44,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"log/slog"
 	"slices"
 	"sync"
@@ -52,6 +51,7 @@ import (
 	"github.com/klauspost/reedsolomon"
 
 	"cairn/blocks"
+	"cairn/internal/crc32c"
 )
 
 var (
@@ -225,7 +225,7 @@ func (s *Store) frame(pieces [][]byte, buf *[]byte, addr blocks.Addr, head, body
 	if s.kind == kindReplica {
 		first := pieces[0][HeaderSize:]
 		copy(first[copy(first, head):], body)
-		h.crc = crc32.Checksum(first, castagnoli)
+		h.crc = crc32c.Checksum(first)
 		for i, p := range pieces {
 			if i > 0 {
 				copy(p[HeaderSize:], first)
@@ -250,7 +250,7 @@ func (s *Store) frame(pieces [][]byte, buf *[]byte, addr blocks.Addr, head, body
 	}
 	for i, p := range pieces {
 		h.index = uint8(i)
-		h.crc = crc32.Checksum(shards[i], castagnoli)
+		h.crc = crc32c.Checksum(shards[i])
 		h.put(p)
 	}
 	return nil

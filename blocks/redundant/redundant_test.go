@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"cairn/blocks"
 	"cairn/blocks/blockstest"
 	"cairn/blocks/memory"
+	"cairn/internal/crc32c"
 )
 
 // config is one redundancy layout over a number of memory holders.
@@ -59,7 +59,7 @@ type flaky struct {
 func (f *flaky) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error {
 	if f.local {
 		if ok, _ := f.Store.HasPiece(ctx, key); !ok {
-			f.sums.Store(key, crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)))
+			f.sums.Store(key, crc32c.Checksum(data))
 		}
 	}
 	return f.Store.PutPiece(ctx, key, data)
@@ -93,7 +93,7 @@ func (f *flaky) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 	p, err := f.Store.GetPiece(ctx, key)
 	if err == nil && f.local {
 		// A blocks.Local holder verifies its own checksum (the contract).
-		if sum, ok := f.sums.Load(key); !ok || sum.(uint32) != crc32.Checksum(p, crc32.MakeTable(crc32.Castagnoli)) {
+		if sum, ok := f.sums.Load(key); !ok || sum.(uint32) != crc32c.Checksum(p) {
 			return nil, fmt.Errorf("test holder: %w", blocks.ErrCorrupt)
 		}
 	}
@@ -544,7 +544,7 @@ func TestPieceHeader(t *testing.T) {
 	}
 }
 
-func castagnoli32(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+func castagnoli32(b []byte) uint32 { return crc32c.Checksum(b) }
 
 func TestNextComb(t *testing.T) {
 	comb, n := []int{0, 1}, 4

@@ -5,13 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"path/filepath"
 	"slices"
 	"sync"
 
 	"cairn/blocks"
+	"cairn/internal/crc32c"
 	"cairn/internal/fastcopy"
 )
 
@@ -152,7 +152,7 @@ func (s *Silo) appendLocked(h *header, pcrc uint32, payload, raw []byte) (*segme
 			return nil, 0, err
 		}
 		h, payload, raw = &rh, raw[hdrSize:], nil
-		pcrc = crc32.Checksum(payload, castagnoli)
+		pcrc = crc32c.Checksum(payload)
 	}
 	h.durable = uint32(seg.synced)
 	if len(s.wbuf)+n > cap(s.wbuf) {
@@ -524,7 +524,7 @@ func checkSplit(seg *segment, l loc, hb, a, b []byte, h *header) error {
 		return fmt.Errorf("silo: segment %s offset %d: %v: %w", seg.name, l.off, err, blocks.ErrCorrupt)
 	}
 	if h.n != l.n || int(h.n) != len(a)+len(b) ||
-		crc32.Update(crc32.Update(crc32.Checksum(a, castagnoli), castagnoli, b), castagnoli, hb[:76]) != h.crc {
+		crc32c.Update(crc32c.Update(crc32c.Checksum(a), b), hb[:76]) != h.crc {
 		return fmt.Errorf("silo: segment %s offset %d: checksum mismatch: %w", seg.name, l.off, blocks.ErrCorrupt)
 	}
 	return nil

@@ -3,11 +3,11 @@ package silo
 import (
 	"context"
 	"fmt"
-	"hash/crc32"
 	"math"
 	"slices"
 
 	"cairn/blocks"
+	"cairn/internal/crc32c"
 )
 
 // Append implements blocks.Journal: it writes record seq of log to the
@@ -26,7 +26,7 @@ func (s *Silo) Append(ctx context.Context, log blocks.ID, epoch blocks.Epoch, se
 	if seq == 0 {
 		return fmt.Errorf("silo: journal record with seq 0 (seqs start at 1)")
 	}
-	pcrc := crc32.Checksum(rec, castagnoli)
+	pcrc := crc32c.Checksum(rec)
 	h := header{typ: recJournal, n: uint32(len(rec)), key: log, a: uint64(epoch), b: seq}
 
 	s.waitFlightRoom()

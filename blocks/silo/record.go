@@ -4,10 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math"
 
 	"cairn/blocks"
+	"cairn/internal/crc32c"
 )
 
 // Record types. The values are on disk: never renumber them.
@@ -26,8 +26,6 @@ const (
 	// maxPayload bounds the length field a decoder accepts for any type.
 	maxPayload = blocks.MaxPiece
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // header is a decoded record header (see doc.go for the layout).
 type header struct {
@@ -74,9 +72,9 @@ func putHeader(b []byte, h *header, payloadCRC uint32) {
 	copy(b[24:56], h.key[:])
 	binary.LittleEndian.PutUint64(b[56:], h.a)
 	binary.LittleEndian.PutUint64(b[64:], h.b)
-	h.hcrc = crc32.Checksum(b[:72], castagnoli)
+	h.hcrc = crc32c.Checksum(b[:72])
 	binary.LittleEndian.PutUint32(b[72:], h.hcrc)
-	h.crc = crc32.Update(payloadCRC, castagnoli, b[:76])
+	h.crc = crc32c.Update(payloadCRC, b[:76])
 	binary.LittleEndian.PutUint32(b[76:], h.crc)
 }
 
@@ -91,7 +89,7 @@ func decodeHeader(b []byte, h *header) error {
 		return fmt.Errorf("%w: bad magic", errBadHeader)
 	}
 	h.hcrc = binary.LittleEndian.Uint32(b[72:])
-	if crc32.Checksum(b[:72], castagnoli) != h.hcrc {
+	if crc32c.Checksum(b[:72]) != h.hcrc {
 		return fmt.Errorf("%w: header checksum mismatch", errBadHeader)
 	}
 	h.typ = b[4]
@@ -125,11 +123,11 @@ func checkRecord(rec []byte, h *header) bool {
 	if len(rec) != hdrSize+int(h.n) {
 		return false
 	}
-	c := crc32.Checksum(rec[hdrSize:], castagnoli)
-	return crc32.Update(c, castagnoli, rec[:76]) == h.crc
+	c := crc32c.Checksum(rec[hdrSize:])
+	return crc32c.Update(c, rec[:76]) == h.crc
 }
 
 // isDrop reports whether a trim header drops the whole log.
 func (h *header) isDrop() bool { return h.typ == recTrim && h.b == math.MaxUint64 }
 
-func crc32Checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+func crc32Checksum(b []byte) uint32 { return crc32c.Checksum(b) }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"math"
@@ -17,6 +16,7 @@ import (
 	"sync/atomic"
 
 	"cairn/blocks"
+	"cairn/internal/crc32c"
 )
 
 var (
@@ -653,7 +653,7 @@ func (s *Silo) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 	if len(data) > blocks.MaxPiece {
 		return fmt.Errorf("silo: piece of %d bytes: %w", len(data), blocks.ErrTooLarge)
 	}
-	pcrc := crc32.Checksum(data, castagnoli) // outside the lock
+	pcrc := crc32c.Checksum(data) // outside the lock
 
 	h := header{typ: recPiece, n: uint32(len(data)), key: key}
 

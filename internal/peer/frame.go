@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"net"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"cairn/blocks"
+	"cairn/internal/crc32c"
 	"cairn/internal/fastcopy"
 )
 
@@ -207,8 +207,6 @@ func replyLimit(op byte) int {
 // carried it is closed.
 var ErrProtocol = errors.New("peer: protocol violation")
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // frame is one decoded frame. The payload is owned by whoever holds the frame.
 type frame struct {
 	op      byte
@@ -258,7 +256,7 @@ func readFrame(r io.Reader, limit func(op byte) int) (frame, error) {
 		}
 		return frame{}, err
 	}
-	crc := crc32.Update(crc32.Checksum(h[:16], castagnoli), castagnoli, f.payload)
+	crc := crc32c.Update(crc32c.Checksum(h[:16]), f.payload)
 	if crc != binary.BigEndian.Uint32(h[16:20]) {
 		return frame{}, fmt.Errorf("%w: frame checksum mismatch", ErrProtocol)
 	}
@@ -286,9 +284,9 @@ func encodeHeader(op, status byte, id uint64, parts [][]byte) [headerSize]byte {
 	binary.BigEndian.PutUint32(h[0:4], uint32(n))
 	h[4], h[5] = op, status
 	binary.BigEndian.PutUint64(h[8:16], id)
-	crc := crc32.Checksum(h[:16], castagnoli)
+	crc := crc32c.Checksum(h[:16])
 	for _, p := range parts {
-		crc = crc32.Update(crc, castagnoli, p)
+		crc = crc32c.Update(crc, p)
 	}
 	binary.BigEndian.PutUint32(h[16:20], crc)
 	return h

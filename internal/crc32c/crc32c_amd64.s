@@ -1,0 +1,124 @@
+#include "textflag.h"
+
+// The fold's constants for the bit-reflected CRC-32C polynomial
+// (0x1EDC6F41, reflected 0x82F63B78); consts_test.go derives each one.
+//
+// k1k2: x^(4*128+32) and x^(4*128-32) mod P, reflected, shifted left
+// one: a 128-bit lane folded forward by 512 bits (the low quadword by k1,
+// the high by k2).
+DATA k1k2<>+0(SB)/8, $0x740eef02
+DATA k1k2<>+8(SB)/8, $0x9e4addf8
+GLOBL k1k2<>(SB), RODATA|NOPTR, $16
+
+// k3k4: the same for 128 bits (x^(128+32), x^(128-32)).
+DATA k3k4<>+0(SB)/8, $0xf20c0dfe
+DATA k3k4<>+8(SB)/8, $0x14cd00bd6
+GLOBL k3k4<>(SB), RODATA|NOPTR, $16
+
+// k5: x^64 mod P, for 96 bits to 64.
+DATA k5<>+0(SB)/8, $0xdd45aab8
+GLOBL k5<>(SB), RODATA|NOPTR, $8
+
+// pmu: P itself (33 bits, reflected) and mu = floor(x^64 / P) reflected,
+// for the Barrett reduction of 64 bits to the 32-bit CRC.
+DATA pmu<>+0(SB)/8, $0x105ec76f1
+DATA pmu<>+8(SB)/8, $0xdea713f1
+GLOBL pmu<>(SB), RODATA|NOPTR, $16
+
+// func fold(crc uint32, p []byte) uint32
+//
+// Operand order is Go's: VPCLMULQDQ $imm, b, a, dst multiplies quadword
+// imm&1 of a by quadword imm>>4&1 of b.
+TEXT ·fold(SB), NOSPLIT, $0-36
+	MOVL crc+0(FP), AX
+	MOVQ p_base+8(FP), SI
+	MOVQ p_len+16(FP), CX
+
+	// Z1: the first 64 bytes with the state XORed into the lowest 32
+	// bits (VMOVD clears the rest of Z10).
+	VMOVD           AX, X10
+	VMOVDQU64       (SI), Z1
+	VPXORQ          Z10, Z1, Z1
+	ADDQ            $64, SI
+	SUBQ            $64, CX
+	VBROADCASTI32X4 k1k2<>(SB), Z0
+
+	// Each 64 bytes: every lane of Z1 moves 512 bits forward (two
+	// carry-less products) and takes in the next 64 bytes.
+	PCALIGN $16
+loop64:
+	CMPQ       CX, $64
+	JB         lanes
+	VMOVDQU64  (SI), Z11
+	VPCLMULQDQ $0x11, Z0, Z1, Z5
+	VPCLMULQDQ $0x00, Z0, Z1, Z1
+	VPTERNLOGD $0x96, Z11, Z5, Z1 // Z1 ^= Z5 ^ Z11
+	ADDQ       $64, SI
+	SUBQ       $64, CX
+	JMP        loop64
+
+lanes:
+	// The four lanes into X1: each folded 128 bits onto the next.
+	VEXTRACTI32X4 $1, Z1, X2
+	VEXTRACTI32X4 $2, Z1, X3
+	VEXTRACTI32X4 $3, Z1, X4
+	VMOVDQU       k3k4<>(SB), X0
+
+	VPCLMULQDQ $0x11, X0, X1, X5
+	VPCLMULQDQ $0x00, X0, X1, X1
+	VPXOR      X5, X1, X1
+	VPXOR      X2, X1, X1
+
+	VPCLMULQDQ $0x11, X0, X1, X5
+	VPCLMULQDQ $0x00, X0, X1, X1
+	VPXOR      X5, X1, X1
+	VPXOR      X3, X1, X1
+
+	VPCLMULQDQ $0x11, X0, X1, X5
+	VPCLMULQDQ $0x00, X0, X1, X1
+	VPXOR      X5, X1, X1
+	VPXOR      X4, X1, X1
+
+	// The remaining 16-byte blocks, one fold each.
+rem16:
+	CMPQ       CX, $16
+	JB         reduce
+	VMOVDQU    (SI), X2
+	VPCLMULQDQ $0x11, X0, X1, X5
+	VPCLMULQDQ $0x00, X0, X1, X1
+	VPXOR      X5, X1, X1
+	VPXOR      X2, X1, X1
+	ADDQ       $16, SI
+	SUBQ       $16, CX
+	JMP        rem16
+
+reduce:
+	// X3: the low 32 bits of each quadword.
+	VPCMPEQB X3, X3, X3
+	VPSRLQ   $32, X3, X3
+
+	// 128 bits to 96: the low quadword times k4, onto the high one.
+	VPCLMULQDQ $0x01, X1, X0, X2
+	VPSRLDQ    $8, X1, X1
+	VPXOR      X2, X1, X1
+
+	// 96 bits to 64: the low 32 bits times k5, onto the rest.
+	VPSRLDQ    $4, X1, X2
+	VPAND      X3, X1, X1
+	VMOVQ      k5<>(SB), X0
+	VPCLMULQDQ $0x00, X0, X1, X1
+	VPXOR      X2, X1, X1
+
+	// Barrett: R ^ ((R mod x^32) * mu mod x^32) * P; the CRC is bits
+	// 32 to 63 of that.
+	VMOVDQU    pmu<>(SB), X0
+	VPAND      X3, X1, X2
+	VPCLMULQDQ $0x10, X0, X2, X2
+	VPAND      X3, X2, X2
+	VPCLMULQDQ $0x00, X0, X2, X2
+	VPXOR      X1, X2, X2
+	VPEXTRD    $1, X2, AX
+
+	VZEROUPPER
+	MOVL AX, ret+32(FP)
+	RET

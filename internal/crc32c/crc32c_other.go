@@ -1,0 +1,10 @@
+//go:build !amd64
+
+package crc32c
+
+const (
+	haveFold = false
+	foldMin  = 0
+)
+
+func fold(crc uint32, p []byte) uint32 { panic("crc32c: no fold on this architecture") }
