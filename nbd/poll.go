@@ -6,6 +6,7 @@ import (
 	"net"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // Busy polling of a connection's socket (Server.BusyPoll).
@@ -66,7 +67,7 @@ func (r *pollReader) Read(p []byte) (int, error) {
 	var rerr error
 	err := r.raw.Read(func(fd uintptr) bool {
 		for {
-			m, err := syscall.Read(int(fd), p)
+			m, err := rawRead(fd, p)
 			switch {
 			case errors.Is(err, syscall.EINTR):
 				continue
@@ -90,4 +91,18 @@ func (r *pollReader) Read(p []byte) (int, error) {
 		return n, err
 	}
 	return n, rerr
+}
+
+// rawRead is read(2) on the non-blocking socket fd through
+// syscall.RawSyscall, outside the runtime's system-call state (as the
+// replies' writev, writev.go): it never blocks, and a read made through
+// syscall.Read would, after every idle spell, wake the runtime's monitor
+// thread (sysmon) from its deep sleep with its delay reset to 20 µs.
+func rawRead(fd uintptr, p []byte) (int, error) {
+	r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	raceAcquireIO(fd)
+	return int(r), nil
 }

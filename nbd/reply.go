@@ -94,9 +94,21 @@ func (w *replyWriter) writeVec(hdr, data []byte) error {
 		w.bufs = append(w.bufs, hdr)
 	}
 	w.bufs = append(w.bufs, data)
-	_, err := w.bufs.WriteTo(w.w)
+	err := w.out(w.bufs)
 	w.buf = w.buf[:0]
 	w.vec = [3][]byte{} // drop references to the caller's buffers
+	return err
+}
+
+// out writes the concatenation of bufs to the connection: with raw
+// writev calls on a socket (writev.go), else through net.Buffers. bufs
+// may be resliced.
+func (w *replyWriter) out(bufs [][]byte) error {
+	if w.raw != nil {
+		return w.raw.writeVec(bufs)
+	}
+	nb := net.Buffers(bufs)
+	_, err := nb.WriteTo(w.w)
 	return err
 }
 
@@ -105,7 +117,9 @@ func (w *replyWriter) Flush() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
-	_, err := w.w.Write(w.buf)
+	w.vec[0] = w.buf
+	err := w.out(w.vec[:1])
+	w.vec[0] = nil
 	w.buf = w.buf[:0]
 	return err
 }
@@ -128,13 +142,7 @@ func (w *replyWriter) WriteVec(hdr []byte, data [][]byte) error {
 		}
 	}
 	all := w.many
-	var err error
-	if w.raw != nil {
-		err = w.raw.writeVec(w.many)
-	} else {
-		bufs := net.Buffers(w.many)
-		_, err = bufs.WriteTo(w.w)
-	}
+	err := w.out(w.many)
 	w.buf = w.buf[:0]
 	clear(all) // drop references to the caller's buffers
 	w.many = all[:0]

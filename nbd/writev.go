@@ -76,6 +76,7 @@ func (w *rawVecWriter) writeVec(bufs [][]byte) error {
 		var n int
 		var errno syscall.Errno
 		err := w.raw.Write(func(fd uintptr) bool {
+			raceReleaseIO(fd)
 			for {
 				r, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(unsafe.SliceData(w.iov))), uintptr(len(w.iov)))
 				switch e {
