@@ -25,6 +25,14 @@ DATA pmu<>+0(SB)/8, $0x105ec76f1
 DATA pmu<>+8(SB)/8, $0xdea713f1
 GLOBL pmu<>(SB), RODATA|NOPTR, $16
 
+// FOLD128 moves X1 128 bits forward with the constants in X0 (k3k4) and
+// takes in next: X1 = X1.lo*k3 ^ X1.hi*k4 ^ next. It uses X5.
+#define FOLD128(next) \
+	VPCLMULQDQ $0x11, X0, X1, X5 \
+	VPCLMULQDQ $0x00, X0, X1, X1 \
+	VPXOR      X5, X1, X1        \
+	VPXOR      next, X1, X1
+
 // func fold(crc uint32, p []byte) uint32
 //
 // Operand order is Go's: VPCLMULQDQ $imm, b, a, dst multiplies quadword
@@ -64,30 +72,16 @@ lanes:
 	VEXTRACTI32X4 $3, Z1, X4
 	VMOVDQU       k3k4<>(SB), X0
 
-	VPCLMULQDQ $0x11, X0, X1, X5
-	VPCLMULQDQ $0x00, X0, X1, X1
-	VPXOR      X5, X1, X1
-	VPXOR      X2, X1, X1
-
-	VPCLMULQDQ $0x11, X0, X1, X5
-	VPCLMULQDQ $0x00, X0, X1, X1
-	VPXOR      X5, X1, X1
-	VPXOR      X3, X1, X1
-
-	VPCLMULQDQ $0x11, X0, X1, X5
-	VPCLMULQDQ $0x00, X0, X1, X1
-	VPXOR      X5, X1, X1
-	VPXOR      X4, X1, X1
+	FOLD128(X2)
+	FOLD128(X3)
+	FOLD128(X4)
 
 	// The remaining 16-byte blocks, one fold each.
 rem16:
 	CMPQ       CX, $16
 	JB         reduce
 	VMOVDQU    (SI), X2
-	VPCLMULQDQ $0x11, X0, X1, X5
-	VPCLMULQDQ $0x00, X0, X1, X1
-	VPXOR      X5, X1, X1
-	VPXOR      X2, X1, X1
+	FOLD128(X2)
 	ADDQ       $16, SI
 	SUBQ       $16, CX
 	JMP        rem16
