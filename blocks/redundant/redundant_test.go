@@ -203,7 +203,7 @@ func (c *cluster) damage(t testing.TB, addr blocks.Addr, i, how int, other block
 			t.Fatal(err)
 		}
 		p[len(p)-1] ^= 0x01
-		hd.crc = castagnoli32(p[HeaderSize:])
+		hd.crc = crc32c.Checksum(p[HeaderSize:])
 		hd.put(p)
 	case misfile:
 		p, err = c.getPiece(t, other, i%c.cfg.pieces())
@@ -543,8 +543,6 @@ func TestPieceHeader(t *testing.T) {
 		}
 	}
 }
-
-func castagnoli32(b []byte) uint32 { return crc32c.Checksum(b) }
 
 func TestNextComb(t *testing.T) {
 	comb, n := []int{0, 1}, 4

@@ -7,13 +7,14 @@ import (
 	"testing"
 
 	"cairn/blocks"
+	"cairn/internal/crc32c"
 )
 
 func encodeRecord(h header, payload []byte) []byte {
 	b := make([]byte, hdrSize+len(payload))
 	copy(b[hdrSize:], payload)
 	h.n = uint32(len(payload))
-	putHeader(b, &h, crc32Checksum(payload))
+	putHeader(b, &h, crc32c.Checksum(payload))
 	return b
 }
 

@@ -129,5 +129,3 @@ func checkRecord(rec []byte, h *header) bool {
 
 // isDrop reports whether a trim header drops the whole log.
 func (h *header) isDrop() bool { return h.typ == recTrim && h.b == math.MaxUint64 }
-
-func crc32Checksum(b []byte) uint32 { return crc32c.Checksum(b) }
