@@ -22,7 +22,7 @@ func BenchmarkUpdate(b *testing.B) {
 		b.Run(fmt.Sprintf("hash-crc32/%d", n), func(b *testing.B) {
 			b.SetBytes(int64(n))
 			for b.Loop() {
-				sink += crc32.Update(sink, Table, buf[:n])
+				sink += crc32.Update(sink, table, buf[:n])
 			}
 		})
 	}
@@ -39,7 +39,7 @@ func BenchmarkCold(b *testing.B) {
 	for _, side := range []string{"crc32c", "hash-crc32"} {
 		f := Update
 		if side == "hash-crc32" {
-			f = func(crc uint32, p []byte) uint32 { return crc32.Update(crc, Table, p) }
+			f = func(crc uint32, p []byte) uint32 { return crc32.Update(crc, table, p) }
 		}
 		b.Run(side, func(b *testing.B) {
 			b.SetBytes(1 << 20)

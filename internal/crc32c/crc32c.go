@@ -27,17 +27,15 @@ package crc32c
 
 import "hash/crc32"
 
-// Table is hash/crc32's Castagnoli table, for code that needs one.
-var Table = crc32.MakeTable(crc32.Castagnoli)
+// table is hash/crc32's Castagnoli table, for what fold leaves to it.
+var table = crc32.MakeTable(crc32.Castagnoli)
 
-// Size is the size of a CRC-32C checksum in bytes.
-const Size = 4
-
-// Checksum returns the CRC-32C of p, as crc32.Checksum(p, Table).
+// Checksum returns the CRC-32C of p, as hash/crc32 computes it with the
+// Castagnoli table.
 func Checksum(p []byte) uint32 { return Update(0, p) }
 
 // Update returns the result of adding the bytes in p to crc, as
-// crc32.Update(crc, Table, p).
+// crc32.Update(crc, crc32.MakeTable(crc32.Castagnoli), p).
 func Update(crc uint32, p []byte) uint32 {
 	if len(p) >= foldMin && haveFold {
 		n := len(p) &^ 15
@@ -47,5 +45,5 @@ func Update(crc uint32, p []byte) uint32 {
 	if len(p) == 0 {
 		return crc
 	}
-	return crc32.Update(crc, Table, p)
+	return crc32.Update(crc, table, p)
 }

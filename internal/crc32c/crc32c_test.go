@@ -26,10 +26,10 @@ func TestUpdateMatchesHashCRC32(t *testing.T) {
 			}
 			p := buf[off : off+n]
 			init := rng.Uint32()
-			if got, want := Update(init, p), crc32.Update(init, Table, p); got != want {
+			if got, want := Update(init, p), crc32.Update(init, table, p); got != want {
 				t.Fatalf("Update(%#x, %d bytes at %d) = %#x, hash/crc32 says %#x", init, n, off, got, want)
 			}
-			if got, want := Checksum(p), crc32.Checksum(p, Table); got != want {
+			if got, want := Checksum(p), crc32.Checksum(p, table); got != want {
 				t.Fatalf("Checksum(%d bytes at %d) = %#x, hash/crc32 says %#x", n, off, got, want)
 			}
 		}
@@ -58,7 +58,7 @@ func TestFoldEveryLength(t *testing.T) {
 			}
 			for _, init := range []uint32{0, 0xffffffff, rng.Uint32()} {
 				got := ^fold(^init, p)
-				if want := crc32.Update(init, Table, p); got != want {
+				if want := crc32.Update(init, table, p); got != want {
 					t.Fatalf("fold of %d bytes (%s) from %#x: %#x, hash/crc32 says %#x", n, fill, init, got, want)
 				}
 			}
@@ -70,7 +70,7 @@ func FuzzUpdate(f *testing.F) {
 	f.Add(uint32(0), []byte("123456789"))
 	f.Add(uint32(0xdeadbeef), make([]byte, 300))
 	f.Fuzz(func(t *testing.T, init uint32, p []byte) {
-		if got, want := Update(init, p), crc32.Update(init, Table, p); got != want {
+		if got, want := Update(init, p), crc32.Update(init, table, p); got != want {
 			t.Fatalf("Update(%#x, %d bytes) = %#x, hash/crc32 says %#x", init, len(p), got, want)
 		}
 	})
