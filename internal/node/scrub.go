@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -85,11 +84,10 @@ func (c *cluster) scrubStatus() ScrubStatus {
 // rewrites what is missing or bad (redundant.Store.Repair): it finds
 // corrupt copies. A heal pass (full false: the one a change of the view
 // kicks, after a node left or came back) is after missing pieces only: it
-// fetches the piece keys of every other node once (Walk), and reads only
-// the blocks whose holders, as placement names them now, do not all list
-// their piece: once, from the nearest copy, to write the missing pieces
-// (redundant.Store.RepairMissing). After a node loss most blocks lost
-// nothing, and reading and hashing all their pieces was most of what
+// reads only the blocks whose holders, as placement names them now, do not
+// all hold their piece: once, from the nearest copy, to write the missing
+// pieces (redundant.Store.RepairMissing). After a node loss most blocks
+// lost nothing, and reading and hashing all their pieces was most of what
 // healing cost: the reads paid the repair throttle and the CPU the
 // clients share.
 // benchnbd -single=false -go=false -heal-only -heal-rates 8MiB,0
@@ -101,40 +99,33 @@ func (c *cluster) scrubStatus() ScrubStatus {
 // and hashing every piece of an incomplete block (Repair): 1m39s and
 // 1m33s at 8 MiB/s (client 0.29x and 0.54x: the client's share moves
 // that much between runs of one build), 1m13s unlimited (0.33x).
+//
+// The pass goes through this node's pieces in windows of scrubWindow
+// blocks, and asks each other holder of a window's blocks, in one
+// HasPieces call per node (peer op 21, 4096 keys a round trip), which of
+// their pieces it has: that decides which node checks a block (see
+// scrubsHere) and, in a heal pass, which pieces are missing. What a pass
+// holds is its window and the silo's list of keys, and what it asks the
+// other nodes grows with the blocks this node holds, not with the
+// cluster. (Before, a heal pass fetched every other node's whole key
+// list first, 32 bytes a piece: on hundreds of nodes, every node would
+// have held, and each pass moved, the keys of the whole cluster.)
 func (c *cluster) scrubPass(ctx context.Context, full bool) {
 	c.scrub.mu.Lock()
 	c.scrub.st.Running, c.scrub.st.Checked, c.scrub.st.Repaired, c.scrub.st.Unreadable = true, 0, 0, 0
-	c.scrub.st.Total, c.scrub.st.Scanned, c.scrub.st.Dropped = 0, 0, 0
+	c.scrub.st.Total, c.scrub.st.Scanned, c.scrub.st.Dropped = c.n.silo.Stats().Pieces, 0, 0
 	c.scrub.mu.Unlock()
-	seen := map[blocks.Addr]bool{}
-	var keys []blocks.Addr
-	_ = c.n.silo.Walk(ctx, func(k blocks.Addr) error {
-		keys = append(keys, k)
-		return nil
-	})
-	c.scrub.mu.Lock()
-	c.scrub.st.Total = int64(len(keys))
-	c.scrub.mu.Unlock()
-	var held map[string]keySet
-	if !full {
-		held = c.holdings(throttle.Background(ctx))
-	}
 	// Every piece the pass reads or rewrites pays the repair throttle
 	// (see cluster.pace), so that healing leaves room for client I/O. The
 	// pieces it rewrites are synced once, at the end (syncRepairs), not
 	// each on its own. Every call the pass makes to other nodes carries
-	// the background mark, its questions (HasPiece) and syncs too: a
+	// the background mark, its questions (HasPieces) and syncs too: a
 	// node counts unmarked requests as client I/O and throttles its own
 	// repair for a second after each, so a pass that asked unmarked kept
 	// every node it asked throttled while no client was doing anything.
 	bctx := redundant.DeferRepairSyncs(throttle.Background(ctx))
 	moved0, wrote0 := c.bg.movedPieces.Load(), c.bg.repairedPieces.Load()
-	type job struct {
-		addr blocks.Addr
-		l    redundant.Layout
-		st   *redundant.Store
-	}
-	jobs := make(chan job)
+	jobs := make(chan scrubJob)
 	var sp surplus
 	var wg sync.WaitGroup
 	for range scrubWorkers {
@@ -144,17 +135,22 @@ func (c *cluster) scrubPass(ctx context.Context, full bool) {
 			for j := range jobs {
 				var n int
 				var err error
-				if missing, known := c.missingPieces(bctx, j.l, held); known {
+				var missing []int
+				known := false
+				if !full && j.primary != nil {
+					missing, known = c.missingPieces(bctx, j.l, j.primary, j.held)
+				}
+				if known {
 					// A heal pass that knows which holders lack their
 					// piece: one read of the block, only if one does.
 					if len(missing) > 0 {
-						n, err = j.st.RepairMissing(bctx, j.addr, missing)
+						n, err = j.st.RepairMissing(bctx, j.l.Addr, missing)
 					}
 				} else {
-					n, err = j.st.Repair(bctx, j.addr)
+					n, err = j.st.Repair(bctx, j.l.Addr)
 				}
 				if err == nil {
-					c.findSurplus(bctx, j.addr, j.l, &sp)
+					c.findSurplus(bctx, j.l.Addr, j.l, &sp)
 				}
 				c.scrub.mu.Lock()
 				c.scrub.st.Checked++
@@ -166,37 +162,40 @@ func (c *cluster) scrubPass(ctx context.Context, full bool) {
 			}
 		}()
 	}
-	var hb [redundant.HeaderSize]byte
-	for i, k := range keys {
-		if ctx.Err() != nil {
-			break
+	var (
+		win     []scrubJob
+		scanned int64
+		hb      [redundant.HeaderSize]byte
+	)
+	_ = c.n.silo.Walk(ctx, func(k blocks.Addr) error {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		if i%256 == 0 {
+		scanned++
+		if scanned%256 == 0 {
 			c.scrub.mu.Lock()
-			c.scrub.st.Scanned = int64(i)
+			c.scrub.st.Scanned = scanned
 			c.scrub.mu.Unlock()
 		}
 		// The piece's header names its block (and carries its own
 		// checksum); Repair reads and verifies the piece itself, so a
 		// corrupt local copy is checked and rewritten like any other.
-		p, err := c.n.silo.PeekPiece(ctx, k, hb[:])
-		if err != nil {
-			continue
-		}
-		l, err := redundant.PieceLayout(p)
-		if err != nil || seen[l.Addr] {
-			continue
-		}
-		seen[l.Addr] = true
-		if !c.scrubsHere(bctx, l, held) {
-			continue
+		l, ok := c.peekLayout(ctx, k, hb[:])
+		if !ok || c.checkedAtLowerPiece(ctx, k, l, hb[:]) {
+			return nil
 		}
 		st, err := c.n.redundantFor(policies.Redundancy{Replicas: l.Replicas, Data: l.Data, Parity: l.Parity}, policies.SpreadNode)
 		if err != nil {
-			continue
+			return nil
 		}
-		jobs <- job{l.Addr, l, st.(*redundant.Store)}
-	}
+		win = append(win, scrubJob{l: l, st: st.(*redundant.Store)})
+		if len(win) == scrubWindow {
+			c.scrubWindow(bctx, ctx, win, jobs)
+			win = win[:0]
+		}
+		return nil
+	})
+	c.scrubWindow(bctx, ctx, win, jobs)
 	close(jobs)
 	wg.Wait()
 	if c.bg.repairedPieces.Load() != wrote0 {
@@ -208,7 +207,8 @@ func (c *cluster) scrubPass(ctx context.Context, full bool) {
 	c.scrub.mu.Lock()
 	c.scrub.st.Running = false
 	if ctx.Err() == nil {
-		c.scrub.st.Scanned = c.scrub.st.Total
+		c.scrub.st.Scanned = max(scanned, c.scrub.st.Total)
+		c.scrub.st.Total = c.scrub.st.Scanned
 	}
 	c.scrub.st.Dropped = dropped
 	c.scrub.st.Moved = c.bg.movedPieces.Load() - moved0
@@ -219,6 +219,156 @@ func (c *cluster) scrubPass(ctx context.Context, full bool) {
 	if st.Repaired > 0 || st.Unreadable > 0 || st.Dropped > 0 || st.Moved > 0 {
 		c.log.Info("anti-entropy pass", "checked", st.Checked, "repaired", st.Repaired, "moved", st.Moved, "unreadable", st.Unreadable, "dropped", st.Dropped)
 	}
+}
+
+// scrubWindow is the number of blocks a pass asks the other holders about
+// at once: 16,384 blocks of 3 replicas are 32,768 questions, a few hundred
+// per node on a hundred nodes, in one round trip each, and a window's
+// state is a few MiB.
+const scrubWindow = 16384
+
+// scrubJob is one block a pass checks: its layout and store, its holders
+// as placement names them now (nil if it could not tell), and what the
+// other holders answered about their pieces (askHolders; shared by the
+// jobs of a window, read-only once asked).
+type scrubJob struct {
+	l       redundant.Layout
+	st      *redundant.Store
+	primary []string
+	held    map[string]map[blocks.Addr]bool
+}
+
+// peekLayout reads the header of this node's piece k and returns its
+// block's layout; ok is false when the piece is gone or its header does
+// not decode (a corrupt piece is then checked through another of the
+// block's pieces, by whichever node holds one).
+func (c *cluster) peekLayout(ctx context.Context, k blocks.Addr, hb []byte) (redundant.Layout, bool) {
+	p, err := c.n.silo.PeekPiece(ctx, k, hb)
+	if err != nil {
+		return redundant.Layout{}, false
+	}
+	l, err := redundant.PieceLayout(p)
+	return l, err == nil
+}
+
+// checkedAtLowerPiece reports whether this node also holds a piece of
+// block l with a lower index whose header names the same block: the
+// pass checks each block once, at its lowest piece here (a node holds
+// more than one piece of a block only as a fallback or after the view
+// changed), without a set of the blocks already seen.
+func (c *cluster) checkedAtLowerPiece(ctx context.Context, k blocks.Addr, l redundant.Layout, hb []byte) bool {
+	for i := range min(l.Index, l.Pieces()) {
+		key := blocks.PieceKey(l.Addr, i)
+		if key == k {
+			continue
+		}
+		if lo, ok := c.peekLayout(ctx, key, hb); ok && lo.Addr == l.Addr {
+			return true
+		}
+	}
+	return false
+}
+
+// scrubWindow asks the other holders of the window's blocks which of
+// their pieces they have, then sends the blocks this node checks to the
+// workers, with the answers. bctx carries the pass's background mark; ctx
+// ends the pass.
+func (c *cluster) scrubWindow(bctx, ctx context.Context, win []scrubJob, jobs chan<- scrubJob) {
+	if len(win) == 0 {
+		return
+	}
+	type ranked struct {
+		v       *view
+		primary []string
+	}
+	ranks := make([]ranked, len(win))
+	asks := map[string][]blocks.Addr{}
+	for i, j := range win {
+		v, primary, _, err := c.rank(j.l.Addr, j.l.Pieces(), 0, policies.SpreadNode)
+		if err != nil {
+			continue
+		}
+		ranks[i] = ranked{v, primary}
+		for pi, id := range primary {
+			if id != c.self.ID && c.usable(v, id) {
+				asks[id] = append(asks[id], blocks.PieceKey(j.l.Addr, pi))
+			}
+		}
+	}
+	held := c.askHolders(bctx, asks)
+	for i := range win {
+		if ctx.Err() != nil {
+			return
+		}
+		j := &win[i]
+		r := ranks[i]
+		if !c.scrubsHere(bctx, j.l, r.v, r.primary, held) {
+			continue
+		}
+		j.primary, j.held = r.primary, held
+		select {
+		case jobs <- *j:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// askHolders asks each node of asks, a few at a time, which of its keys
+// it holds, and returns the keys each one holds. A node whose answer
+// could not be had is left out: its blocks are checked by asking it
+// again (scrubsHere) and read in full (missingPieces).
+func (c *cluster) askHolders(ctx context.Context, asks map[string][]blocks.Addr) map[string]map[blocks.Addr]bool {
+	held := make(map[string]map[blocks.Addr]bool, len(asks))
+	var mu sync.Mutex
+	sem := make(chan struct{}, scrubAsks)
+	var wg sync.WaitGroup
+	for id, keys := range asks {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			has, err := c.hasPieces(ctx, id, keys)
+			if err != nil {
+				c.log.Warn("anti-entropy: could not ask a node which pieces it holds; its blocks are read in full", "node", id, "err", err)
+				return
+			}
+			set := make(map[blocks.Addr]bool, len(keys))
+			for i, k := range keys {
+				if has[i] {
+					set[k] = true
+				}
+			}
+			mu.Lock()
+			held[id] = set
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return held
+}
+
+// scrubAsks bounds the HasPieces calls a pass has in flight.
+const scrubAsks = 8
+
+// hasPieces asks holder id which of keys it has: in one round trip per
+// 4096 keys when the holder can (a peer client), else one key at a time.
+func (c *cluster) hasPieces(ctx context.Context, id string, keys []blocks.Addr) ([]bool, error) {
+	h := c.holder(id)
+	if b, ok := h.(interface {
+		HasPieces(context.Context, []blocks.Addr) ([]bool, error)
+	}); ok {
+		return b.HasPieces(ctx, keys)
+	}
+	has := make([]bool, len(keys))
+	for i, k := range keys {
+		ok, err := h.HasPiece(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		has[i] = ok
+	}
+	return has, nil
 }
 
 // syncRepairs syncs every reachable storage node, this one included,
@@ -262,16 +412,14 @@ const scrubWorkers = 16
 
 // scrubsHere decides which of a block's holders checks it, so that a pass
 // costs about one check per block, not one per piece: the first reachable
-// node, among the holders placement names now, that holds its piece. A node
-// asks the holders ranked before it whether they hold theirs (a cheap index
-// lookup), and leaves the block to the first that does. A node holding a
-// piece without being one of those holders (a fallback, or a holder before
-// the view changed) checks it too: it may hold copies the rightful holders
-// lack.
-func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout, held map[string]keySet) bool {
-	n := l.Pieces()
-	v, primary, _, err := c.rank(l.Addr, n, 0, policies.SpreadNode)
-	if err != nil || !slices.Contains(primary, c.self.ID) {
+// node, among the holders placement names now (primary, in v), that holds
+// its piece. held has the answers of the other holders (askHolders); a
+// holder left out of it is asked now (a cheap index lookup). A node
+// holding a piece without being one of those holders (a fallback, or a
+// holder before the view changed) checks it too: it may hold copies the
+// rightful holders lack.
+func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout, v *view, primary []string, held map[string]map[blocks.Addr]bool) bool {
+	if !slices.Contains(primary, c.self.ID) {
 		return true
 	}
 	for i, id := range primary {
@@ -282,11 +430,12 @@ func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout, held map[s
 			continue
 		}
 		key := blocks.PieceKey(l.Addr, i)
-		if ks, ok := held[id]; ok && ks.has(key) {
-			return false // it holds its piece, so it checks the block
+		if set, ok := held[id]; ok {
+			if set[key] {
+				return false // it holds its piece, so it checks the block
+			}
+			continue
 		}
-		// Not in its list (a heal pass): it may have got the piece since
-		// (its own pass, checking the block first); ask.
 		if ok, err := c.holder(id).HasPiece(ctx, key); err == nil && ok {
 			return false
 		}
@@ -294,57 +443,20 @@ func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout, held map[s
 	return true
 }
 
-// keySet is a node's piece keys, sorted, for a heal pass's lookups: 32
-// bytes a piece, where a Go map would take more than twice that.
-type keySet []blocks.Addr
-
-func (ks keySet) has(k blocks.Addr) bool {
-	_, ok := slices.BinarySearchFunc(ks, k, compareAddr)
-	return ok
-}
-
-func compareAddr(a, b blocks.Addr) int { return bytes.Compare(a[:], b[:]) }
-
-// holdings fetches the piece keys of every other usable node in the view
-// (Walk), for a heal pass. A node whose keys could not all be fetched is
-// left out: blocks with a piece there are checked by asking it, and read
-// in full.
-func (c *cluster) holdings(ctx context.Context) map[string]keySet {
-	v := c.view()
-	held := map[string]keySet{}
-	for id := range v.nodes {
-		if id == c.self.ID || !c.usable(v, id) {
-			continue
-		}
-		var ks keySet
-		err := c.holder(id).Walk(ctx, func(k blocks.Addr) error {
-			ks = append(ks, k)
-			return nil
-		})
-		if err != nil {
-			c.log.Warn("anti-entropy: could not list a node's pieces; its blocks are read in full", "node", id, "err", err)
-			continue
-		}
-		slices.SortFunc(ks, compareAddr)
-		held[id] = ks
-	}
-	return held
-}
-
-// missingPieces returns the indexes of block l's pieces whose holders,
-// as placement names them now, lack them: this node by its silo's
-// index, the others by their keys in held. known is false when it
-// cannot tell (no held: a full pass; a holder whose keys are not in
-// held; no placement), and the block is then checked in full.
-func (c *cluster) missingPieces(ctx context.Context, l redundant.Layout, held map[string]keySet) (missing []int, known bool) {
-	if held == nil {
-		return nil, false
-	}
-	n := l.Pieces()
-	_, primary, _, err := c.rank(l.Addr, n, 0, policies.SpreadNode)
-	if err != nil {
-		return nil, false
-	}
+// missingPieces returns the indexes of block l's pieces whose holders
+// (primary, as placement names them now) lack them: this node by its
+// silo's index, the others by their answers in held, and a holder that
+// answered no is asked again (it may have got the piece since: a
+// client's write, or the pass of another node that checks the block too,
+// as one holding a surplus copy does). known is false when it cannot
+// tell (a holder whose answer is not in held), and the block is then
+// checked in full.
+//
+// Without asking again, a node's return after a removal (the e2e test
+// TestNodeBackAfterRemovalCopiesOnlyWhatItMissed) rewrote 14.3-14.6 MiB
+// instead of at most 8: the answers of a window, taken at its start,
+// were stale by the time the workers reached its blocks.
+func (c *cluster) missingPieces(ctx context.Context, l redundant.Layout, primary []string, held map[string]map[blocks.Addr]bool) (missing []int, known bool) {
 	for i, id := range primary {
 		key := blocks.PieceKey(l.Addr, i)
 		if id == c.self.ID {
@@ -357,16 +469,13 @@ func (c *cluster) missingPieces(ctx context.Context, l redundant.Layout, held ma
 			}
 			continue
 		}
-		ks, ok := held[id]
+		set, ok := held[id]
 		if !ok {
 			return nil, false
 		}
-		if ks.has(key) {
+		if set[key] {
 			continue
 		}
-		// Missing from its list, taken when the pass began: ask, as the
-		// node may have got it since (a client's write, another node's
-		// pass that checked the block too).
 		ok, err := c.holder(id).HasPiece(ctx, key)
 		if err != nil {
 			return nil, false

@@ -47,10 +47,21 @@ func scrubSetup(t *testing.T, nblocks int) (c *cluster, b *countingHolder, noted
 	return c, b, noted, addrs
 }
 
-// countingHolder is a memory store that counts the pieces read from it.
+// countingHolder is a memory store that counts the pieces read from it,
+// the keys asked about and the walks of its keys.
 type countingHolder struct {
 	*memory.Store
-	gets atomic.Int64
+	gets, has, walks atomic.Int64
+}
+
+func (h *countingHolder) HasPiece(ctx context.Context, key blocks.Addr) (bool, error) {
+	h.has.Add(1)
+	return h.Store.HasPiece(ctx, key)
+}
+
+func (h *countingHolder) Walk(ctx context.Context, fn func(blocks.Addr) error) error {
+	h.walks.Add(1)
+	return h.Store.Walk(ctx, fn)
 }
 
 func (h *countingHolder) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
@@ -152,5 +163,62 @@ func TestHealPassReadsOnlyWhatIsMissing(t *testing.T) {
 	if ss := c.scrubStatus(); ss.Checked != mine || ss.Repaired != 0 || b.gets.Load() < mine {
 		t.Fatalf("full pass: checked %d, repaired %d, read %d pieces from b; want %d, 0, at least %d",
 			ss.Checked, ss.Repaired, b.gets.Load(), mine, mine)
+	}
+}
+
+// TestHealPassAsksEachKeyOnce: a heal pass does not walk the other
+// node's keys: it asks one question per block about b's piece (in
+// HasPieces windows), and once more, just before rewriting it, about
+// each piece b answered it lacks.
+func TestHealPassAsksEachKeyOnce(t *testing.T) {
+	ctx := t.Context()
+	const nblocks = 40
+	c, b, _, addrs := scrubSetup(t, nblocks)
+	c.scrubPass(ctx, false)
+	if w, h := b.walks.Load(), b.has.Load(); w != 0 || h != nblocks {
+		t.Fatalf("heal pass over whole blocks: %d walks of b and %d questions, want 0 and %d", w, h, nblocks)
+	}
+	for _, a := range addrs[:5] {
+		for i := range 2 {
+			_ = b.DeletePiece(ctx, blocks.PieceKey(a, i))
+		}
+	}
+	b.has.Store(0)
+	c.scrubPass(ctx, false)
+	ss := c.scrubStatus()
+	if w, h := b.walks.Load(), b.has.Load(); w != 0 || h != nblocks+5 || ss.Repaired != 5 {
+		t.Fatalf("heal pass after b lost 5 pieces: %d walks of b, %d questions, %d repaired; want 0, %d, 5", w, h, ss.Repaired, nblocks+5)
+	}
+}
+
+// TestPassChecksABlockOnce: a node that holds two pieces of a block (its
+// own and a copy of the other's) checks the block once, in full and heal
+// passes alike.
+func TestPassChecksABlockOnce(t *testing.T) {
+	ctx := t.Context()
+	const nblocks = 40
+	c, b, _, addrs := scrubSetup(t, nblocks)
+	c.scrubPass(ctx, true)
+	mine := c.scrubStatus().Checked
+	copied := 0
+	for _, a := range addrs {
+		for i := range 2 {
+			key := blocks.PieceKey(a, i)
+			if p, err := b.Store.GetPiece(ctx, key); err == nil {
+				if err := c.n.silo.PutPiece(ctx, key, p); err != nil {
+					t.Fatal(err)
+				}
+				copied++
+			}
+		}
+	}
+	if copied != nblocks {
+		t.Fatalf("copied %d of b's pieces to a, want %d", copied, nblocks)
+	}
+	for _, full := range []bool{true, false} {
+		c.scrubPass(ctx, full)
+		if ss := c.scrubStatus(); ss.Checked != mine || ss.Total != 2*nblocks {
+			t.Fatalf("full=%v: a pass over %d pieces checked %d blocks, want %d (as before a held the copies)", full, ss.Total, ss.Checked, mine)
+		}
 	}
 }

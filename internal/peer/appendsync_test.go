@@ -165,9 +165,10 @@ func TestAppendSyncWire(t *testing.T) {
 }
 
 // startOldServer serves a memory store as a server that predates
-// AppendSync would: ops 13 (PutPieces), 14 and 15 are unknown, so a frame
-// of one over maxSmall bytes closes the connection and a smaller one is
-// answered with status 8; it serves PutPiece, Append and Sync. It returns
+// AppendSync would: ops 13 (PutPieces), 14, 15 and 21 (HasPieces) are
+// unknown, so a frame of one over maxSmall bytes closes the connection and
+// a smaller one is answered with status 8; it serves PutPiece, HasPiece,
+// Append and Sync. It returns
 // the address and the count of frames it refused, by op.
 func startOldServer(t *testing.T, store *memory.Store) (string, *[256]atomic.Int64) {
 	t.Helper()
@@ -179,7 +180,7 @@ func startOldServer(t *testing.T, store *memory.Store) (string, *[256]atomic.Int
 	var refused [256]atomic.Int64
 	limit := func(op byte) int {
 		switch op {
-		case opPutPieces, opAppendSync, opPutAppendSync:
+		case opPutPieces, opAppendSync, opPutAppendSync, opHasPieces:
 			return maxSmall
 		}
 		return requestLimit(op)
@@ -217,7 +218,21 @@ func startOldServer(t *testing.T, store *memory.Store) (string, *[256]atomic.Int
 							return
 						}
 						rerr = store.PutPiece(context.Background(), key, data)
-					case opPutPieces, opAppendSync, opPutAppendSync:
+					case opHasPiece:
+						key, derr := decodeKey(f.payload)
+						if derr != nil {
+							return
+						}
+						ok, herr := store.HasPiece(context.Background(), key)
+						if herr != nil {
+							rerr = herr
+							break
+						}
+						if _, err := conn.Write(appendFrame(nil, opReply, codeOK, f.id, []byte{map[bool]byte{false: 0, true: 1}[ok]})); err != nil {
+							return
+						}
+						continue
+					case opPutPieces, opAppendSync, opPutAppendSync, opHasPieces:
 						refused[f.op].Add(1)
 						rerr = fmt.Errorf("unknown op: %w", ErrProtocol)
 					default:

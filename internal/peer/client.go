@@ -70,6 +70,8 @@ type Client struct {
 	noAppendSync, appendSyncProbed atomic.Bool
 	// The same for PutAppendSync (op 15).
 	noPutAppendSync, putAppendSyncProbed atomic.Bool
+	// The same for HasPieces (op 21).
+	noHasPieces, hasPiecesProbed atomic.Bool
 }
 
 // NewClient returns a client of the peer at addr. It does not connect
@@ -129,7 +131,7 @@ var opNames = map[byte]string{
 	opDeletePiece: "delete-piece", opSync: "sync", opAppend: "append", opAppendSync: "append-sync", opPutAppendSync: "put-append-sync", opSeal: "seal",
 	opReplay: "replay", opTrim: "trim", opWalk: "walk",
 	opLoad: "load", opCompareAndSet: "compare-and-set", opPutPieces: "put-pieces",
-	opGCBegin: "gc-begin", opGCLive: "gc-live", opGCSweep: "gc-sweep",
+	opGCBegin: "gc-begin", opGCLive: "gc-live", opGCSweep: "gc-sweep", opHasPieces: "has-pieces",
 }
 
 func (c *Client) wrap(what string, err error) error {
@@ -661,6 +663,41 @@ func (c *Client) HasPiece(ctx context.Context, key blocks.Addr) (bool, error) {
 		return false, c.wrap("has-piece", markUnavailable(err))
 	}
 	return ok, nil
+}
+
+// HasPieces reports which of keys the peer's holder has (has[i] for
+// keys[i]), in one round trip per MaxHasPieces keys. Against a server that
+// predates op 21 (it answers the first call's probe with status 8) it asks
+// HasPiece once per key from then on. Errors: HasPiece's.
+func (c *Client) HasPieces(ctx context.Context, keys []blocks.Addr) ([]bool, error) {
+	if err := c.probe(ctx, opHasPieces, &c.hasPiecesProbed, &c.noHasPieces); err != nil {
+		return nil, err
+	}
+	has := make([]bool, 0, len(keys))
+	if c.noHasPieces.Load() {
+		for _, k := range keys {
+			ok, err := c.HasPiece(ctx, k)
+			if err != nil {
+				return nil, err
+			}
+			has = append(has, ok)
+		}
+		return has, nil
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), MaxHasPieces)
+		p, err := c.call(ctx, opHasPieces, encodeHasPieces(keys[:n]))
+		if err != nil {
+			return nil, err
+		}
+		part, err := decodeHasBitmap(p, n)
+		if err != nil {
+			return nil, c.wrap("has-pieces", markUnavailable(err))
+		}
+		has = append(has, part...)
+		keys = keys[n:]
+	}
+	return has, nil
 }
 
 // DeletePiece implements blocks.Holder.

@@ -94,6 +94,8 @@
 //	15  PutAppendSync log(32) epoch(8) seq(8) len(4) record,
 //	                 then PutPieces' request             PutPieces' reply
 //	    (probe)      empty                                empty
+//	21  HasPieces    count(2) {key(32)}...                bitmap, (count+7)/8 bytes
+//	    (probe)      empty                                empty
 //	16  Credit       empty (names a stream by its ID)     none
 //	17  Cancel       empty (names a stream by its ID)     none
 //
@@ -117,6 +119,12 @@
 // internal/node), so that the FLUSH waits for one round trip instead of
 // two. It is probed and falls back like AppendSync (pieces apart, then
 // AppendSync).
+//
+// HasPieces asks which of up to 4096 keys the holder has (bit i of the
+// reply, least significant bit first, for key i). A heal pass asks each
+// node about the pieces of the blocks it checks, instead of fetching
+// every node's whole key list (Walk), which grows with the cluster. It is
+// probed and falls back (one HasPiece per key) like AppendSync.
 //
 // Replies are op 0x80 with a status: 0 OK, 1 not found, 2 corrupt, 3 no
 // space, 4 fenced, 5 too large, 6 unavailable (the holder is closed or the

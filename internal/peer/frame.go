@@ -55,6 +55,9 @@ const (
 	opGCBegin byte = 18
 	opGCLive  byte = 19
 	opGCSweep byte = 20
+	// Which of several pieces the holder has, in one round trip (see
+	// msg.go); an empty one is a probe, as for AppendSync.
+	opHasPieces byte = 21
 	// Stream control, client to server, naming a stream by its request ID.
 	opCredit byte = 16
 	opCancel byte = 17
@@ -163,6 +166,10 @@ const (
 	maxFrameLimit = maxPutPiece // the largest of all, for the fuzzers
 	// maxCompareAndSet: id, want, flags, payload.
 	maxCompareAndSet = 32 + 8 + 1 + MaxMutablePayload
+	// MaxHasPieces is the most keys one HasPieces request asks about;
+	// Client.HasPieces splits longer lists.
+	MaxHasPieces = 4096
+	maxHasPieces = 2 + 32*MaxHasPieces // count, keys
 )
 
 // requestLimit is the largest payload a server accepts for op (0: unknown
@@ -182,6 +189,8 @@ func requestLimit(op byte) int {
 		return maxCompareAndSet
 	case opGCSweep:
 		return maxGCSweep
+	case opHasPieces:
+		return maxHasPieces
 	case opHello:
 		return maxHandshake
 	}

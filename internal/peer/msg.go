@@ -378,3 +378,62 @@ func decodePutAppendSync(p []byte) (log blocks.ID, epoch blocks.Epoch, seq uint6
 	}
 	return log, blocks.Epoch(vs[0]), vs[1], rec, pieces, nil
 }
+
+// HasPieces (op 21) asks which of up to MaxHasPieces keys the holder
+// has. Request: count(2) then count keys of 32 bytes (count 1 to
+// MaxHasPieces); an empty request is a probe, answered with an empty
+// reply. Reply: a bitmap of (count+7)/8 bytes, bit i (byte i/8, bit i%8
+// from the least significant) set when the holder has key i; the bits
+// past count are zero.
+
+// encodeHasPieces encodes a HasPieces request of 1 to MaxHasPieces keys.
+func encodeHasPieces(keys []blocks.Addr) []byte {
+	b := make([]byte, 2, 2+32*len(keys))
+	binary.BigEndian.PutUint16(b, uint16(len(keys)))
+	for _, k := range keys {
+		b = append(b, k[:]...)
+	}
+	return b
+}
+
+// decodeHasPieces decodes a HasPieces request; nil keys is the probe.
+func decodeHasPieces(p []byte) ([]blocks.Addr, error) {
+	if len(p) == 0 {
+		return nil, nil
+	}
+	if len(p) < 2 {
+		return nil, errMalformed("has-pieces", len(p))
+	}
+	n := int(binary.BigEndian.Uint16(p))
+	if n < 1 || n > MaxHasPieces || len(p) != 2+32*n {
+		return nil, errMalformed("has-pieces", len(p))
+	}
+	keys := make([]blocks.Addr, n)
+	for i := range keys {
+		keys[i] = blocks.Addr(p[2+32*i : 2+32*(i+1)])
+	}
+	return keys, nil
+}
+
+// encodeHasBitmap encodes a HasPieces reply.
+func encodeHasBitmap(has []bool) []byte {
+	b := make([]byte, (len(has)+7)/8)
+	for i, ok := range has {
+		if ok {
+			b[i/8] |= 1 << (i % 8)
+		}
+	}
+	return b
+}
+
+// decodeHasBitmap decodes the reply to a HasPieces request of n keys.
+func decodeHasBitmap(p []byte, n int) ([]bool, error) {
+	if n < 0 || len(p) != (n+7)/8 || (n%8 != 0 && p[len(p)-1]>>(n%8) != 0) {
+		return nil, errMalformed("has-pieces reply", len(p))
+	}
+	has := make([]bool, n)
+	for i := range has {
+		has[i] = p[i/8]&(1<<(i%8)) != 0
+	}
+	return has, nil
+}

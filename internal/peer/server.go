@@ -545,6 +545,23 @@ func (sc *serverConn) decode(f frame) (func(st *serverStream), error) {
 			}
 			sc.reply(id, err, b)
 		}, nil
+	case opHasPieces:
+		keys, err := decodeHasPieces(f.payload)
+		if err != nil {
+			return nil, err
+		}
+		return func(*serverStream) {
+			has := make([]bool, len(keys))
+			for i, k := range keys {
+				ok, err := h.HasPiece(ctx, k)
+				if err != nil {
+					sc.reply(id, err)
+					return
+				}
+				has[i] = ok
+			}
+			sc.reply(id, nil, encodeHasBitmap(has))
+		}, nil
 	case opDeletePiece:
 		key, err := decodeKey(f.payload)
 		if err != nil {
