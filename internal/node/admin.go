@@ -314,12 +314,16 @@ func (n *Node) collectOnce(ctx context.Context) (admin.GCResult, error) {
 	return admin.GCResult{Marked: st.Marked, Swept: st.Swept, DiskBytesFrom: before, DiskBytesTo: n.silo.Stats().DiskBytes}, nil
 }
 
-// Scrub implements admin.Backend: one anti-entropy pass, run now.
+// Scrub implements admin.Backend: one full anti-entropy pass, run now,
+// or once the pass running (a view change's) has ended.
 func (n *Node) Scrub(ctx context.Context) (admin.RepairStatus, error) {
 	if n.cluster == nil {
 		return admin.RepairStatus{}, fmt.Errorf("node: anti-entropy runs between cluster nodes; a single node checks its blocks on every read: %w", volume.ErrInvalid)
 	}
 	n.cluster.scrubPass(ctx, true)
+	if err := ctx.Err(); err != nil {
+		return admin.RepairStatus{}, fmt.Errorf("node: scrub: %w", err)
+	}
 	st, err := n.Status(ctx)
 	return st.Repair, err
 }

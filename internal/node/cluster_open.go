@@ -78,7 +78,7 @@ func (n *Node) startCluster(ctx context.Context, secret []byte, dataAddr string)
 		n: n, log: n.log.With("layer", "cluster"), secret: secret,
 		removeAfter: cc.RemoveAfter,
 		clients:     map[string]*peer.Client{}, suspect: map[string]time.Time{}, hints: map[hint]struct{}{},
-		scrub: scrubber{kick: make(chan struct{}, 1), period: cc.ScrubEvery},
+		scrub: newScrubber(cc.ScrubEvery),
 	}
 	if c.scrub.period <= 0 {
 		c.scrub.period = time.Hour

@@ -43,6 +43,15 @@ type scrubber struct {
 	st     ScrubStatus
 	kick   chan struct{}
 	period time.Duration
+	// turn holds a token while a pass runs: the pass a view change kicks
+	// and one asked for with `cairn scrub` run one after the other, not
+	// side by side (two passes did the same work twice, and each reset
+	// the other's counts in st).
+	turn chan struct{}
+}
+
+func newScrubber(period time.Duration) scrubber {
+	return scrubber{kick: make(chan struct{}, 1), period: period, turn: make(chan struct{}, 1)}
 }
 
 // scrubLoop runs a heal pass when kicked (the view lost or gained a
@@ -111,6 +120,12 @@ func (c *cluster) scrubStatus() ScrubStatus {
 // list first, 32 bytes a piece: on hundreds of nodes, every node would
 // have held, and each pass moved, the keys of the whole cluster.)
 func (c *cluster) scrubPass(ctx context.Context, full bool) {
+	select {
+	case c.scrub.turn <- struct{}{}:
+		defer func() { <-c.scrub.turn }()
+	case <-ctx.Done():
+		return
+	}
 	c.scrub.mu.Lock()
 	c.scrub.st.Running, c.scrub.st.Checked, c.scrub.st.Repaired, c.scrub.st.Unreadable = true, 0, 0, 0
 	c.scrub.st.Total, c.scrub.st.Scanned, c.scrub.st.Dropped = c.n.silo.Stats().Pieces, 0, 0

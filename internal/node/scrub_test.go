@@ -25,7 +25,7 @@ func scrubSetup(t *testing.T, nblocks int) (c *cluster, b *countingHolder, noted
 	noted = new(atomic.Int64)
 	c = testClusterWith(t, peer.ServerOptions{Holder: b, ClientActivity: func() { noted.Add(1) }})
 	c.v = viewOf(t, true, "a", "b")
-	c.scrub = scrubber{kick: make(chan struct{}, 1), period: time.Hour}
+	c.scrub = newScrubber(time.Hour)
 	n := c.n
 	n.log, n.stores, n.cluster = c.log, map[string]blocks.Store{}, c
 	c.setRepairRate(1 << 20) // would bite if the pass were throttled
@@ -220,5 +220,35 @@ func TestPassChecksABlockOnce(t *testing.T) {
 		if ss := c.scrubStatus(); ss.Checked != mine || ss.Total != 2*nblocks {
 			t.Fatalf("full=%v: a pass over %d pieces checked %d blocks, want %d (as before a held the copies)", full, ss.Total, ss.Checked, mine)
 		}
+	}
+}
+
+// TestPassesTakeTurns: a pass asked for while another runs waits for it
+// to end (their counts in the status would mix), and gives up, running
+// nothing, if its context ends first.
+func TestPassesTakeTurns(t *testing.T) {
+	ctx := t.Context()
+	c, _, _, _ := scrubSetup(t, 8)
+	c.scrub.turn <- struct{}{} // a pass is running
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.scrubPass(ctx, true)
+	}()
+	select {
+	case <-done:
+		t.Fatal("a pass ran while another held its turn")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if p := c.scrubStatus().Passes; p != 0 {
+		t.Fatalf("%d passes done while the first still ran", p)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	c.scrubPass(short, false) // its context ends while it waits
+	<-c.scrub.turn            // the first pass ends
+	<-done
+	if p := c.scrubStatus().Passes; p != 1 {
+		t.Fatalf("%d passes done, want 1 (the waiting one; the one whose context ended runs nothing)", p)
 	}
 }
