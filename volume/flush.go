@@ -85,20 +85,34 @@ func (v *volumeImpl) putItems(ctx context.Context, items []pushItem) error {
 	}
 	sp, _ := v.store.(blocks.SizedPutter)
 	var putL, putS atomic.Uint64
+	// Once the store is out of space, the items not yet started are not
+	// tried: they fail with that error and stay dirty (a push of the
+	// whole cache onto a full disk would otherwise hash and try every
+	// chunk before the FLUSH could report ENOSPC).
+	var full atomic.Pointer[error]
 	_ = parallel(ctx, len(items), v.c.opts.PutParallel, func(i int) error {
 		it := &items[i]
 		if it.data == nil {
 			return nil
 		}
+		if e := full.Load(); e != nil {
+			it.err = *e
+			return nil
+		}
+		n := len(it.data)
 		if sp != nil {
-			a, n, err := sp.PutSized(ctx, it.data)
-			it.addr, it.err = a, err
-			putS.Add(uint64(n))
+			it.addr, n, it.err = sp.PutSized(ctx, it.data)
 		} else {
 			it.addr, it.err = v.store.Put(ctx, it.data)
-			putS.Add(uint64(len(it.data)))
+		}
+		if it.err != nil {
+			if errors.Is(it.err, blocks.ErrNoSpace) {
+				full.CompareAndSwap(nil, &it.err)
+			}
+			return nil // counted neither as put nor as stored
 		}
 		putL.Add(uint64(len(it.data)))
+		putS.Add(uint64(n))
 		return nil
 	})
 	var firstErr error

@@ -1,6 +1,7 @@
 package silo
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -77,6 +78,14 @@ func (s *Silo) compactLocked(ctx context.Context, all bool) error {
 			cands = append(cands, seg)
 		}
 	}
+	// The least live first: each segment's removal gives back its size for
+	// the copy of its live bytes, so on a full disk, where the copies
+	// take the reserve (reserve.go), the segments that cost least free
+	// the room the others need. (In id order, a full disk's compaction
+	// spent the reserve on copying a half-live segment and stopped short
+	// of a dead one.) The order does not matter otherwise: a tombstone
+	// stays while any older segment may hold its piece (isLiveLocked).
+	slices.SortStableFunc(cands, func(a, b *segment) int { return cmp.Compare(a.live, b.live) })
 	s.mu.RUnlock()
 	for _, seg := range cands {
 		if err := s.compactSegment(ctx, seg); err != nil {
@@ -160,7 +169,7 @@ func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
 		// The record is copied whole (its checksum checked above), its
 		// stamp kept, so that the scan at open resolves the two copies a
 		// crash may leave.
-		nseg, noff, err := s.appendLocked(nil, 0, nil, *bp)
+		nseg, noff, err := s.appendReserveLocked(nil, 0, nil, *bp)
 		if err == nil {
 			s.relocateLocked(seg.id, r.off, &r.h, loc{seg: nseg.id, off: noff, n: r.h.n})
 		}
@@ -202,6 +211,9 @@ func (s *Silo) compactSegment(ctx context.Context, seg *segment) error {
 	s.mu.Lock()
 	if i := slices.Index(s.ghosts, seg.id); i >= 0 {
 		s.ghosts = slices.Delete(s.ghosts, i, i+1)
+	}
+	if s.resv.out {
+		s.takeReserveLocked() // the removal may have made room for it
 	}
 	s.cleanupLocked()
 	s.mu.Unlock()

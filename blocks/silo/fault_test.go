@@ -11,6 +11,7 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+	"time"
 
 	"cairn/blocks"
 )
@@ -568,5 +569,151 @@ func TestCompactedGapIsNotATornTail(t *testing.T) {
 	mustGet(t, s, keyOf(6), pieceData(6, 3000))
 	if ok, err := s.HasPiece(ctx, keyOf(5)); err != nil || ok {
 		t.Fatalf("deleted piece 5: present %v, %v", ok, err)
+	}
+}
+
+// TestNearlyFullDiskIsUsedToTheEnd: when a whole segment no longer fits,
+// the writer makes a smaller one, or one with nothing reserved, and
+// appends until the disk is full: the puts that fit the space left
+// succeed (not only those that fit the segments made before), the first
+// that does not fails with ErrNoSpace at once, and everything put reads
+// back after a crash and a reopen.
+func TestNearlyFullDiskIsUsedToTheEnd(t *testing.T) {
+	ctx := context.Background()
+	fsys := newMemFS()
+	const seg = 1 << 20
+	opts := Options{SegmentSize: seg, FS: fsys, Logger: testLogger(t)}
+	s, err := Open(ctx, "/silo", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.PutPiece(ctx, keyOf(0), pieceData(0, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	waitSpare(t, s)
+	const space = 900 << 10 // less than a segment
+	fsys.setSpace(space)
+	// Put until the disk refuses several times in a row: a refusal may
+	// also come while the spare maker tries, and fails, to make a whole
+	// segment (it gives the space back).
+	put, refused := 1, 0
+	for refused < 20 && put < 5000 {
+		err := s.PutPiece(ctx, keyOf(put), pieceData(put, 4096))
+		switch {
+		case err == nil:
+			put, refused = put+1, 0
+		case errors.Is(err, blocks.ErrNoSpace):
+			refused++
+			time.Sleep(time.Millisecond)
+		default:
+			t.Fatalf("PutPiece %d on a nearly full disk: %v", put, err)
+		}
+	}
+	// The active segment and the spare held about 2 MiB; the space left
+	// was 900 KiB: most of it must have taken records too.
+	if min := (2*seg + space*8/10) / 4200; put < min {
+		t.Fatalf("%d pieces of 4 KiB fit, want at least %d: the space left past the last whole segment went unused", put, min)
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	crashed := fsys.Crash(nil)
+	s.Close()
+	opts.FS = crashed
+	s2, err := Open(ctx, "/silo", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	for i := range put {
+		mustGet(t, s2, keyOf(i), pieceData(i, 4096))
+	}
+}
+
+// TestReserveLetsAFullDiskEmpty: on a disk the pieces filled, deletions
+// still go through (their tombstones take the reserve), new pieces are
+// refused meanwhile, and once compaction has given the deleted pieces'
+// space back the reserve is taken back and pieces are accepted again;
+// after a crash, the deleted pieces stay deleted and the others read
+// back.
+func TestReserveLetsAFullDiskEmpty(t *testing.T) {
+	ctx := context.Background()
+	fsys := newMemFS()
+	const seg = 64 << 10
+	// CompactRatio 1: the background compactor takes only dead segments,
+	// so that the space comes back when the test compacts.
+	opts := Options{SegmentSize: seg, Reserve: 32 << 10, CompactRatio: 1, FS: fsys, Logger: testLogger(t)}
+	s, err := Open(ctx, "/silo", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitSpare(t, s)
+	fsys.setSpace(256 << 10)
+	put, refused := 0, 0
+	for refused < 20 && put < 1000 {
+		err := s.PutPiece(ctx, keyOf(put), pieceData(put, 4096))
+		switch {
+		case err == nil:
+			put, refused = put+1, 0
+		case errors.Is(err, blocks.ErrNoSpace):
+			refused++
+			time.Sleep(time.Millisecond)
+		default:
+			t.Fatalf("PutPiece %d on a filling disk: %v", put, err)
+		}
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The disk is full: delete all but every tenth piece.
+	for i := range put {
+		if i%10 == 0 {
+			continue
+		}
+		if err := s.DeletePiece(ctx, keyOf(i)); err != nil {
+			t.Fatalf("DeletePiece %d of %d on a full disk: %v", i, put, err)
+		}
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutPiece(ctx, keyOf(put), pieceData(put, 4096)); !errors.Is(err, blocks.ErrNoSpace) {
+		t.Fatalf("PutPiece with the reserve in use: %v, want ErrNoSpace", err)
+	}
+	if err := s.Compact(ctx); err != nil {
+		t.Fatalf("Compact on a full disk after the deletions: %v", err)
+	}
+	s.mu.Lock()
+	out := s.resv.out
+	s.mu.Unlock()
+	if out {
+		t.Fatal("the reserve is still out after compaction gave the deleted pieces' space back")
+	}
+	for i := put; i < put+20; i++ {
+		if err := s.PutPiece(ctx, keyOf(i), pieceData(i, 4096)); err != nil {
+			t.Fatalf("PutPiece once space is back: %v", err)
+		}
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	crashed := fsys.Crash(nil)
+	s.Close()
+	opts.FS = crashed
+	s2, err := Open(ctx, "/silo", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	for i := range put + 20 {
+		if i < put && i%10 != 0 {
+			if ok, _ := s2.HasPiece(ctx, keyOf(i)); ok {
+				t.Fatalf("deleted piece %d is back after a crash", i)
+			}
+			continue
+		}
+		mustGet(t, s2, keyOf(i), pieceData(i, 4096))
 	}
 }

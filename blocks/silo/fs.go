@@ -204,6 +204,16 @@ func (f *osFile) ReadSplitAt(a, b []byte, off int64) (int, error) {
 
 // allocator is implemented by Files that can reserve space without writing
 // it (osFile). Others are preallocated with written zeros.
+// Free reports the bytes an unprivileged writer may still allocate on
+// the file system holding dir (statfs: available blocks).
+func (osFS) Free(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
 type allocator interface {
 	Allocate(size int64) error
 }

@@ -49,7 +49,7 @@ func (s *Silo) Append(ctx context.Context, log blocks.ID, epoch blocks.Epoch, se
 	}
 	s.stamp++
 	h.stamp = s.stamp
-	seg, off, err := s.appendLocked(&h, pcrc, rec, nil)
+	seg, off, err := s.appendReserveLocked(&h, pcrc, rec, nil)
 	if err != nil {
 		return err
 	}
@@ -93,7 +93,7 @@ func (s *Silo) writeSeal(log blocks.ID, epoch blocks.Epoch) error {
 	}
 	s.stamp++
 	h := header{typ: recSeal, key: log, a: uint64(epoch), stamp: s.stamp}
-	seg, off, err := s.appendLocked(&h, 0, nil, nil)
+	seg, off, err := s.appendReserveLocked(&h, 0, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -188,7 +188,7 @@ func (s *Silo) Trim(ctx context.Context, log blocks.ID, before uint64) error {
 	}
 	s.stamp++
 	h := header{typ: recTrim, key: log, b: before, stamp: s.stamp}
-	seg, off, err := s.appendLocked(&h, 0, nil, nil)
+	seg, off, err := s.appendReserveLocked(&h, 0, nil, nil)
 	if err != nil {
 		return err
 	}

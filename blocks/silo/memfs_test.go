@@ -148,10 +148,18 @@ func (m *memFS) Create(name string) (File, error) {
 func (m *memFS) Remove(name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.names[name] == nil {
+	ino := m.names[name]
+	if ino == nil {
 		return &os.PathError{Op: "remove", Path: name, Err: os.ErrNotExist}
 	}
 	delete(m.names, name)
+	if m.space >= 0 {
+		// Its space comes back (the silo closes a file before removing
+		// it, so no handle keeps it).
+		ino.mu.Lock()
+		m.space += int64(len(ino.data))
+		ino.mu.Unlock()
+	}
 	return nil
 }
 

@@ -63,6 +63,11 @@ type Options struct {
 	// FS is the file system to use (a test hook). Default: the operating
 	// system's.
 	FS FS
+	// Reserve is the room, in bytes, kept back on the disk for deletions,
+	// journal records and compaction once the disk is full (see
+	// reserve.go). 0: half a segment and 8 MiB where the file system can
+	// fallocate, else none; negative: none.
+	Reserve int64
 }
 
 func (o *Options) setDefaults() error {
@@ -191,6 +196,10 @@ type Silo struct {
 	wbuf   []byte               // records at the end of the active segment not yet written to its file
 	wskip  int                  // the head of wbuf a flight already wrote (see writeAlign)
 	maps   atomic.Int64         // segments mapped (see mmap.go)
+	resv   reserve              // room kept for deletions on a full disk (reserve.go)
+	// spareHold: unix nanoseconds until which the spare maker does not
+	// try (the disk had no room for a segment; see holdSpares).
+	spareHold atomic.Int64
 
 	fmu          sync.Mutex  // guards flights and flightE; never held while taking mu
 	fdone        *sync.Cond  // on fmu: a flight was retired (see waitFlightRoom)
@@ -285,7 +294,11 @@ func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
 		spareDone: make(chan struct{}),
 	}
 	s.scond = sync.NewCond(&s.smu)
-	if err := s.load(ctx); err != nil {
+	err = s.load(ctx)
+	if err == nil {
+		err = s.openReserve()
+	}
+	if err != nil {
 		s.closeFiles()
 		s.index.free()
 		lock.Close()
@@ -670,6 +683,9 @@ func (s *Silo) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 		}
 		return nil
 	}
+	if err := s.pieceRoomLocked(); err != nil {
+		return err
+	}
 	s.stamp++
 	h.stamp = s.stamp
 	seg, off, err := s.appendLocked(&h, pcrc, data, nil)
@@ -832,7 +848,7 @@ func (s *Silo) DeletePiece(ctx context.Context, key blocks.Addr) error {
 func (s *Silo) deleteLocked(key blocks.Addr, e entry) error {
 	s.stamp++
 	h := header{typ: recTomb, key: key, stamp: s.stamp}
-	seg, off, err := s.appendLocked(&h, 0, nil, nil)
+	seg, off, err := s.appendReserveLocked(&h, 0, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -1103,6 +1119,7 @@ func (s *Silo) closeFiles() {
 		s.spare.f.Close() // it stays on disk: the next Open removes it
 		s.spare = nil
 	}
+	s.closeReserve()
 }
 
 // mark appends a sync mark (see recMark).
