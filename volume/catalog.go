@@ -92,6 +92,7 @@ type Catalogue struct {
 	closed bool
 
 	dirty atomic.Int64 // dirty bytes of all open volumes (see Options.DirtyLimit)
+	lost  atomic.Int64 // see LostUnflushed
 
 	gc gcTracker
 }
@@ -850,3 +851,10 @@ func (c *Catalogue) Close(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// LostUnflushed returns the bytes of writes never flushed that volumes of
+// this catalogue gave up when they closed, because the store refused them
+// (a full disk, holders down): the client that wrote them had no FLUSH
+// succeed for them, but a node that stops should not claim it stored
+// everything.
+func (c *Catalogue) LostUnflushed() int64 { return c.lost.Load() }

@@ -1125,6 +1125,7 @@ func (v *volumeImpl) Close(ctx context.Context) error {
 		lost := v.dirtyBytes
 		v.mu.Unlock()
 		if lost > 0 {
+			v.c.lost.Add(lost)
 			v.log.Error("volume close: writes never flushed are lost", "bytes", lost, "err", err)
 		}
 		return err

@@ -229,7 +229,11 @@ func runNode(ctx context.Context, cmd *cli.Command, cfg node.Config, createDefau
 		}
 		return serveErr
 	}
-	fmt.Fprintln(out, "cairn: stopped; every write was flushed")
+	if lost := n.Catalog().LostUnflushed(); lost > 0 {
+		fmt.Fprintf(out, "cairn: stopped; %s written but never flushed could not be stored (see the log); every write a client flushed is safe\n", formatSize(lost))
+	} else {
+		fmt.Fprintln(out, "cairn: stopped; every write was flushed")
+	}
 	if errors.Is(serveErr, nbd.ErrServerClosed) {
 		serveErr = nil
 	}
