@@ -348,14 +348,7 @@ func TestNoSpace(t *testing.T) {
 	if err := s.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	crashed := fsys.Crash(nil)
-	s.Close()
-	opts.FS = crashed
-	s2, err := Open(ctx, "/silo", opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s2 := crashReopen(t, s, fsys, opts)
 	for i := range failed + 40 {
 		mustGet(t, s2, keyOf(i), pieceData(i, 4096))
 	}
@@ -594,22 +587,7 @@ func TestNearlyFullDiskIsUsedToTheEnd(t *testing.T) {
 	waitSpare(t, s)
 	const space = 900 << 10 // less than a segment
 	fsys.setSpace(space)
-	// Put until the disk refuses several times in a row: a refusal may
-	// also come while the spare maker tries, and fails, to make a whole
-	// segment (it gives the space back).
-	put, refused := 1, 0
-	for refused < 20 && put < 5000 {
-		err := s.PutPiece(ctx, keyOf(put), pieceData(put, 4096))
-		switch {
-		case err == nil:
-			put, refused = put+1, 0
-		case errors.Is(err, blocks.ErrNoSpace):
-			refused++
-			time.Sleep(time.Millisecond)
-		default:
-			t.Fatalf("PutPiece %d on a nearly full disk: %v", put, err)
-		}
-	}
+	put := fillUp(t, s, 1, 5000)
 	// The active segment and the spare held about 2 MiB; the space left
 	// was 900 KiB: most of it must have taken records too.
 	if min := (2*seg + space*8/10) / 4200; put < min {
@@ -618,14 +596,7 @@ func TestNearlyFullDiskIsUsedToTheEnd(t *testing.T) {
 	if err := s.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	crashed := fsys.Crash(nil)
-	s.Close()
-	opts.FS = crashed
-	s2, err := Open(ctx, "/silo", opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s2 := crashReopen(t, s, fsys, opts)
 	for i := range put {
 		mustGet(t, s2, keyOf(i), pieceData(i, 4096))
 	}
@@ -651,19 +622,7 @@ func TestReserveLetsAFullDiskEmpty(t *testing.T) {
 	defer s.Close()
 	waitSpare(t, s)
 	fsys.setSpace(256 << 10)
-	put, refused := 0, 0
-	for refused < 20 && put < 1000 {
-		err := s.PutPiece(ctx, keyOf(put), pieceData(put, 4096))
-		switch {
-		case err == nil:
-			put, refused = put+1, 0
-		case errors.Is(err, blocks.ErrNoSpace):
-			refused++
-			time.Sleep(time.Millisecond)
-		default:
-			t.Fatalf("PutPiece %d on a filling disk: %v", put, err)
-		}
-	}
+	put := fillUp(t, s, 0, 1000)
 	if err := s.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -699,14 +658,7 @@ func TestReserveLetsAFullDiskEmpty(t *testing.T) {
 	if err := s.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	crashed := fsys.Crash(nil)
-	s.Close()
-	opts.FS = crashed
-	s2, err := Open(ctx, "/silo", opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s2 := crashReopen(t, s, fsys, opts)
 	for i := range put + 20 {
 		if i < put && i%10 != 0 {
 			if ok, _ := s2.HasPiece(ctx, keyOf(i)); ok {
@@ -716,4 +668,42 @@ func TestReserveLetsAFullDiskEmpty(t *testing.T) {
 		}
 		mustGet(t, s2, keyOf(i), pieceData(i, 4096))
 	}
+}
+
+// fillUp puts 4 KiB pieces from index from on until the disk refuses
+// several times in a row (a refusal may also come while the spare maker
+// tries, and fails, to make a whole segment: it gives the space back), or
+// until index limit, and returns the first index not put. Any error but
+// ErrNoSpace fails the test.
+func fillUp(t *testing.T, s *Silo, from, limit int) int {
+	t.Helper()
+	put, refused := from, 0
+	for refused < 20 && put < limit {
+		err := s.PutPiece(context.Background(), keyOf(put), pieceData(put, 4096))
+		switch {
+		case err == nil:
+			put, refused = put+1, 0
+		case errors.Is(err, blocks.ErrNoSpace):
+			refused++
+			time.Sleep(time.Millisecond)
+		default:
+			t.Fatalf("PutPiece %d on a filling disk: %v", put, err)
+		}
+	}
+	return put
+}
+
+// crashReopen cuts the power of fsys under s (what s synced stays),
+// closes s and opens the silo again on what is left.
+func crashReopen(t *testing.T, s *Silo, fsys *memFS, opts Options) *Silo {
+	t.Helper()
+	crashed := fsys.Crash(nil)
+	s.Close()
+	opts.FS = crashed
+	s2, err := Open(context.Background(), "/silo", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.Close() })
+	return s2
 }
