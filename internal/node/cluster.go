@@ -650,7 +650,12 @@ func (s *slot) putPiece(ctx context.Context, key blocks.Addr, data []byte) error
 	}
 	var err error
 	if s.c.usable(s.v, s.primary) || s.primary == s.c.self.ID {
-		if err = s.c.putPiece(ctx, s.primary, key, data); err == nil || !errors.Is(err, blocks.ErrUnavailable) {
+		// A holder whose disk is full (ErrNoSpace) is passed over like
+		// one that is down (failed does not mark it: it still serves
+		// reads): the piece goes to a fallback, and back to the holder
+		// once it has room (giveBack). Otherwise one full node failed
+		// every write of a block with a piece on it.
+		if err = s.c.putPiece(ctx, s.primary, key, data); err == nil || !passOver(err) {
 			return err
 		}
 		s.c.failed(s.primary, err)
@@ -672,6 +677,12 @@ func (s *slot) putPiece(ctx context.Context, key blocks.Addr, data []byte) error
 		return nil
 	}
 	return err
+}
+
+// passOver reports whether a put's error sends the piece to a fallback:
+// the holder is unreachable, or its disk is full.
+func passOver(err error) bool {
+	return errors.Is(err, blocks.ErrUnavailable) || errors.Is(err, blocks.ErrNoSpace)
 }
 
 // GetPiece reads the piece from its holder, or a fallback. A client read
@@ -906,6 +917,9 @@ func (c *cluster) giveBackBatch(ctx context.Context, deadline time.Time) int {
 	}
 	var moved []done
 	synced := map[string]error{}
+	// Holders whose disk is full: their other pieces are not read from
+	// the fallbacks only to be refused; the next call tries again.
+	full := map[string]bool{}
 	bctx := throttle.Background(ctx)
 	wctx, cancel := context.WithDeadline(bctx, deadline)
 	defer cancel()
@@ -916,7 +930,7 @@ func (c *cluster) giveBackBatch(ctx context.Context, deadline time.Time) int {
 			c.dropHint(h)
 			continue
 		}
-		if !c.usable(v, h.holder) {
+		if !c.usable(v, h.holder) || full[h.holder] {
 			continue
 		}
 		data, err := c.holder(h.fallback).GetPiece(bctx, h.key)
@@ -931,6 +945,8 @@ func (c *cluster) giveBackBatch(ctx context.Context, deadline time.Time) int {
 			moved = append(moved, done{h, len(data)})
 		case errors.Is(err, blocks.ErrNotFound):
 			c.dropHint(h) // deleted meanwhile (garbage collected)
+		case errors.Is(err, blocks.ErrNoSpace):
+			full[h.holder] = true
 		default:
 			c.failed(h.holder, err)
 		}

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -250,5 +251,57 @@ func TestPassesTakeTurns(t *testing.T) {
 	<-done
 	if p := c.scrubStatus().Passes; p != 1 {
 		t.Fatalf("%d passes done, want 1 (the waiting one; the one whose context ended runs nothing)", p)
+	}
+}
+
+// fullHolder is a memory store whose disk is full: every PutPiece fails
+// with blocks.ErrNoSpace.
+type fullHolder struct{ *memory.Store }
+
+func (fullHolder) PutPiece(context.Context, blocks.Addr, []byte) error {
+	return fmt.Errorf("full holder: %w", blocks.ErrNoSpace)
+}
+
+// TestFullHolderIsPassedOver: with node b's disk full, writes of a
+// replicas = 2 volume still succeed: b's pieces go to a (the last-resort
+// fallback), noted for give-back, and every block reads back; b is never
+// marked failed (it still serves reads), by the writes or by a give-back
+// that finds it still full.
+func TestFullHolderIsPassedOver(t *testing.T) {
+	ctx := t.Context()
+	b := fullHolder{memory.New(0)}
+	c := testClusterWith(t, peer.ServerOptions{Holder: b})
+	c.v = viewOf(t, true, "a", "b")
+	n := c.n
+	n.log, n.stores, n.cluster = c.log, map[string]blocks.Store{}, c
+	st, err := n.redundantFor(policies.Redundancy{Replicas: 2}, policies.SpreadNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []blocks.Addr
+	for i := range 20 {
+		a, err := st.Put(ctx, bytes.Repeat([]byte{byte(i)}, 4096))
+		if err != nil {
+			t.Fatalf("Put %d with b's disk full: %v", i, err)
+		}
+		addrs = append(addrs, a)
+	}
+	if h := c.pendingHints(); h != 20 {
+		t.Errorf("%d pieces noted for give-back to b, want 20 (one per block)", h)
+	}
+	if !c.usable(c.view(), "b") {
+		t.Error("b is marked failed for a full disk; it still serves reads")
+	}
+	for i, a := range addrs {
+		got, err := st.Get(ctx, a)
+		if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{byte(i)}, 4096)) {
+			t.Fatalf("block %d does not read back: %v", i, err)
+		}
+	}
+	// Give-back finds b still full: the pieces stay on a, noted, and b
+	// is not marked failed.
+	c.giveBack(ctx)
+	if h := c.pendingHints(); h != 20 || !c.usable(c.view(), "b") {
+		t.Errorf("after a give-back to a full b: %d pieces noted (want 20), b usable %v", h, c.usable(c.view(), "b"))
 	}
 }
