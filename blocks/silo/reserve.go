@@ -113,17 +113,7 @@ func (s *Silo) openReserve() error {
 func (s *Silo) takeReserveLocked() bool {
 	r := &s.resv
 	r.tried = time.Now()
-	err := errAllocUnsupported
-	if a, ok := r.f.(allocator); ok {
-		err = a.Allocate(r.size)
-	}
-	if errors.Is(err, errAllocUnsupported) {
-		err = writeZeros(r.f, 0, r.size)
-	}
-	if err == nil {
-		err = r.f.Sync()
-	}
-	if err != nil {
+	if err := preallocate(r.f, 0, r.size); err != nil {
 		_ = r.f.Truncate(0)
 		r.out = true
 		return false

@@ -573,22 +573,29 @@ func (s *Silo) preallocActive(seg *segment) {
 	if seg.size >= s.opts.SegmentSize {
 		return
 	}
-	err := errAllocUnsupported
-	if a, ok := seg.f.(allocator); ok {
-		err = a.Allocate(s.opts.SegmentSize)
-	}
-	if errors.Is(err, errAllocUnsupported) {
-		err = writeZeros(seg.f, seg.alloc, s.opts.SegmentSize)
-	}
-	if err == nil {
-		err = seg.f.Sync()
-	}
-	if err != nil {
+	if err := preallocate(seg.f, seg.alloc, s.opts.SegmentSize); err != nil {
 		_ = seg.f.Truncate(seg.alloc)
 		s.log.Warn("silo: could not preallocate the active segment", "segment", seg.name, "err", err)
 		return
 	}
 	seg.alloc = s.opts.SegmentSize
+}
+
+// preallocate makes f's first to bytes take disk space: reserved with
+// fallocate, or, where the file system cannot, with zeros written over
+// [from, to) (the bytes before from are already written); then synced.
+func preallocate(f File, from, to int64) error {
+	err := errAllocUnsupported
+	if a, ok := f.(allocator); ok {
+		err = a.Allocate(to)
+	}
+	if errors.Is(err, errAllocUnsupported) {
+		err = writeZeros(f, from, to)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	return err
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, hdrSize+8<<10); return &b }}

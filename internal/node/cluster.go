@@ -288,6 +288,12 @@ func (c *cluster) holder(id string) peer.Local {
 	if id == c.self.ID {
 		return c.n.silo
 	}
+	return c.client(id)
+}
+
+// client returns the peer client of node id (not this node), made at its
+// first use.
+func (c *cluster) client(id string) *peer.Client {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl := c.clients[id]

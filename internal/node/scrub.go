@@ -343,7 +343,7 @@ func (c *cluster) askHolders(ctx context.Context, asks map[string][]blocks.Addr)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			has, err := c.hasPieces(ctx, id, keys)
+			has, err := c.client(id).HasPieces(ctx, keys)
 			if err != nil {
 				c.log.Warn("anti-entropy: could not ask a node which pieces it holds; its blocks are read in full", "node", id, "err", err)
 				return
@@ -365,26 +365,6 @@ func (c *cluster) askHolders(ctx context.Context, asks map[string][]blocks.Addr)
 
 // scrubAsks bounds the HasPieces calls a pass has in flight.
 const scrubAsks = 8
-
-// hasPieces asks holder id which of keys it has: in one round trip per
-// 4096 keys when the holder can (a peer client), else one key at a time.
-func (c *cluster) hasPieces(ctx context.Context, id string, keys []blocks.Addr) ([]bool, error) {
-	h := c.holder(id)
-	if b, ok := h.(interface {
-		HasPieces(context.Context, []blocks.Addr) ([]bool, error)
-	}); ok {
-		return b.HasPieces(ctx, keys)
-	}
-	has := make([]bool, len(keys))
-	for i, k := range keys {
-		ok, err := h.HasPiece(ctx, k)
-		if err != nil {
-			return nil, err
-		}
-		has[i] = ok
-	}
-	return has, nil
-}
 
 // syncRepairs syncs every reachable storage node, this one included,
 // after a pass whose repairs deferred their syncs
