@@ -420,6 +420,13 @@ func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr
 	switch {
 	case err == nil:
 	case errors.Is(err, blocks.ErrNotFound):
+		if s.kind == kindReplica {
+			if rf, ok := h.(ReplicaFinder); ok {
+				if p, j, ferr := rf.FindReplica(ctx, addr, s.n, i); ferr == nil {
+					return s.check(p, addr, j, hash)
+				}
+			}
+		}
 		return piece{state: missing, err: err}
 	case errors.Is(err, blocks.ErrCorrupt):
 		return piece{state: corrupt, err: err}
@@ -427,6 +434,28 @@ func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr
 		return piece{state: failed, err: err}
 	}
 	return s.check(p, addr, i, hash)
+}
+
+// ReplicaFinder is an optional capability of a holder that stands for one
+// node of a cluster, where a replica is a replica whatever its index: the
+// node's copy of a replicated block counts for the block wherever the
+// node now ranks. FindReplica returns a replica of the block at addr (of
+// n) that the holder's node keeps under another index than i, and that
+// index; blocks.ErrNotFound when it keeps none.
+//
+// Why: pieces are stored under their index (blocks.PieceKey), and the
+// holders of a block are ranked. When a holder leaves, the survivors
+// ranked after it move up one rank each, so each would lack the key of
+// its new rank although it holds a full copy. Rewriting a copy at every
+// moved rank cost about 2.5 pieces for each piece lost (a replicas = 3
+// heal on 4 nodes); following the set of holders instead (a node that
+// has any replica has the block) rewrites only the copy that was lost
+// (docs/placement.md, "set" against "positional"). A lone silo holding
+// every replica of a block (one node) must not implement it: there the
+// replicas are the redundancy, and each must be repaired under its own
+// key.
+type ReplicaFinder interface {
+	FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]byte, int, error)
 }
 
 // check verifies piece i of the block at addr, as read from a holder
@@ -934,11 +963,13 @@ func (s *Store) noBlock(addr blocks.Addr, pcs []piece) error {
 func (s *Store) repair(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, data []byte, pcs []piece, suspect bool) int {
 	var todo []int
 	var reasons []error
+	var replace []bool
 	compare := suspect
 	for i := range pcs {
 		if pcs[i].state == missing || pcs[i].state == corrupt {
 			todo = append(todo, i)
 			reasons = append(reasons, pcs[i].err)
+			replace = append(replace, pcs[i].state == corrupt)
 			compare = true
 		}
 	}
@@ -954,25 +985,28 @@ func (s *Store) repair(ctx context.Context, hs []blocks.Holder, addr blocks.Addr
 		if pcs[i].state == good && !bytes.Equal(pcs[i].payload, pieces[i][HeaderSize:]) {
 			todo = append(todo, i)
 			reasons = append(reasons, errors.New("redundant: shard disagrees with the rebuilt block"))
+			replace = append(replace, true)
 		}
 	}
 	if len(todo) == 0 {
 		return 0
 	}
-	return s.rewrite(ctx, hs, addr, pieces, todo, reasons, true)
+	return s.rewrite(ctx, hs, addr, pieces, todo, reasons, replace)
 }
 
 // rewrite puts pieces[i] on hs[i] for each i in todo (reasons[j] says
 // why piece todo[j] is rewritten), in parallel, first deleting what the
-// holder has under the key when replace (a holder keeps a key it has, so
-// a bad piece must go first), and syncs each holder unless ctx defers
+// holder has under the key when replace[j] (a holder keeps a key it has,
+// so a bad piece must go first; a missing one is not deleted: in a
+// cluster, a delete reaches the piece's fallbacks too, and a copy there
+// may be the only good one), and syncs each holder unless ctx defers
 // syncs (DeferRepairSyncs). It logs what fails, and returns how many
 // pieces it wrote.
-func (s *Store) rewrite(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pieces [][]byte, todo []int, reasons []error, replace bool) int {
+func (s *Store) rewrite(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pieces [][]byte, todo []int, reasons []error, replace []bool) int {
 	errs := s.each(len(todo), func(j int) error {
 		i := todo[j]
 		h, key := hs[i], blocks.PieceKey(addr, i)
-		if replace {
+		if replace != nil && replace[j] {
 			if err := h.DeletePiece(ctx, key); err != nil {
 				return err
 			}

@@ -106,7 +106,7 @@ func (s *Store) RepairMissing(ctx context.Context, addr blocks.Addr, missing []i
 	for j := range reasons {
 		reasons[j] = errMissing
 	}
-	return s.rewrite(ctx, hs, addr, pieces, missing, reasons, false), nil
+	return s.rewrite(ctx, hs, addr, pieces, missing, reasons, nil), nil
 }
 
 // errMissing is RepairMissing's reason for a rewrite, in the logs.

@@ -719,7 +719,9 @@ func (s *slot) getPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 // back after its pieces were rebuilt elsewhere, or the ranks shifted when
 // a node left) gets that copy now, so the block's pieces end up where
 // placement names them and not on fallbacks for ever; the fallback's
-// copy becomes surplus (see findSurplus). Every piece read or copied pays
+// copy becomes surplus (see findSurplus). A replica is not moved to a
+// holder that keeps another replica of the block (keepsOtherReplica):
+// when the ranks shift, the holders' copies count as a set. Every piece read or copied pays
 // the limiter, after the read: the bucket goes into debt, and the next
 // background call waits it off.
 func (s *slot) getBackground(ctx context.Context, key blocks.Addr) ([]byte, error) {
@@ -736,7 +738,7 @@ func (s *slot) getBackground(ctx context.Context, key blocks.Addr) ([]byte, erro
 		if ferr != nil {
 			return nil, err
 		}
-		if s.c.usable(s.v, s.primary) || s.primary == s.c.self.ID {
+		if (s.c.usable(s.v, s.primary) || s.primary == s.c.self.ID) && !s.keepsOtherReplica(ctx, fp) {
 			if addr, i, perr := redundant.ParsePiece(fp); perr == nil && blocks.PieceKey(addr, i) == key {
 				if werr := s.c.limiter().Wait(ctx, len(fp)); werr != nil {
 					return nil, fmt.Errorf("node: move piece %v: %w", key, werr)
@@ -759,6 +761,90 @@ func (s *slot) getBackground(ctx context.Context, key blocks.Addr) ([]byte, erro
 		return nil, fmt.Errorf("node: get piece %v: %w", key, werr)
 	}
 	return p, nil
+}
+
+// keepsOtherReplica reports whether p, a replica found on a fallback for
+// this slot, need not move to the slot's node because that node keeps
+// another replica of the block (under another index: see FindReplica).
+func (s *slot) keepsOtherReplica(ctx context.Context, p []byte) bool {
+	l, err := redundant.PieceLayout(p)
+	if err != nil || l.Replicas == 0 {
+		return false
+	}
+	j, err := s.c.otherReplica(ctx, s.primary, l.Addr, l.Replicas, l.Index)
+	return err == nil && j >= 0
+}
+
+// FindReplica implements redundant.ReplicaFinder: the replica of the
+// block at addr that the slot's node keeps under another index than i,
+// and that index. When a node ranked before it leaves, a holder moves up
+// a rank and keeps the copy it had under its old rank's key; that copy
+// counts for the block (see redundant.ReplicaFinder), so neither a read
+// nor anti-entropy writes a second one under the new rank's key. Only
+// the slot's own node is asked: fallbacks hold copies by key, which
+// GetPiece finds.
+func (s *slot) FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]byte, int, error) {
+	if s.primary != s.c.self.ID && !s.c.usable(s.v, s.primary) {
+		return nil, 0, fmt.Errorf("node %s is down: %w", s.primary, blocks.ErrUnavailable)
+	}
+	j, err := s.c.otherReplica(ctx, s.primary, addr, n, i)
+	if err != nil {
+		return nil, 0, err
+	}
+	if j < 0 {
+		return nil, 0, fmt.Errorf("node: no other replica of %v on %s: %w", addr, s.primary, blocks.ErrNotFound)
+	}
+	p, err := s.c.holder(s.primary).GetPiece(ctx, blocks.PieceKey(addr, j))
+	if err != nil {
+		return nil, 0, err
+	}
+	if throttle.IsBackground(ctx) {
+		if werr := s.c.limiter().Wait(ctx, len(p)); werr != nil {
+			return nil, 0, fmt.Errorf("node: get piece %v: %w", addr, werr)
+		}
+	}
+	return p, j, nil
+}
+
+var _ redundant.ReplicaFinder = (*slot)(nil)
+
+// otherReplica returns the index of a replica of the block at addr (of
+// n) that node id keeps under another index than i (-1: none): from the
+// silo for this node, in one HasPieces round trip for another.
+func (c *cluster) otherReplica(ctx context.Context, id string, addr blocks.Addr, n, i int) (int, error) {
+	keys := make([]blocks.Addr, 0, n)
+	idx := make([]int, 0, n)
+	for j := range n {
+		if j != i {
+			keys = append(keys, blocks.PieceKey(addr, j))
+			idx = append(idx, j)
+		}
+	}
+	if len(keys) == 0 {
+		return -1, nil
+	}
+	if id == c.self.ID {
+		for x, k := range keys {
+			ok, err := c.n.silo.HasPiece(ctx, k)
+			if err != nil {
+				return -1, err
+			}
+			if ok {
+				return idx[x], nil
+			}
+		}
+		return -1, nil
+	}
+	has, err := c.client(id).HasPieces(ctx, keys)
+	if err != nil {
+		return -1, err
+	}
+	for x := range keys {
+		if has[x] {
+			return idx[x], nil
+		}
+	}
+	return -1, nil
 }
 
 // fromFallbacks reads the piece from the first usable fallback that has it.
@@ -852,10 +938,15 @@ func (s *slot) HasPiece(ctx context.Context, key blocks.Addr) (bool, error) {
 	return false, err
 }
 
-// DeletePiece deletes the piece wherever it may be; unreachable nodes keep
-// their copy as garbage for their own collection.
+// DeletePiece deletes the piece on the slot's node and on the block's
+// fallback nodes; unreachable nodes keep their copy as garbage for their
+// own collection. It leaves the block's other holders alone: the copy one
+// of them keeps under this slot's key is its own replica when its rank
+// moved (see FindReplica), and a repair that replaces a bad piece here
+// (redundant's rewrite) must not delete a good copy there. (Their
+// collection takes any piece of a deleted block.)
 func (s *slot) DeletePiece(ctx context.Context, key blocks.Addr) error {
-	for _, id := range append([]string{s.primary}, s.fallbacks()...) {
+	for _, id := range append([]string{s.primary}, s.cands[s.nprim:]...) {
 		if err := s.c.holder(id).DeletePiece(ctx, key); err != nil && !errors.Is(err, blocks.ErrUnavailable) {
 			return err
 		}

@@ -306,7 +306,7 @@ func (c *cluster) scrubWindow(bctx, ctx context.Context, win []scrubJob, jobs ch
 		ranks[i] = ranked{v, primary}
 		for pi, id := range primary {
 			if id != c.self.ID && c.usable(v, id) {
-				asks[id] = append(asks[id], blocks.PieceKey(j.l.Addr, pi))
+				asks[id] = appendKeysOf(asks[id], j.l, pi)
 			}
 		}
 	}
@@ -327,6 +327,63 @@ func (c *cluster) scrubWindow(bctx, ctx context.Context, win []scrubJob, jobs ch
 			return
 		}
 	}
+}
+
+// keysOf returns the keys under which the holder at rank i keeps its
+// piece of block l: the key of its rank, and, for a replicated block, the
+// keys of the other ranks (a holder keeps the copy it had when it moved
+// up a rank: see slot.FindReplica), its own rank's first.
+func keysOf(l redundant.Layout, i int) []blocks.Addr {
+	return appendKeysOf(nil, l, i)
+}
+
+// appendKeysOf is keysOf appending to keys.
+func appendKeysOf(keys []blocks.Addr, l redundant.Layout, i int) []blocks.Addr {
+	keys = append(keys, blocks.PieceKey(l.Addr, i))
+	for j := range l.Replicas {
+		if j != i {
+			keys = append(keys, blocks.PieceKey(l.Addr, j))
+		}
+	}
+	return keys
+}
+
+// holdsPiece reports whether node id, the holder at rank i of block l,
+// holds its piece: the key of its rank, or, for a replicated block, any
+// replica. held has the answers of the other holders (askHolders); a
+// node left out of it, or this node, is asked now (answered false, with
+// the error, when it cannot be asked); recheck asks a holder again even
+// when held says it lacks the piece (it may have got it since).
+func (c *cluster) holdsPiece(ctx context.Context, id string, l redundant.Layout, i int, held map[string]map[blocks.Addr]bool, recheck bool) (bool, error) {
+	keys := keysOf(l, i)
+	if id != c.self.ID {
+		if set, ok := held[id]; ok {
+			for _, k := range keys {
+				if set[k] {
+					return true, nil
+				}
+			}
+			if !recheck {
+				return false, nil
+			}
+		}
+	}
+	if id == c.self.ID {
+		for _, k := range keys {
+			if ok, err := c.n.silo.HasPiece(ctx, k); err != nil || ok {
+				return ok, err
+			}
+		}
+		return false, nil
+	}
+	if len(keys) == 1 {
+		return c.client(id).HasPiece(ctx, keys[0])
+	}
+	has, err := c.client(id).HasPieces(ctx, keys)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(has, true), nil
 }
 
 // askHolders asks each node of asks, a few at a time, which of its keys
@@ -408,7 +465,7 @@ const scrubWorkers = 16
 // scrubsHere decides which of a block's holders checks it, so that a pass
 // costs about one check per block, not one per piece: the first reachable
 // node, among the holders placement names now (primary, in v), that holds
-// its piece. held has the answers of the other holders (askHolders); a
+// its piece (see holdsPiece). held has the answers of the other holders (askHolders); a
 // holder left out of it is asked now (a cheap index lookup). A node
 // holding a piece without being one of those holders (a fallback, or a
 // holder before the view changed) checks it too: it may hold copies the
@@ -424,23 +481,18 @@ func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout, v *view, p
 		if !c.usable(v, id) {
 			continue
 		}
-		key := blocks.PieceKey(l.Addr, i)
-		if set, ok := held[id]; ok {
-			if set[key] {
-				return false // it holds its piece, so it checks the block
-			}
-			continue
-		}
-		if ok, err := c.holder(id).HasPiece(ctx, key); err == nil && ok {
-			return false
+		if ok, err := c.holdsPiece(ctx, id, l, i, held, false); err == nil && ok {
+			return false // it holds its piece, so it checks the block
 		}
 	}
 	return true
 }
 
 // missingPieces returns the indexes of block l's pieces whose holders
-// (primary, as placement names them now) lack them: this node by its
-// silo's index, the others by their answers in held, and a holder that
+// (primary, as placement names them now) lack them (a holder of a
+// replicated block that keeps any replica of it lacks nothing: see
+// holdsPiece): this node by its silo's index, the others by their
+// answers in held, and a holder that
 // answered no is asked again (it may have got the piece since: a
 // client's write, or the pass of another node that checks the block too,
 // as one holding a surplus copy does). known is false when it cannot
@@ -453,25 +505,12 @@ func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout, v *view, p
 // were stale by the time the workers reached its blocks.
 func (c *cluster) missingPieces(ctx context.Context, l redundant.Layout, primary []string, held map[string]map[blocks.Addr]bool) (missing []int, known bool) {
 	for i, id := range primary {
-		key := blocks.PieceKey(l.Addr, i)
-		if id == c.self.ID {
-			ok, err := c.n.silo.HasPiece(ctx, key)
-			if err != nil {
+		if id != c.self.ID {
+			if _, ok := held[id]; !ok {
 				return nil, false
 			}
-			if !ok {
-				missing = append(missing, i)
-			}
-			continue
 		}
-		set, ok := held[id]
-		if !ok {
-			return nil, false
-		}
-		if set[key] {
-			continue
-		}
-		ok, err := c.holder(id).HasPiece(ctx, key)
+		ok, err := c.holdsPiece(ctx, id, l, i, held, true)
 		if err != nil {
 			return nil, false
 		}
@@ -491,7 +530,8 @@ type surplus struct {
 
 // findSurplus notes, after a successful repair of the block at addr, the
 // pieces of it this node holds although it is not one of the block's
-// holders, when their holder is reachable and has its own copy: a
+// holders, when their holder is reachable and has its own copy (for a
+// replicated block, any replica: see holdsPiece): a
 // fallback's copy, or a copy made while a holder was away for good and
 // has now come back (the holder kept the copies it had, so these became
 // surplus).
@@ -521,7 +561,7 @@ func (c *cluster) findSurplus(ctx context.Context, addr blocks.Addr, l redundant
 		if ok, err := c.n.silo.HasPiece(ctx, key); err != nil || !ok {
 			continue
 		}
-		if ok, err := c.holder(id).HasPiece(ctx, key); err != nil || !ok {
+		if ok, err := c.holdsPiece(ctx, id, l, i, nil, true); err != nil || !ok {
 			continue
 		}
 		sp.mu.Lock()

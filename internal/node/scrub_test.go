@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -168,16 +169,17 @@ func TestHealPassReadsOnlyWhatIsMissing(t *testing.T) {
 }
 
 // TestHealPassAsksEachKeyOnce: a heal pass does not walk the other
-// node's keys: it asks one question per block about b's piece (in
-// HasPieces windows), and once more, just before rewriting it, about
-// each piece b answered it lacks.
+// node's keys: it asks about each block's keys once (in HasPieces
+// windows: the key of b's rank, and, the blocks being replicated, the
+// other replica's, which counts as b's copy too), and once more, just
+// before rewriting, about each block b answered it lacks.
 func TestHealPassAsksEachKeyOnce(t *testing.T) {
 	ctx := t.Context()
-	const nblocks = 40
+	const nblocks, replicas = 40, 2
 	c, b, _, addrs := scrubSetup(t, nblocks)
 	c.scrubPass(ctx, false)
-	if w, h := b.walks.Load(), b.has.Load(); w != 0 || h != nblocks {
-		t.Fatalf("heal pass over whole blocks: %d walks of b and %d questions, want 0 and %d", w, h, nblocks)
+	if w, h := b.walks.Load(), b.has.Load(); w != 0 || h != nblocks*replicas {
+		t.Fatalf("heal pass over whole blocks: %d walks of b and %d questions, want 0 and %d", w, h, nblocks*replicas)
 	}
 	for _, a := range addrs[:5] {
 		for i := range 2 {
@@ -187,8 +189,8 @@ func TestHealPassAsksEachKeyOnce(t *testing.T) {
 	b.has.Store(0)
 	c.scrubPass(ctx, false)
 	ss := c.scrubStatus()
-	if w, h := b.walks.Load(), b.has.Load(); w != 0 || h != nblocks+5 || ss.Repaired != 5 {
-		t.Fatalf("heal pass after b lost 5 pieces: %d walks of b, %d questions, %d repaired; want 0, %d, 5", w, h, ss.Repaired, nblocks+5)
+	if w, h := b.walks.Load(), b.has.Load(); w != 0 || h != (nblocks+5)*replicas || ss.Repaired != 5 {
+		t.Fatalf("heal pass after b lost 5 pieces: %d walks of b, %d questions, %d repaired; want 0, %d, 5", w, h, ss.Repaired, (nblocks+5)*replicas)
 	}
 }
 
@@ -303,5 +305,100 @@ func TestFullHolderIsPassedOver(t *testing.T) {
 	c.giveBack(ctx)
 	if h := c.pendingHints(); h != 20 || !c.usable(c.view(), "b") {
 		t.Errorf("after a give-back to a full b: %d pieces noted (want 20), b usable %v", h, c.usable(c.view(), "b"))
+	}
+}
+
+// TestHealFollowsTheSet: 3 nodes, replicas = 2; x leaves for good. On
+// the blocks a and x held, a moves up a rank where x ranked first, and
+// keeps the copy it has under its old rank's key. a's heal pass writes
+// one piece per such block, on b, the one x took with it, and no second
+// copy under the survivor's new rank (docs/placement.md: "set" against
+// "positional" movement); every block reads back, and a second pass
+// finds nothing to do.
+func TestHealFollowsTheSet(t *testing.T) {
+	ctx := t.Context()
+	b := &countingHolder{Store: memory.New(0)}
+	c := testClusterWith(t, peer.ServerOptions{Holder: b})
+	x := memory.New(0)
+	secret := bytes.Repeat([]byte{7}, peer.MinSecret)
+	xaddr := servePeerWith(t, peer.ServerOptions{Holder: x, Secret: secret, NodeID: "x"})
+	xc := peer.NewClient(xaddr, peer.ClientOptions{Secret: secret, NodeID: "a", Timeout: 30 * time.Second})
+	t.Cleanup(func() { xc.Close() })
+	c.clients["x"] = xc
+	c.v = viewOf(t, true, "a", "b", "x")
+	c.scrub = newScrubber(time.Hour)
+	n := c.n
+	n.log, n.stores, n.cluster = c.log, map[string]blocks.Store{}, c
+
+	st, err := n.redundantFor(policies.Redundancy{Replicas: 2}, policies.SpreadNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const nblocks = 60
+	var addrs []blocks.Addr
+	mine := map[blocks.Addr]bool{}
+	affected, shifted := 0, 0
+	for i := range nblocks {
+		a, err := st.Put(ctx, bytes.Repeat([]byte{byte(i)}, 4096))
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, a)
+		_, primary, _, err := c.rank(a, 2, 0, policies.SpreadNode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// a's pass checks the blocks a holds a piece of (b's own pass,
+		// which this test does not run, would check the others).
+		if slices.Contains(primary, "x") && slices.Contains(primary, "a") {
+			affected++
+			mine[a] = true
+			if primary[0] == "x" {
+				shifted++ // a moves from rank 1 to rank 0
+			}
+		}
+	}
+	if err := st.(interface{ Sync(context.Context) error }).Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if shifted == 0 || shifted == affected {
+		t.Fatalf("placement put x first on %d of the %d blocks it holds: the test needs some of each", shifted, affected)
+	}
+
+	c.v = viewOf(t, true, "a", "b") // x is gone for good
+	c.scrubPass(ctx, false)
+	ss := c.scrubStatus()
+	if ss.Repaired != int64(affected) || ss.Unreadable != 0 {
+		t.Fatalf("heal pass after x left: %d pieces rewritten (%d unreadable), want %d: one per block a and x held (on %d of them a moved up a rank)",
+			ss.Repaired, ss.Unreadable, affected, shifted)
+	}
+	for i, a := range addrs {
+		got, err := st.Get(ctx, a)
+		if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{byte(i)}, 4096)) {
+			t.Fatalf("block %d does not read back after the heal: %v", i, err)
+		}
+		if !mine[a] {
+			continue
+		}
+		// Both nodes hold a replica, each under one key only.
+		for _, h := range []blocks.Holder{n.silo, b} {
+			held := 0
+			for r := range 2 {
+				if ok, _ := h.HasPiece(ctx, blocks.PieceKey(a, r)); ok {
+					held++
+				}
+			}
+			if held != 1 {
+				t.Fatalf("block %d: a holder keeps %d replicas of it, want 1", i, held)
+			}
+		}
+	}
+	c.scrubPass(ctx, false)
+	if ss := c.scrubStatus(); ss.Repaired != 0 {
+		t.Fatalf("a second heal pass rewrote %d pieces, want 0", ss.Repaired)
+	}
+	c.scrubPass(ctx, true)
+	if ss := c.scrubStatus(); ss.Repaired != 0 || ss.Unreadable != 0 {
+		t.Fatalf("a full pass after the heal rewrote %d pieces (%d unreadable), want 0", ss.Repaired, ss.Unreadable)
 	}
 }

@@ -1,0 +1,111 @@
+package redundant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"cairn/blocks"
+	"cairn/blocks/blockstest"
+	"cairn/blocks/memory"
+)
+
+// nodeHolder is a holder standing for one node of a cluster: any replica
+// it keeps counts for the block, whatever its index (ReplicaFinder).
+type nodeHolder struct{ *flaky }
+
+func (h nodeHolder) FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]byte, int, error) {
+	for j := range n {
+		if j == i {
+			continue
+		}
+		if p, err := h.GetPiece(ctx, blocks.PieceKey(addr, j)); err == nil {
+			return p, j, nil
+		}
+	}
+	return nil, 0, fmt.Errorf("test: no replica of %v: %w", addr, blocks.ErrNotFound)
+}
+
+// TestRanksMoveButReplicasStay: a block with 3 replicas on holders a, b,
+// c loses a for good; placement now names b, c, d, so b and c each sit at
+// a rank whose key they lack. Holders that find their node's other
+// replicas (ReplicaFinder) read and repair as a set: the reads succeed
+// with nothing written, and a full Repair writes one piece, on d. Holders
+// that do not (a lone silo) look for each rank's key only.
+func TestRanksMoveButReplicasStay(t *testing.T) {
+	for _, finder := range []bool{true, false} {
+		t.Run(fmt.Sprintf("finder=%v", finder), func(t *testing.T) {
+			ctx := t.Context()
+			mems := make([]*flaky, 4)
+			hs := make([]blocks.Holder, 4)
+			for i := range mems {
+				mems[i] = &flaky{Store: memory.New(0)}
+				hs[i] = mems[i]
+				if finder {
+					hs[i] = nodeHolder{mems[i]}
+				}
+			}
+			placed := hs[:3]
+			s, err := New(Options{
+				Replicas: 3,
+				Holders:  func(blocks.Addr, int) []blocks.Holder { return placed },
+				All:      func() []blocks.Holder { return hs },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := blockstest.Random(3, 5000)
+			addr, err := s.Put(ctx, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			placed = hs[1:4] // a is gone: b, c move up a rank, d is new
+			if !finder {
+				// By index alone, no rank's key is where it is looked for
+				// (a cluster's slots look on the other holders too).
+				if _, err := s.Get(ctx, addr); !errors.Is(err, blocks.ErrNotFound) {
+					t.Fatalf("Get by index after the ranks moved: %v, want not found", err)
+				}
+				return
+			}
+			for range 2 {
+				got, err := s.Get(ctx, addr)
+				if err != nil || string(got) != string(data) {
+					t.Fatalf("Get after the ranks moved: %v", err)
+				}
+			}
+			n, err := s.Repair(DeferRepairSyncs(ctx), addr)
+			if err != nil || n != 1 {
+				t.Fatalf("Repair rewrote %d pieces (%v), want 1: d's", n, err)
+			}
+			// d has its rank's piece; b and c keep theirs, and got no
+			// second copy under their new rank's key.
+			for r, m := range mems[1:] {
+				ok, _ := m.HasPiece(ctx, blocks.PieceKey(addr, r))
+				if ok != (r == 2) {
+					t.Errorf("holder at rank %d has the key of its rank: %v, want %v", r, ok, r == 2)
+				}
+			}
+			if n, err := s.Repair(ctx, addr); err != nil || n != 0 {
+				t.Fatalf("a second Repair rewrote %d pieces (%v), want 0", n, err)
+			}
+			// The copies the finder found are verified like any other: a
+			// damaged one is replaced under the rank's key.
+			{
+				k := blocks.PieceKey(addr, 1)
+				p, _ := mems[1].Store.GetPiece(ctx, k)
+				bad := append([]byte(nil), p...)
+				bad[len(bad)-1] ^= 1
+				_ = mems[1].Store.DeletePiece(ctx, k)
+				_ = mems[1].Store.PutPiece(ctx, k, bad)
+				if n, err := s.Repair(ctx, addr); err != nil || n != 1 {
+					t.Fatalf("Repair with b's copy damaged rewrote %d pieces (%v), want 1", n, err)
+				}
+				if ok, _ := mems[1].HasPiece(ctx, blocks.PieceKey(addr, 0)); !ok {
+					t.Error("b's damaged copy was not replaced under its rank's key")
+				}
+			}
+		})
+	}
+}
