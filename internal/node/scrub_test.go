@@ -402,3 +402,39 @@ func TestHealFollowsTheSet(t *testing.T) {
 		t.Fatalf("a full pass after the heal rewrote %d pieces (%d unreadable), want 0", ss.Repaired, ss.Unreadable)
 	}
 }
+
+// TestSlotDeleteSparesOtherHolders: a slot's delete (a repair replacing
+// a bad piece deletes it first) reaches the slot's node, not the block's
+// other holders: the copy one of them keeps under that key is its own
+// replica when its rank moved (TestHealFollowsTheSet).
+func TestSlotDeleteSparesOtherHolders(t *testing.T) {
+	ctx := t.Context()
+	b := memory.New(0)
+	c := testClusterWith(t, peer.ServerOptions{Holder: b})
+	c.v = viewOf(t, true, "a", "b")
+	c.n.log, c.n.cluster = c.log, c
+	addr := blocks.Sum([]byte("a block"))
+	key := blocks.PieceKey(addr, 1)
+	for _, h := range c.holders(policies.SpreadNode)(addr, 2) {
+		if slotOf(h).primary != "a" {
+			continue
+		}
+		if err := b.PutPiece(ctx, key, []byte("b's replica")); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.n.silo.PutPiece(ctx, key, []byte("a's copy")); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.DeletePiece(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := c.n.silo.HasPiece(ctx, key); ok {
+			t.Error("the slot's delete left the piece on its own node")
+		}
+		if ok, _ := b.HasPiece(ctx, key); !ok {
+			t.Error("the delete of a's slot took b's copy too")
+		}
+		return
+	}
+	t.Fatal("no slot of the block is a's")
+}
