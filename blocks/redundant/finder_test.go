@@ -16,6 +16,9 @@ import (
 type nodeHolder struct{ *flaky }
 
 func (h nodeHolder) FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]byte, int, error) {
+	if p, err := h.GetPiece(ctx, blocks.PieceKey(addr, i)); err == nil {
+		return p, i, nil
+	}
 	for j := range n {
 		if j == i {
 			continue

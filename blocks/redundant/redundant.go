@@ -410,6 +410,17 @@ func (s *Store) fetch(ctx context.Context, h blocks.Holder, addr blocks.Addr, i 
 // fetchInto is fetch reading into dst's array when dst is not nil and h
 // implements blocks.PieceGetterInto.
 func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr, i int, hash bool, dst []byte) piece {
+	rf, finds := h.(ReplicaFinder)
+	finds = finds && s.kind == kindReplica
+	if finds && !blocks.HolderIsLocal(h) {
+		// A remote node: its own copy first, whatever its key, in one
+		// call, before GetPiece's search of the fallbacks (which would
+		// ask several other nodes for this rank's key first).
+		if p, j, err := rf.FindReplica(ctx, addr, s.n, i); err == nil {
+			return s.check(p, addr, j, hash)
+		}
+		finds = false // asked already; the fallbacks are GetPiece's
+	}
 	var p []byte
 	var err error
 	if gi, ok := h.(blocks.PieceGetterInto); ok && dst != nil {
@@ -420,11 +431,9 @@ func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr
 	switch {
 	case err == nil:
 	case errors.Is(err, blocks.ErrNotFound):
-		if s.kind == kindReplica {
-			if rf, ok := h.(ReplicaFinder); ok {
-				if p, j, ferr := rf.FindReplica(ctx, addr, s.n, i); ferr == nil {
-					return s.check(p, addr, j, hash)
-				}
+		if finds {
+			if p, j, ferr := rf.FindReplica(ctx, addr, s.n, i); ferr == nil {
+				return s.check(p, addr, j, hash)
 			}
 		}
 		return piece{state: missing, err: err}
@@ -439,9 +448,13 @@ func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr
 // ReplicaFinder is an optional capability of a holder that stands for one
 // node of a cluster, where a replica is a replica whatever its index: the
 // node's copy of a replicated block counts for the block wherever the
-// node now ranks. FindReplica returns a replica of the block at addr (of
-// n) that the holder's node keeps under another index than i, and that
-// index; blocks.ErrNotFound when it keeps none.
+// node now ranks. FindReplica returns the replica of the block at addr
+// (of n) that the holder's node keeps, the one under index i if it keeps
+// that one, else another, and its index; blocks.ErrNotFound when it
+// keeps none. It asks that node only, never the fallbacks GetPiece
+// searches. A read asks a remote holder this first (one call finds the
+// node's copy under any key); a local one, after GetPiece (the cheap
+// common case) found nothing.
 //
 // Why: pieces are stored under their index (blocks.PieceKey), and the
 // holders of a block are ranked. When a holder leaves, the survivors
@@ -692,14 +705,31 @@ func (s *Store) GetMany(ctx context.Context, addrs []blocks.Addr, buf *[]byte) (
 	slow := b.rest
 	if pg, ok := b.h.(blocks.PiecesGetter); ok {
 		pieces, perrs := pg.GetPieces(ctx, b.keys, buf)
+		var lacked []int
 		for j, i := range b.idx {
 			if perrs[j] == nil {
 				if p := s.check(pieces[j], addrs[i], b.rep[j], false); p.state == good {
 					out[i] = p.payload
 					continue
 				}
+			} else if errors.Is(perrs[j], blocks.ErrNotFound) {
+				lacked = append(lacked, j)
 			}
 			slow = append(slow, i)
+		}
+		if alt := s.otherKeys(b, addrs, lacked); alt != nil {
+			// Another buffer: the pieces above point into buf.
+			pieces, perrs := pg.GetPieces(ctx, alt.keys, new([]byte))
+			for x, j := range alt.pos {
+				i := b.idx[j]
+				if out[i] != nil || perrs[x] != nil {
+					continue
+				}
+				if p := s.check(pieces[x], addrs[i], alt.rep[x], false); p.state == good {
+					out[i] = p.payload
+				}
+			}
+			slow = slices.DeleteFunc(slow, func(i int) bool { return out[i] != nil })
 		}
 	} else {
 		slow = append(slow, b.idx...)
@@ -725,15 +755,68 @@ func (s *Store) ViewMany(ctx context.Context, addrs []blocks.Addr, views [][]byt
 	b.pieces = slices.Grow(b.pieces[:0], len(b.keys))[:len(b.keys)]
 	pieces := b.pieces
 	release = pv.ViewPieces(ctx, b.keys, pieces)
+	var lacked []int
 	for j, i := range b.idx {
 		if pieces[j] == nil {
+			lacked = append(lacked, j)
 			continue
 		}
 		if p := s.check(pieces[j], addrs[i], b.rep[j], false); p.state == good {
 			views[i] = p.payload
 		}
 	}
+	if alt := s.otherKeys(b, addrs, lacked); alt != nil {
+		more := make([][]byte, len(alt.keys))
+		release2 := pv.ViewPieces(ctx, alt.keys, more)
+		for x, j := range alt.pos {
+			i := b.idx[j]
+			if views[i] != nil || more[x] == nil {
+				continue
+			}
+			if p := s.check(more[x], addrs[i], alt.rep[x], false); p.state == good {
+				views[i] = p.payload
+			}
+		}
+		first := release
+		release = func() { first(); release2() }
+	}
 	return release
+}
+
+// altKeys lists the other replica keys of some blocks of a localBatch:
+// pos[x] is the batch position of keys[x], rep[x] its replica index.
+type altKeys struct {
+	keys []blocks.Addr
+	pos  []int
+	rep  []int
+}
+
+// otherKeys returns, for the batch positions lacked whose piece the local
+// holder does not have under its rank's key, the keys of the blocks' other
+// replicas, for a second batch on the same holder: when the holder finds
+// replicas (ReplicaFinder), its node may keep its copy under the key of
+// the rank it had before a node ranked ahead of it left. Without this,
+// each such block fell to Get, one at a time, on every read. nil when
+// there is nothing to look for.
+func (s *Store) otherKeys(b *localBatch, addrs []blocks.Addr, lacked []int) *altKeys {
+	if len(lacked) == 0 || s.kind != kindReplica || s.n < 2 {
+		return nil
+	}
+	if _, ok := b.h.(ReplicaFinder); !ok {
+		return nil
+	}
+	alt := &altKeys{}
+	for _, j := range lacked {
+		a := addrs[b.idx[j]]
+		for r := range s.n {
+			if r != b.rep[j] {
+				alt.keys = append(alt.keys, blocks.PieceKey(a, r))
+				alt.pos = append(alt.pos, j)
+				alt.rep = append(alt.rep, r)
+			}
+		}
+	}
+	return alt
 }
 
 // read gets the block at addr, reading every piece when full, and repairs

@@ -776,29 +776,42 @@ func (s *slot) keepsOtherReplica(ctx context.Context, p []byte) bool {
 }
 
 // FindReplica implements redundant.ReplicaFinder: the replica of the
-// block at addr that the slot's node keeps under another index than i,
-// and that index. When a node ranked before it leaves, a holder moves up
-// a rank and keeps the copy it had under its old rank's key; that copy
-// counts for the block (see redundant.ReplicaFinder), so neither a read
-// nor anti-entropy writes a second one under the new rank's key. Only
-// the slot's own node is asked: fallbacks hold copies by key, which
-// GetPiece finds.
+// block at addr that the slot's node keeps, under index i if it keeps
+// that one, else under another, and its index. When a node ranked before
+// it leaves, a holder moves up a rank and keeps the copy it had under its
+// old rank's key; that copy counts for the block (see
+// redundant.ReplicaFinder), so neither a read nor anti-entropy writes a
+// second one under the new rank's key. Only the slot's own node is asked
+// (GetPiece, then one HasPieces round trip for the other keys, then
+// GetPiece of the one it has): fallbacks hold copies by key, which
+// GetPiece finds. A client read notes client activity, a background one
+// pays the limiter, as GetPiece does.
 func (s *slot) FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]byte, int, error) {
 	if s.primary != s.c.self.ID && !s.c.usable(s.v, s.primary) {
 		return nil, 0, fmt.Errorf("node %s is down: %w", s.primary, blocks.ErrUnavailable)
 	}
-	j, err := s.c.otherReplica(ctx, s.primary, addr, n, i)
+	bg := throttle.IsBackground(ctx)
+	if !bg {
+		s.c.limiter().Note()
+	}
+	h := s.c.holder(s.primary)
+	j := i
+	p, err := h.GetPiece(ctx, blocks.PieceKey(addr, i))
+	if errors.Is(err, blocks.ErrNotFound) {
+		if j, err = s.c.otherReplica(ctx, s.primary, addr, n, i); err == nil {
+			if j < 0 {
+				return nil, 0, fmt.Errorf("node: no replica of %v on %s: %w", addr, s.primary, blocks.ErrNotFound)
+			}
+			p, err = h.GetPiece(ctx, blocks.PieceKey(addr, j))
+		}
+	}
 	if err != nil {
+		if !errors.Is(err, blocks.ErrNotFound) {
+			s.c.failed(s.primary, err)
+		}
 		return nil, 0, err
 	}
-	if j < 0 {
-		return nil, 0, fmt.Errorf("node: no other replica of %v on %s: %w", addr, s.primary, blocks.ErrNotFound)
-	}
-	p, err := s.c.holder(s.primary).GetPiece(ctx, blocks.PieceKey(addr, j))
-	if err != nil {
-		return nil, 0, err
-	}
-	if throttle.IsBackground(ctx) {
+	if bg {
 		if werr := s.c.limiter().Wait(ctx, len(p)); werr != nil {
 			return nil, 0, fmt.Errorf("node: get piece %v: %w", addr, werr)
 		}

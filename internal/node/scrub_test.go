@@ -393,6 +393,27 @@ func TestHealFollowsTheSet(t *testing.T) {
 			}
 		}
 	}
+	// Batched reads (an NBD read's path) find a's copies too, under
+	// whichever key a keeps them: none falls to a read of its own.
+	var held []blocks.Addr
+	for _, a := range addrs {
+		if mine[a] {
+			held = append(held, a)
+		}
+	}
+	views := make([][]byte, len(held))
+	release := st.(blocks.Viewer).ViewMany(ctx, held, views)
+	got, errs := st.(blocks.ManyGetter).GetMany(ctx, held, new([]byte))
+	for k, a := range held {
+		want := bytes.Repeat([]byte{byte(slices.Index(addrs, a))}, 4096)
+		if !bytes.Equal(views[k], want) {
+			t.Errorf("block %v: ViewMany gave %d bytes, want its 4096 from a's silo", a, len(views[k]))
+		}
+		if errs[k] != nil || !bytes.Equal(got[k], want) {
+			t.Errorf("block %v: GetMany: %v", a, errs[k])
+		}
+	}
+	release()
 	c.scrubPass(ctx, false)
 	if ss := c.scrubStatus(); ss.Repaired != 0 {
 		t.Fatalf("a second heal pass rewrote %d pieces, want 0", ss.Repaired)
