@@ -459,3 +459,93 @@ func TestSlotDeleteSparesOtherHolders(t *testing.T) {
 	}
 	t.Fatal("no slot of the block is a's")
 }
+
+// TestJoinFollowsTheSet: 2 nodes, replicas = 2; x joins. On the blocks x
+// now ranks among the holders of, one holder ranks lower than before or
+// drops out. a's heal pass writes one piece per such block, on x; where
+// a dropped out, its copy is surplus once x and b hold theirs, and goes.
+// Every block reads back, and nothing is left to do.
+func TestJoinFollowsTheSet(t *testing.T) {
+	ctx := t.Context()
+	b := &countingHolder{Store: memory.New(0)}
+	c := testClusterWith(t, peer.ServerOptions{Holder: b})
+	x := memory.New(0)
+	secret := bytes.Repeat([]byte{7}, peer.MinSecret)
+	xaddr := servePeerWith(t, peer.ServerOptions{Holder: x, Secret: secret, NodeID: "x"})
+	xc := peer.NewClient(xaddr, peer.ClientOptions{Secret: secret, NodeID: "a", Timeout: 30 * time.Second})
+	t.Cleanup(func() { xc.Close() })
+	c.clients["x"] = xc
+	c.v = viewOf(t, true, "a", "b")
+	c.scrub = newScrubber(time.Hour)
+	n := c.n
+	n.log, n.stores, n.cluster = c.log, map[string]blocks.Store{}, c
+	st, err := n.redundantFor(policies.Redundancy{Replicas: 2}, policies.SpreadNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const nblocks = 60
+	var addrs []blocks.Addr
+	for i := range nblocks {
+		a, err := st.Put(ctx, bytes.Repeat([]byte{byte(i)}, 4096))
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, a)
+	}
+	if err := st.(interface{ Sync(context.Context) error }).Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	c.v = viewOf(t, true, "a", "b", "x") // x joins
+	joined, aOut := 0, 0
+	for _, a := range addrs {
+		_, primary, _, err := c.rank(a, 2, 0, policies.SpreadNode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(primary, "x") {
+			joined++
+			if !slices.Contains(primary, "a") {
+				aOut++
+			}
+		}
+	}
+	if aOut == 0 || aOut == joined {
+		t.Fatalf("x joined the holders of %d blocks, a left %d of them: the test needs some of each", joined, aOut)
+	}
+	c.scrubPass(ctx, false)
+	ss := c.scrubStatus()
+	if ss.Repaired != int64(joined) || ss.Dropped != int64(aOut) || ss.Unreadable != 0 {
+		t.Fatalf("heal pass after x joined: %d pieces written, %d surplus dropped (%d unreadable); want %d (one per block x now holds) and %d (a's copies where a is no holder now)",
+			ss.Repaired, ss.Dropped, ss.Unreadable, joined, aOut)
+	}
+	for i, a := range addrs {
+		got, err := st.Get(ctx, a)
+		if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{byte(i)}, 4096)) {
+			t.Fatalf("block %d does not read back after x joined: %v", i, err)
+		}
+		_, primary, _, _ := c.rank(a, 2, 0, policies.SpreadNode)
+		for _, h := range []struct {
+			id string
+			h  blocks.Holder
+		}{{"a", n.silo}, {"b", b}, {"x", x}} {
+			held := 0
+			for r := range 2 {
+				if ok, _ := h.h.HasPiece(ctx, blocks.PieceKey(a, r)); ok {
+					held++
+				}
+			}
+			in := slices.Contains(primary, h.id)
+			if !in && h.id == "b" {
+				continue // b's own pass, not run here, drops its surplus
+			}
+			if want := map[bool]int{true: 1, false: 0}[in]; held != want {
+				t.Fatalf("block %d: %s keeps %d replicas of it, want %d (holders %v)", i, h.id, held, want, primary)
+			}
+		}
+	}
+	c.scrubPass(ctx, false)
+	if ss := c.scrubStatus(); ss.Repaired != 0 || ss.Dropped != 0 {
+		t.Fatalf("a second heal pass wrote %d pieces and dropped %d, want 0 and 0", ss.Repaired, ss.Dropped)
+	}
+}
