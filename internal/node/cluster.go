@@ -703,11 +703,19 @@ func (s *slot) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 }
 
 func (s *slot) getPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
-	p, err := s.c.holder(s.primary).GetPiece(ctx, key)
-	if err == nil {
-		return p, nil
+	var err error
+	if s.primary == s.c.self.ID || s.c.usable(s.v, s.primary) {
+		var p []byte
+		if p, err = s.c.holder(s.primary).GetPiece(ctx, key); err == nil {
+			return p, nil
+		}
+		s.c.failed(s.primary, err)
+	} else {
+		// Down, or failed a call moments ago (FindReplica's, which the
+		// redundancy layer makes first: a second call to an unreachable
+		// node would wait out the client's timeout again).
+		err = fmt.Errorf("node %s is down: %w", s.primary, blocks.ErrUnavailable)
 	}
-	s.c.failed(s.primary, err)
 	if fp, ferr := s.fromFallbacks(ctx, key); ferr == nil {
 		return fp, nil
 	}
