@@ -22,7 +22,6 @@ import (
 // node) and returns their addresses.
 func scrubSetup(t *testing.T, nblocks int) (c *cluster, b *countingHolder, noted *atomic.Int64, addrs []blocks.Addr) {
 	t.Helper()
-	ctx := t.Context()
 	b = &countingHolder{Store: memory.New(0)}
 	noted = new(atomic.Int64)
 	c = testClusterWith(t, peer.ServerOptions{Holder: b, ClientActivity: func() { noted.Add(1) }})
@@ -36,17 +35,25 @@ func scrubSetup(t *testing.T, nblocks int) (c *cluster, b *countingHolder, noted
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range nblocks {
-		a, err := st.Put(ctx, bytes.Repeat([]byte{byte(i)}, 4096))
+	return c, b, noted, putBlocks(t, st, nblocks)
+}
+
+// putBlocks stores n blocks of 4 KiB through st, block i filled with the
+// byte i, syncs, and returns their addresses.
+func putBlocks(t *testing.T, st blocks.Store, n int) []blocks.Addr {
+	t.Helper()
+	var addrs []blocks.Addr
+	for i := range n {
+		a, err := st.Put(t.Context(), bytes.Repeat([]byte{byte(i)}, 4096))
 		if err != nil {
 			t.Fatal(err)
 		}
 		addrs = append(addrs, a)
 	}
-	if err := st.(interface{ Sync(context.Context) error }).Sync(ctx); err != nil {
+	if err := st.(interface{ Sync(context.Context) error }).Sync(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	return c, b, noted, addrs
+	return addrs
 }
 
 // countingHolder is a memory store that counts the pieces read from it,
@@ -308,6 +315,30 @@ func TestFullHolderIsPassedOver(t *testing.T) {
 	}
 }
 
+// threeNodes is scrubSetup's two nodes and a third, x (a memory store
+// behind its own peer server), with the view of the nodes named in
+// view, and a replicas = 2 store over them.
+func threeNodes(t *testing.T, view ...string) (c *cluster, b *countingHolder, x *memory.Store, st blocks.Store) {
+	t.Helper()
+	b = &countingHolder{Store: memory.New(0)}
+	c = testClusterWith(t, peer.ServerOptions{Holder: b})
+	x = memory.New(0)
+	secret := bytes.Repeat([]byte{7}, peer.MinSecret)
+	xaddr := servePeerWith(t, peer.ServerOptions{Holder: x, Secret: secret, NodeID: "x"})
+	xc := peer.NewClient(xaddr, peer.ClientOptions{Secret: secret, NodeID: "a", Timeout: 30 * time.Second})
+	t.Cleanup(func() { xc.Close() })
+	c.clients["x"] = xc
+	c.v = viewOf(t, true, view...)
+	c.scrub = newScrubber(time.Hour)
+	n := c.n
+	n.log, n.stores, n.cluster = c.log, map[string]blocks.Store{}, c
+	st, err := n.redundantFor(policies.Redundancy{Replicas: 2}, policies.SpreadNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, b, x, st
+}
+
 // TestHealFollowsTheSet: 3 nodes, replicas = 2; x leaves for good. On
 // the blocks a and x held, a moves up a rank where x ranked first, and
 // keeps the copy it has under its old rank's key. a's heal pass writes
@@ -317,33 +348,13 @@ func TestFullHolderIsPassedOver(t *testing.T) {
 // finds nothing to do.
 func TestHealFollowsTheSet(t *testing.T) {
 	ctx := t.Context()
-	b := &countingHolder{Store: memory.New(0)}
-	c := testClusterWith(t, peer.ServerOptions{Holder: b})
-	x := memory.New(0)
-	secret := bytes.Repeat([]byte{7}, peer.MinSecret)
-	xaddr := servePeerWith(t, peer.ServerOptions{Holder: x, Secret: secret, NodeID: "x"})
-	xc := peer.NewClient(xaddr, peer.ClientOptions{Secret: secret, NodeID: "a", Timeout: 30 * time.Second})
-	t.Cleanup(func() { xc.Close() })
-	c.clients["x"] = xc
-	c.v = viewOf(t, true, "a", "b", "x")
-	c.scrub = newScrubber(time.Hour)
+	c, b, _, st := threeNodes(t, "a", "b", "x")
 	n := c.n
-	n.log, n.stores, n.cluster = c.log, map[string]blocks.Store{}, c
-
-	st, err := n.redundantFor(policies.Redundancy{Replicas: 2}, policies.SpreadNode)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const nblocks = 60
-	var addrs []blocks.Addr
+	addrs := putBlocks(t, st, nblocks)
 	mine := map[blocks.Addr]bool{}
 	affected, shifted := 0, 0
-	for i := range nblocks {
-		a, err := st.Put(ctx, bytes.Repeat([]byte{byte(i)}, 4096))
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs = append(addrs, a)
+	for _, a := range addrs {
 		_, primary, _, err := c.rank(a, 2, 0, policies.SpreadNode)
 		if err != nil {
 			t.Fatal(err)
@@ -357,9 +368,6 @@ func TestHealFollowsTheSet(t *testing.T) {
 				shifted++ // a moves from rank 1 to rank 0
 			}
 		}
-	}
-	if err := st.(interface{ Sync(context.Context) error }).Sync(ctx); err != nil {
-		t.Fatal(err)
 	}
 	if shifted == 0 || shifted == affected {
 		t.Fatalf("placement put x first on %d of the %d blocks it holds: the test needs some of each", shifted, affected)
@@ -467,34 +475,10 @@ func TestSlotDeleteSparesOtherHolders(t *testing.T) {
 // Every block reads back, and nothing is left to do.
 func TestJoinFollowsTheSet(t *testing.T) {
 	ctx := t.Context()
-	b := &countingHolder{Store: memory.New(0)}
-	c := testClusterWith(t, peer.ServerOptions{Holder: b})
-	x := memory.New(0)
-	secret := bytes.Repeat([]byte{7}, peer.MinSecret)
-	xaddr := servePeerWith(t, peer.ServerOptions{Holder: x, Secret: secret, NodeID: "x"})
-	xc := peer.NewClient(xaddr, peer.ClientOptions{Secret: secret, NodeID: "a", Timeout: 30 * time.Second})
-	t.Cleanup(func() { xc.Close() })
-	c.clients["x"] = xc
-	c.v = viewOf(t, true, "a", "b")
-	c.scrub = newScrubber(time.Hour)
+	c, b, x, st := threeNodes(t, "a", "b")
 	n := c.n
-	n.log, n.stores, n.cluster = c.log, map[string]blocks.Store{}, c
-	st, err := n.redundantFor(policies.Redundancy{Replicas: 2}, policies.SpreadNode)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const nblocks = 60
-	var addrs []blocks.Addr
-	for i := range nblocks {
-		a, err := st.Put(ctx, bytes.Repeat([]byte{byte(i)}, 4096))
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs = append(addrs, a)
-	}
-	if err := st.(interface{ Sync(context.Context) error }).Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	addrs := putBlocks(t, st, nblocks)
 
 	c.v = viewOf(t, true, "a", "b", "x") // x joins
 	joined, aOut := 0, 0
