@@ -790,10 +790,10 @@ func (s *slot) keepsOtherReplica(ctx context.Context, p []byte) bool {
 // old rank's key; that copy counts for the block (see
 // redundant.ReplicaFinder), so neither a read nor anti-entropy writes a
 // second one under the new rank's key. Only the slot's own node is asked
-// (GetPiece, then one HasPieces round trip for the other keys, then
-// GetPiece of the one it has): fallbacks hold copies by key, which
-// GetPiece finds. A client read notes client activity, a background one
-// pays the limiter, as GetPiece does.
+// (its silo here; another node in one GetAnyPiece round trip, the rank's
+// key first): fallbacks hold copies by key, which GetPiece finds. A
+// client read notes client activity, a background one pays the limiter,
+// as GetPiece does.
 func (s *slot) FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]byte, int, error) {
 	if s.primary != s.c.self.ID && !s.c.usable(s.v, s.primary) {
 		return nil, 0, fmt.Errorf("node %s is down: %w", s.primary, blocks.ErrUnavailable)
@@ -802,16 +802,26 @@ func (s *slot) FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]b
 	if !bg {
 		s.c.limiter().Note()
 	}
-	h := s.c.holder(s.primary)
-	j := i
-	p, err := h.GetPiece(ctx, blocks.PieceKey(addr, i))
-	if errors.Is(err, blocks.ErrNotFound) {
-		if j, err = s.c.otherReplica(ctx, s.primary, addr, n, i); err == nil {
-			if j < 0 {
-				return nil, 0, fmt.Errorf("node: no replica of %v on %s: %w", addr, s.primary, blocks.ErrNotFound)
-			}
-			p, err = h.GetPiece(ctx, blocks.PieceKey(addr, j))
+	keys := make([]blocks.Addr, 0, n)
+	keys = append(keys, blocks.PieceKey(addr, i))
+	for j := range n {
+		if j != i {
+			keys = append(keys, blocks.PieceKey(addr, j))
 		}
+	}
+	var p []byte
+	var err error
+	if s.primary == s.c.self.ID {
+		err = fmt.Errorf("node: no replica of %v here: %w", addr, blocks.ErrNotFound)
+		for _, k := range keys {
+			if p, err = s.c.n.silo.GetPiece(ctx, k); !errors.Is(err, blocks.ErrNotFound) {
+				break
+			}
+		}
+	} else if len(keys) > peer.MaxAnyPiece {
+		p, err = s.c.client(s.primary).GetPiece(ctx, keys[0])
+	} else {
+		p, err = s.c.client(s.primary).GetAnyPiece(ctx, keys)
 	}
 	if err != nil {
 		if !errors.Is(err, blocks.ErrNotFound) {
@@ -823,6 +833,12 @@ func (s *slot) FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]b
 		if werr := s.c.limiter().Wait(ctx, len(p)); werr != nil {
 			return nil, 0, fmt.Errorf("node: get piece %v: %w", addr, werr)
 		}
+	}
+	// The piece's header names its index (the redundancy layer checks it
+	// against the index returned, and the block against addr).
+	j := i
+	if l, perr := redundant.PieceLayout(p); perr == nil && l.Index >= 0 && l.Index < n {
+		j = l.Index
 	}
 	return p, j, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"cairn/blocks"
 	"cairn/blocks/memory"
+	"cairn/blocks/redundant"
 	"cairn/internal/peer"
 	"cairn/policies"
 )
@@ -531,5 +532,46 @@ func TestJoinFollowsTheSet(t *testing.T) {
 	c.scrubPass(ctx, false)
 	if ss := c.scrubStatus(); ss.Repaired != 0 || ss.Dropped != 0 {
 		t.Fatalf("a second heal pass wrote %d pieces and dropped %d, want 0 and 0", ss.Repaired, ss.Dropped)
+	}
+}
+
+// TestFindReplicaAsksOnce: where b moved up a rank when x left, the slot
+// of b's new rank finds b's copy under its old rank's key in one call
+// to b (GetAnyPiece: the rank's key, then the other), not in a
+// HasPieces round trip and a read.
+func TestFindReplicaAsksOnce(t *testing.T) {
+	ctx := t.Context()
+	c, b, _, st := threeNodes(t, "a", "b", "x")
+	addrs := putBlocks(t, st, 40)
+	var moved []blocks.Addr
+	for _, a := range addrs {
+		if _, primary, _, _ := c.rank(a, 2, 0, policies.SpreadNode); primary[0] == "x" && primary[1] == "b" {
+			moved = append(moved, a)
+		}
+	}
+	c.v = viewOf(t, true, "a", "b") // x is gone
+	found := 0
+	for _, a := range moved {
+		for _, h := range c.holders(policies.SpreadNode)(a, 2) {
+			sl := slotOf(h)
+			if sl.primary != "b" || sl.idx != 0 {
+				continue
+			}
+			has, gets := b.has.Load(), b.gets.Load()
+			p, j, err := sl.FindReplica(ctx, a, 2, 0)
+			if err != nil || j != 1 {
+				t.Fatalf("FindReplica on b's new rank: index %d, %v; want b's copy under index 1", j, err)
+			}
+			if l, err := redundant.PieceLayout(p); err != nil || l.Addr != a || l.Index != 1 {
+				t.Fatalf("FindReplica returned a piece of %v index %d (%v)", l.Addr, l.Index, err)
+			}
+			if dh, dg := b.has.Load()-has, b.gets.Load()-gets; dh != 0 || dg != 2 {
+				t.Fatalf("FindReplica asked b %d questions and read %d keys, want 0 and 2 (in one call)", dh, dg)
+			}
+			found++
+		}
+	}
+	if found == 0 {
+		t.Fatal("no block had b move up to rank 0")
 	}
 }

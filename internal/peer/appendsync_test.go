@@ -180,7 +180,7 @@ func startOldServer(t *testing.T, store *memory.Store) (string, *[256]atomic.Int
 	var refused [256]atomic.Int64
 	limit := func(op byte) int {
 		switch op {
-		case opPutPieces, opAppendSync, opPutAppendSync, opHasPieces:
+		case opPutPieces, opAppendSync, opPutAppendSync, opHasPieces, opGetAnyPiece:
 			return maxSmall
 		}
 		return requestLimit(op)
@@ -232,7 +232,21 @@ func startOldServer(t *testing.T, store *memory.Store) (string, *[256]atomic.Int
 							return
 						}
 						continue
-					case opPutPieces, opAppendSync, opPutAppendSync, opHasPieces:
+					case opGetPiece:
+						key, derr := decodeKey(f.payload)
+						if derr != nil {
+							return
+						}
+						data, gerr := store.GetPiece(context.Background(), key)
+						if gerr != nil {
+							rerr = gerr
+							break
+						}
+						if _, err := conn.Write(appendFrame(nil, opReply, codeOK, f.id, data)); err != nil {
+							return
+						}
+						continue
+					case opPutPieces, opAppendSync, opPutAppendSync, opHasPieces, opGetAnyPiece:
 						refused[f.op].Add(1)
 						rerr = fmt.Errorf("unknown op: %w", ErrProtocol)
 					default:

@@ -72,6 +72,8 @@ type Client struct {
 	noPutAppendSync, putAppendSyncProbed atomic.Bool
 	// The same for HasPieces (op 21).
 	noHasPieces, hasPiecesProbed atomic.Bool
+	// The same for GetAnyPiece (op 22).
+	noGetAny, getAnyProbed atomic.Bool
 }
 
 // NewClient returns a client of the peer at addr. It does not connect
@@ -131,7 +133,7 @@ var opNames = map[byte]string{
 	opDeletePiece: "delete-piece", opSync: "sync", opAppend: "append", opAppendSync: "append-sync", opPutAppendSync: "put-append-sync", opSeal: "seal",
 	opReplay: "replay", opTrim: "trim", opWalk: "walk",
 	opLoad: "load", opCompareAndSet: "compare-and-set", opPutPieces: "put-pieces",
-	opGCBegin: "gc-begin", opGCLive: "gc-live", opGCSweep: "gc-sweep", opHasPieces: "has-pieces",
+	opGCBegin: "gc-begin", opGCLive: "gc-live", opGCSweep: "gc-sweep", opHasPieces: "has-pieces", opGetAnyPiece: "get-any-piece",
 }
 
 func (c *Client) wrap(what string, err error) error {
@@ -698,6 +700,40 @@ func (c *Client) HasPieces(ctx context.Context, keys []blocks.Addr) ([]bool, err
 		keys = keys[n:]
 	}
 	return has, nil
+}
+
+// GetAnyPiece returns the piece of the first of keys (1 to MaxAnyPiece,
+// in order) that the peer's holder has, in one round trip: a node's copy
+// of a replicated block that may sit under another rank's key. Against a
+// server that predates op 22 it asks GetPiece once per key. Errors:
+// blocks.ErrNotFound when the holder has none of the keys; GetPiece's.
+func (c *Client) GetAnyPiece(ctx context.Context, keys []blocks.Addr) ([]byte, error) {
+	if len(keys) == 0 || len(keys) > MaxAnyPiece {
+		return nil, c.wrap("get-any-piece", fmt.Errorf("%d keys, want 1 to %d", len(keys), MaxAnyPiece))
+	}
+	if err := c.probe(ctx, opGetAnyPiece, &c.getAnyProbed, &c.noGetAny); err != nil {
+		return nil, err
+	}
+	if !c.noGetAny.Load() {
+		return c.call(ctx, opGetAnyPiece, encodeGetAnyPiece(keys))
+	}
+	var first error
+	for _, k := range keys {
+		p, err := c.GetPiece(ctx, k)
+		if err == nil {
+			return p, nil
+		}
+		if errors.Is(err, blocks.ErrUnavailable) {
+			return nil, err
+		}
+		if first == nil && !errors.Is(err, blocks.ErrNotFound) {
+			first = err
+		}
+	}
+	if first != nil {
+		return nil, first
+	}
+	return nil, c.wrap("get-any-piece", fmt.Errorf("none of %d keys held: %w", len(keys), blocks.ErrNotFound))
 }
 
 // DeletePiece implements blocks.Holder.

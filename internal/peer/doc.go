@@ -96,6 +96,8 @@
 //	    (probe)      empty                                empty
 //	21  HasPieces    count(2) {key(32)}...                bitmap, (count+7)/8 bytes
 //	    (probe)      empty                                empty
+//	22  GetAnyPiece  count(1) {key(32)}...                data (of the first key held)
+//	    (probe)      empty                                empty
 //	16  Credit       empty (names a stream by its ID)     none
 //	17  Cancel       empty (names a stream by its ID)     none
 //
@@ -125,6 +127,13 @@
 // node about the pieces of the blocks it checks, instead of fetching
 // every node's whole key list (Walk), which grows with the cluster. It is
 // probed and falls back (one HasPiece per key) like AppendSync.
+//
+// GetAnyPiece returns the piece of the first of up to 32 keys, in the
+// request's order, that the holder has (status 1 when none). A node
+// keeps its copy of a replicated block under the key of its rank when it
+// got it; a read asks for the key of the node's rank now and the block's
+// other keys in one round trip. It is probed and falls back (one
+// GetPiece per key) like AppendSync.
 //
 // Replies are op 0x80 with a status: 0 OK, 1 not found, 2 corrupt, 3 no
 // space, 4 fenced, 5 too large, 6 unavailable (the holder is closed or the

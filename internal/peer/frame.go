@@ -58,6 +58,9 @@ const (
 	// Which of several pieces the holder has, in one round trip (see
 	// msg.go); an empty one is a probe, as for AppendSync.
 	opHasPieces byte = 21
+	// The first of several keys the holder has, in one round trip (see
+	// msg.go); an empty one is a probe, as for AppendSync.
+	opGetAnyPiece byte = 22
 	// Stream control, client to server, naming a stream by its request ID.
 	opCredit byte = 16
 	opCancel byte = 17
@@ -170,6 +173,10 @@ const (
 	// Client.HasPieces splits longer lists.
 	MaxHasPieces = 4096
 	maxHasPieces = 2 + 32*MaxHasPieces // count, keys
+	// MaxAnyPiece is the most keys one GetAnyPiece request names (the
+	// most pieces a block has under any policy).
+	MaxAnyPiece  = 32
+	maxAnyPieces = 1 + 32*MaxAnyPiece // count, keys
 )
 
 // requestLimit is the largest payload a server accepts for op (0: unknown
@@ -191,6 +198,8 @@ func requestLimit(op byte) int {
 		return maxGCSweep
 	case opHasPieces:
 		return maxHasPieces
+	case opGetAnyPiece:
+		return maxAnyPieces
 	case opHello:
 		return maxHandshake
 	}

@@ -65,12 +65,16 @@ func FuzzMessages(f *testing.F) {
 	f.Add(encodeGCSweep(7, nil))
 	f.Add(encodePutAppendSync(blocks.NameID("l"), 1, 2, []byte("rec"), []Piece{{Key: blocks.Addr{1}, Data: []byte("piece")}}))
 	f.Add(encodeHasPieces([]blocks.Addr{{1}, {2}}))
+	f.Add(encodeGetAnyPiece([]blocks.Addr{{1}, {2}, {3}}))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		if k, err := decodeKey(p); err == nil && !bytes.Equal(k[:], p) {
 			t.Fatal("key")
 		}
 		if keys, err := decodeHasPieces(p); err == nil && len(keys) > 0 && !bytes.Equal(encodeHasPieces(keys), p) {
 			t.Fatal("has-pieces")
+		}
+		if keys, err := decodeGetAnyPiece(p); err == nil && len(keys) > 0 && !bytes.Equal(encodeGetAnyPiece(keys), p) {
+			t.Fatal("get-any-piece")
 		}
 		if has, err := decodeHasBitmap(p, 8*len(p)-3); err == nil && !bytes.Equal(encodeHasBitmap(has), p) {
 			t.Fatal("has-pieces reply")
@@ -161,6 +165,8 @@ func FuzzServer(f *testing.F) {
 	f.Add(appendFrame(nil, opGCSweep, 0, 6, encodeGCSweep(1, nil)))
 	f.Add(appendFrame(nil, opHasPieces, 0, 7, encodeHasPieces([]blocks.Addr{{1}})))
 	f.Add(appendFrame(nil, opHasPieces, 0, 8))
+	f.Add(appendFrame(nil, opGetAnyPiece, 0, 9, encodeGetAnyPiece([]blocks.Addr{{1}, blocks.Sum(nil)})))
+	f.Add(appendFrame(nil, opGetAnyPiece, 0, 10))
 	store := memory.New(1 << 20)
 	_ = store.PutPiece(context.Background(), blocks.Sum(nil), []byte("x"))
 	srv, err := NewServer(ServerOptions{Holder: store, Secret: testSecret})

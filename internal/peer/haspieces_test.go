@@ -2,6 +2,7 @@ package peer
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -125,6 +126,94 @@ func TestHasPiecesWire(t *testing.T) {
 	}{{b, 9}, {b, 17}, {[]byte{0x01, 0x04}, 10}, {nil, 1}} {
 		if _, err := decodeHasBitmap(bad.p, bad.n); err == nil {
 			t.Errorf("bitmap %x for %d keys decoded", bad.p, bad.n)
+		}
+	}
+}
+
+// TestGetAnyPiece: GetAnyPiece returns the piece of the first key, in
+// the request's order, that the holder has, in one request (past the
+// first call's probe); not found when it has none; and refuses a list
+// longer than MaxAnyPiece without asking.
+func TestGetAnyPiece(t *testing.T) {
+	ctx := testCtx(t)
+	store, keys, _ := hasPiecesSetup(t, 5) // holds keys 0, 2 and 4
+	ts := startServer(t, store, "")
+	c := newClient(t, ts.addr)
+	before := ts.srv.Stats().Requests
+	for _, tc := range []struct {
+		ask  []blocks.Addr
+		want byte
+	}{
+		{[]blocks.Addr{keys[1], keys[2], keys[0]}, 2},
+		{[]blocks.Addr{keys[4]}, 4},
+		{[]blocks.Addr{keys[3], keys[1], keys[0]}, 0},
+	} {
+		p, err := c.GetAnyPiece(ctx, tc.ask)
+		if err != nil || !bytes.Equal(p, []byte{tc.want}) {
+			t.Fatalf("GetAnyPiece: %x, %v; want the piece of key %d", p, err, tc.want)
+		}
+	}
+	if _, err := c.GetAnyPiece(ctx, []blocks.Addr{keys[1], keys[3]}); !errors.Is(err, blocks.ErrNotFound) {
+		t.Fatalf("GetAnyPiece of keys the holder lacks: %v, want not found", err)
+	}
+	if r := ts.srv.Stats().Requests - before; r != 5 {
+		t.Errorf("%d requests for 4 calls, want 5 (the probe, then one each)", r)
+	}
+	if _, err := c.GetAnyPiece(ctx, make([]blocks.Addr, MaxAnyPiece+1)); err == nil {
+		t.Fatal("GetAnyPiece of too many keys: no error")
+	}
+	if _, err := c.GetAnyPiece(ctx, nil); err == nil {
+		t.Fatal("GetAnyPiece of no key: no error")
+	}
+	if r := ts.srv.Stats().Requests - before; r != 5 {
+		t.Errorf("refused calls sent %d requests", r-5)
+	}
+}
+
+// TestGetAnyPieceOlderServer: against a server that predates op 22, the
+// probe gets status 8 and GetAnyPiece asks GetPiece for each key in turn,
+// with the same answers.
+func TestGetAnyPieceOlderServer(t *testing.T) {
+	ctx := testCtx(t)
+	store, keys, _ := hasPiecesSetup(t, 5)
+	addr, refused := startOldServer(t, store)
+	c := newClient(t, addr)
+	for range 2 {
+		p, err := c.GetAnyPiece(ctx, []blocks.Addr{keys[3], keys[2]})
+		if err != nil || !bytes.Equal(p, []byte{2}) {
+			t.Fatalf("GetAnyPiece against an older server: %x, %v", p, err)
+		}
+		if _, err := c.GetAnyPiece(ctx, []blocks.Addr{keys[1]}); !errors.Is(err, blocks.ErrNotFound) {
+			t.Fatalf("GetAnyPiece of a key the older server lacks: %v", err)
+		}
+	}
+	if k := refused[opGetAnyPiece].Load(); k != 1 {
+		t.Fatalf("the older server refused %d GetAnyPiece frames, want 1 (the probe)", k)
+	}
+}
+
+// TestGetAnyPieceWire: the request decodes what was encoded; a count
+// that does not match the payload, a zero count and a count over
+// MaxAnyPiece are malformed.
+func TestGetAnyPieceWire(t *testing.T) {
+	keys := []blocks.Addr{{1}, {2}, {3}}
+	p := encodeGetAnyPiece(keys)
+	got, err := decodeGetAnyPiece(p)
+	if err != nil || len(got) != 3 || got[2] != keys[2] {
+		t.Fatalf("decode: %v %v", got, err)
+	}
+	if got, err := decodeGetAnyPiece(nil); err != nil || got != nil {
+		t.Fatalf("probe: %v %v", got, err)
+	}
+	for _, bad := range [][]byte{
+		{0},
+		{1},
+		p[:len(p)-1],
+		append(bytes.Clone(p), 0),
+		append([]byte{MaxAnyPiece + 1}, make([]byte, 32*(MaxAnyPiece+1))...),
+	} {
+		if _, err := decodeGetAnyPiece(bad); err == nil {
+			t.Errorf("request of %d bytes decoded", len(bad))
 		}
 	}
 }

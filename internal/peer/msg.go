@@ -415,6 +415,41 @@ func decodeHasPieces(p []byte) ([]blocks.Addr, error) {
 	return keys, nil
 }
 
+// GetAnyPiece (op 22) asks for the first of up to MaxAnyPiece keys, in
+// the request's order, that the holder has. Request: count(1) then count
+// keys of 32 bytes (count 1 to MaxAnyPiece); an empty request is a probe,
+// answered with an empty reply. Reply: the piece, as GetPiece's; status 1
+// (not found) when the holder has none of the keys. A node's copy of a
+// replicated block may sit under the key of a rank it had before (see
+// internal/node, slot.FindReplica): a read asks for the key of its rank
+// and the others in one round trip.
+
+// encodeGetAnyPiece encodes a GetAnyPiece request of 1 to MaxAnyPiece keys.
+func encodeGetAnyPiece(keys []blocks.Addr) []byte {
+	b := make([]byte, 1, 1+32*len(keys))
+	b[0] = byte(len(keys))
+	for _, k := range keys {
+		b = append(b, k[:]...)
+	}
+	return b
+}
+
+// decodeGetAnyPiece decodes a GetAnyPiece request; nil keys is the probe.
+func decodeGetAnyPiece(p []byte) ([]blocks.Addr, error) {
+	if len(p) == 0 {
+		return nil, nil
+	}
+	n := int(p[0])
+	if n < 1 || n > MaxAnyPiece || len(p) != 1+32*n {
+		return nil, errMalformed("get-any-piece", len(p))
+	}
+	keys := make([]blocks.Addr, n)
+	for i := range keys {
+		keys[i] = blocks.Addr(p[1+32*i : 1+32*(i+1)])
+	}
+	return keys, nil
+}
+
 // encodeHasBitmap encodes a HasPieces reply.
 func encodeHasBitmap(has []bool) []byte {
 	b := make([]byte, (len(has)+7)/8)

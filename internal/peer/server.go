@@ -432,10 +432,35 @@ func (sc *serverConn) readLoop(r *bufio.Reader) error {
 // and appends inline, 1214 and 1281 with syncs inline too.
 func inlineOp(op byte) bool {
 	switch op {
-	case opPutPiece, opPutPieces, opGetPiece, opHasPiece, opAppend, opAppendSync, opPutAppendSync, opSync:
+	case opPutPiece, opPutPieces, opGetPiece, opGetAnyPiece, opHasPiece, opAppend, opAppendSync, opPutAppendSync, opSync:
 		return true
 	}
 	return false
+}
+
+// getAnyPiece returns the first of keys h has (GetAnyPiece, op 22): a
+// key the holder lacks is passed over, and so is one whose piece fails
+// (corrupt, say) while a later key may still serve; the error of the
+// first such failure is returned when none does, blocks.ErrNotFound when
+// the holder has none of the keys.
+func getAnyPiece(ctx context.Context, h Local, keys []blocks.Addr) ([]byte, error) {
+	var first error
+	for _, k := range keys {
+		data, err := h.GetPiece(ctx, k)
+		if err == nil && len(data) > maxReply {
+			err = fmt.Errorf("peer: holder returned a piece of %d bytes: %w", len(data), blocks.ErrTooLarge)
+		}
+		if err == nil {
+			return data, nil
+		}
+		if first == nil && !errors.Is(err, blocks.ErrNotFound) {
+			first = err
+		}
+	}
+	if first != nil {
+		return nil, first
+	}
+	return nil, fmt.Errorf("peer: none of %d keys held: %w", len(keys), blocks.ErrNotFound)
 }
 
 // reply sends the final reply to request id: err's code and text, or
@@ -561,6 +586,19 @@ func (sc *serverConn) decode(f frame) (func(st *serverStream), error) {
 				has[i] = ok
 			}
 			sc.reply(id, nil, encodeHasBitmap(has))
+		}, nil
+	case opGetAnyPiece:
+		keys, err := decodeGetAnyPiece(f.payload)
+		if err != nil {
+			return nil, err
+		}
+		return func(*serverStream) {
+			if keys == nil {
+				sc.reply(id, nil) // the probe
+				return
+			}
+			data, err := getAnyPiece(ctx, h, keys)
+			sc.reply(id, err, data)
 		}, nil
 	case opDeletePiece:
 		key, err := decodeKey(f.payload)
