@@ -27,28 +27,8 @@ func TestFullDisk(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
-	fsImg, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
-	if err := os.WriteFile(fsImg, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(fsImg, 300<<20); err != nil {
-		t.Fatal(err)
-	}
-	Run(t, time.Minute, "mkfs.ext4", "-q", "-F", fsImg)
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	Run(t, time.Minute, "mount", "-o", "loop", fsImg, mnt)
-	// Registered before the server's cleanup, so it runs after it (the
-	// server is killed first, then the file system unmounted).
-	t.Cleanup(func() {
-		if out, err := RunErr(t, time.Minute, "umount", mnt); err != nil {
-			t.Errorf("umount %s: %v: %s", mnt, err, out)
-		}
-	})
-
 	s := cairntest.NewServer(t, "--size", "1GiB")
-	s.Data = filepath.Join(mnt, "data")
+	s.Data = smallDisk(t, dir, 300<<20)
 	s.Start(ctx)
 	if out, err := s.Cairn("volume", "create", "keep", "--size", "32MiB"); err != nil {
 		t.Fatal(err, out)
@@ -109,5 +89,87 @@ func TestFullDisk(t *testing.T) {
 	Run(t, 2*time.Minute, "nbdcopy", s.URI("after"), got)
 	if fileSHA(t, got) != fileSHA(t, after) {
 		t.Fatal("the volume written after the first gc does not read back")
+	}
+}
+
+// smallDisk mounts a file system of size bytes (ext4 on a loop device,
+// its image in dir) until the test ends, and returns a data directory on
+// it. The unmount is registered before the caller's servers, so it runs
+// after they are killed.
+func smallDisk(t *testing.T, dir string, size int64) string {
+	t.Helper()
+	fsImg, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
+	if err := os.WriteFile(fsImg, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(fsImg, size); err != nil {
+		t.Fatal(err)
+	}
+	Run(t, time.Minute, "mkfs.ext4", "-q", "-F", fsImg)
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	Run(t, time.Minute, "mount", "-o", "loop", fsImg, mnt)
+	t.Cleanup(func() {
+		if out, err := RunErr(t, time.Minute, "umount", mnt); err != nil {
+			t.Errorf("umount %s: %v: %s", mnt, err, out)
+		}
+	})
+	return filepath.Join(mnt, "data")
+}
+
+// TestClusterNodeDiskFull: 3 nodes, a replicas = 3 volume, and node C's
+// data directory on a 300 MiB file system. Writing 400 MiB through A
+// fills C's disk part way: the writes and their FLUSHes still succeed
+// (C's pieces go to the other nodes, noted for give-back), C stays in
+// the cluster and answers, and every byte reads back through A and
+// through C's own export.
+func TestClusterNodeDiskFull(t *testing.T) {
+	cairntest.NeedRoot(t)
+	for _, tool := range []string{"mkfs.ext4", "mount", "umount", "nbdcopy"} {
+		cairntest.NeedTool(t, tool)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	cData := smallDisk(t, dir, 300<<20)
+	a := cairntest.NewNode(t, "127.0.0.2")
+	a.Start(ctx)
+	b := cairntest.NewNode(t, "127.0.0.3", "--join", a.Listen, "--secret", a.Secret)
+	b.Start(ctx)
+	c := cairntest.NewNode(t, "127.0.0.4", "--join", a.Listen, "--secret", a.Secret)
+	c.Data = cData
+	c.Start(ctx)
+	nodes := []*cairntest.Server{a, b, c}
+	waitFor(t, 60*time.Second, "every node to see every node alive", func() bool {
+		for _, s := range nodes {
+			if alive(t, s) != 3 || !replicated(t, s, 3) {
+				return false
+			}
+		}
+		return true
+	})
+	if out, err := a.Cairn("volume", "create", "big", "--size", "600MiB", "--policy", writePolicy(t, "[redundancy]\nreplicas = 3\n")); err != nil {
+		t.Fatal(err, out)
+	}
+	img := filepath.Join(dir, "big.img")
+	makeImage(t, img, 600<<20, 31) // 400 MiB of data: more than C's disk holds
+	if out, err := RunErr(t, 5*time.Minute, "nbdcopy", "--flush", img, a.URI("big")); err != nil {
+		t.Fatalf("writing 400 MiB while C's disk fills: %v\n%s", err, out)
+	}
+	st := status(t, a)
+	t.Logf("A: %d pieces waiting for their holder, %d MiB handed off", st.Repair.Pending, st.Repair.HandedOffBytes>>20)
+	if st.Repair.Pending == 0 {
+		t.Errorf("no piece waits for C: its disk did not fill, or its pieces were lost")
+	}
+	if _, err := c.Cairn("status"); err != nil {
+		t.Fatalf("C does not answer with its disk full: %v", err)
+	}
+	for _, s := range []*cairntest.Server{a, c} {
+		got := filepath.Join(dir, "big.out")
+		Run(t, 5*time.Minute, "nbdcopy", s.URI("big"), got)
+		if fileSHA(t, got) != fileSHA(t, img) {
+			t.Fatalf("the volume does not read back through %s with C's disk full", s.NBD)
+		}
+		_ = os.Remove(got)
 	}
 }
