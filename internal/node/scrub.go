@@ -356,18 +356,6 @@ func appendKeysOf(keys []blocks.Addr, l redundant.Layout, i int) []blocks.Addr {
 // when held says it lacks the piece (it may have got it since).
 func (c *cluster) holdsPiece(ctx context.Context, id string, l redundant.Layout, i int, held map[string]map[blocks.Addr]bool, recheck bool) (bool, error) {
 	keys := keysOf(l, i)
-	if id != c.self.ID {
-		if set, ok := held[id]; ok {
-			for _, k := range keys {
-				if set[k] {
-					return true, nil
-				}
-			}
-			if !recheck {
-				return false, nil
-			}
-		}
-	}
 	if id == c.self.ID {
 		for _, k := range keys {
 			if ok, err := c.n.silo.HasPiece(ctx, k); err != nil || ok {
@@ -375,6 +363,16 @@ func (c *cluster) holdsPiece(ctx context.Context, id string, l redundant.Layout,
 			}
 		}
 		return false, nil
+	}
+	if set, ok := held[id]; ok {
+		for _, k := range keys {
+			if set[k] {
+				return true, nil
+			}
+		}
+		if !recheck {
+			return false, nil
+		}
 	}
 	if len(keys) == 1 {
 		return c.client(id).HasPiece(ctx, keys[0])
@@ -465,8 +463,9 @@ const scrubWorkers = 16
 // scrubsHere decides which of a block's holders checks it, so that a pass
 // costs about one check per block, not one per piece: the first reachable
 // node, among the holders placement names now (primary, in v), that holds
-// its piece (see holdsPiece). held has the answers of the other holders (askHolders); a
-// holder left out of it is asked now (a cheap index lookup). A node
+// its piece (see holdsPiece). held has the answers of the other holders
+// (askHolders); a holder left out of it is asked now (a cheap index
+// lookup). A node
 // holding a piece without being one of those holders (a fallback, or a
 // holder before the view changed) checks it too: it may hold copies the
 // rightful holders lack.
@@ -492,12 +491,11 @@ func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout, v *view, p
 // (primary, as placement names them now) lack them (a holder of a
 // replicated block that keeps any replica of it lacks nothing: see
 // holdsPiece): this node by its silo's index, the others by their
-// answers in held, and a holder that
-// answered no is asked again (it may have got the piece since: a
-// client's write, or the pass of another node that checks the block too,
-// as one holding a surplus copy does). known is false when it cannot
-// tell (a holder whose answer is not in held), and the block is then
-// checked in full.
+// answers in held, and a holder that answered no is asked again (it
+// may have got the piece since: a client's write, or the pass of another
+// node that checks the block too, as one holding a surplus copy does).
+// known is false when it cannot tell (a holder whose answer is not in
+// held), and the block is then checked in full.
 //
 // Without asking again, a node's return after a removal (the e2e test
 // TestNodeBackAfterRemovalCopiesOnlyWhatItMissed) rewrote 14.3-14.6 MiB
