@@ -729,11 +729,17 @@ func (s *slot) getPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 // placement names them and not on fallbacks for ever; the fallback's
 // copy becomes surplus (see findSurplus). A replica is not moved to a
 // holder that keeps another replica of the block (keepsOtherReplica):
-// when the ranks shift, the holders' copies count as a set. Every piece read or copied pays
-// the limiter, after the read: the bucket goes into debt, and the next
-// background call waits it off.
+// when the ranks shift, the holders' copies count as a set. Every piece
+// read or copied pays the limiter, after the read: the bucket goes into
+// debt, and the next background call waits it off.
 func (s *slot) getBackground(ctx context.Context, key blocks.Addr) ([]byte, error) {
-	p, err := s.c.holder(s.primary).GetPiece(ctx, key)
+	var p []byte
+	var err error
+	if s.primary == s.c.self.ID || s.c.usable(s.v, s.primary) {
+		p, err = s.c.holder(s.primary).GetPiece(ctx, key)
+	} else {
+		err = fmt.Errorf("node %s is down: %w", s.primary, blocks.ErrUnavailable) // as in getPiece
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, blocks.ErrUnavailable):
