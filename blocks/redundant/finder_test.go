@@ -112,3 +112,61 @@ func TestRanksMoveButReplicasStay(t *testing.T) {
 		})
 	}
 }
+
+// awayHolder is a cluster node's slot whose node cannot be reached: its
+// FindReplica fails as unavailable, and its copies are on fallbacks
+// (GetFallback). GetPiece would ask the node again; it counts the calls.
+type awayHolder struct {
+	fallback *flaky
+	gets     int
+}
+
+func (h *awayHolder) PutPiece(context.Context, blocks.Addr, []byte) error { return errDown }
+func (h *awayHolder) HasPiece(context.Context, blocks.Addr) (bool, error) { return false, errDown }
+func (h *awayHolder) DeletePiece(context.Context, blocks.Addr) error      { return errDown }
+func (h *awayHolder) Sync(context.Context) error                          { return errDown }
+func (h *awayHolder) GetPiece(context.Context, blocks.Addr) ([]byte, error) {
+	h.gets++
+	return nil, fmt.Errorf("test: node away: %w", blocks.ErrUnavailable)
+}
+func (h *awayHolder) FindReplica(context.Context, blocks.Addr, int, int) ([]byte, int, error) {
+	return nil, 0, fmt.Errorf("test: node away: %w", blocks.ErrUnavailable)
+}
+func (h *awayHolder) GetFallback(ctx context.Context, key blocks.Addr) ([]byte, error) {
+	return h.fallback.GetPiece(ctx, key)
+}
+
+// TestUnreachableNodeAskedOnce: a read whose FindReplica found a node
+// unreachable takes the piece from the node's fallbacks (GetFallback)
+// without asking the node a second time through GetPiece.
+func TestUnreachableNodeAskedOnce(t *testing.T) {
+	ctx := t.Context()
+	a := &flaky{Store: memory.New(0)}
+	away := &awayHolder{fallback: &flaky{Store: memory.New(0)}}
+	placed := []blocks.Holder{nodeHolder{a}, nodeHolder{a}}
+	s, err := New(Options{
+		Replicas: 2,
+		Holders:  func(blocks.Addr, int) []blocks.Holder { return placed },
+		All:      func() []blocks.Holder { return placed },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := blockstest.Random(4, 3000)
+	addr, err := s.Put(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The piece of rank 0 sits on the away node's fallback; rank 1's
+	// holder has nothing.
+	p, _ := a.Store.GetPiece(ctx, blocks.PieceKey(addr, 0))
+	_ = away.fallback.PutPiece(ctx, blocks.PieceKey(addr, 0), p)
+	placed = []blocks.Holder{away, nodeHolder{&flaky{Store: memory.New(0)}}}
+	got, err := s.Get(ctx, addr)
+	if err != nil || string(got) != string(data) {
+		t.Fatalf("Get with the first holder's node away: %v", err)
+	}
+	if away.gets != 0 {
+		t.Fatalf("the unreachable node was asked %d more times through GetPiece, want 0", away.gets)
+	}
+}

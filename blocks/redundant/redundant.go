@@ -412,20 +412,31 @@ func (s *Store) fetch(ctx context.Context, h blocks.Holder, addr blocks.Addr, i 
 func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr, i int, hash bool, dst []byte) piece {
 	rf, finds := h.(ReplicaFinder)
 	finds = finds && s.kind == kindReplica
-	if finds && !blocks.HolderIsLocal(h) {
+	var p []byte
+	var err error
+	fg, fallbacks := h.(FallbackGetter)
+	switch {
+	case finds && !blocks.HolderIsLocal(h):
 		// A remote node: its own copy first, whatever its key, in one
 		// call, before GetPiece's search of the fallbacks (which would
 		// ask several other nodes for this rank's key first).
-		if p, j, err := rf.FindReplica(ctx, addr, s.n, i); err == nil {
+		var j int
+		if p, j, err = rf.FindReplica(ctx, addr, s.n, i); err == nil {
 			return s.check(p, addr, j, hash)
 		}
-		finds = false // asked already; the fallbacks are GetPiece's
-	}
-	var p []byte
-	var err error
-	if gi, ok := h.(blocks.PieceGetterInto); ok && dst != nil {
-		p, err = gi.GetPieceInto(ctx, blocks.PieceKey(addr, i), dst)
-	} else {
+		finds = false // asked already
+		if fallbacks && errors.Is(err, blocks.ErrUnavailable) {
+			p, err = fg.GetFallback(ctx, blocks.PieceKey(addr, i))
+			break
+		}
+		p, err = h.GetPiece(ctx, blocks.PieceKey(addr, i))
+	case dst != nil:
+		if gi, ok := h.(blocks.PieceGetterInto); ok {
+			p, err = gi.GetPieceInto(ctx, blocks.PieceKey(addr, i), dst)
+			break
+		}
+		fallthrough
+	default:
 		p, err = h.GetPiece(ctx, blocks.PieceKey(addr, i))
 	}
 	switch {
@@ -469,6 +480,17 @@ func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr
 // key.
 type ReplicaFinder interface {
 	FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]byte, int, error)
+}
+
+// FallbackGetter is an optional capability of a ReplicaFinder holder:
+// GetFallback reads the piece under key from where the holder keeps
+// copies for its node while that node is away (a cluster slot's
+// fallbacks), without asking the node. A read whose FindReplica found
+// the node unavailable reads the rank's key this way rather than with
+// GetPiece, which would ask the node again (and, for a node cut off
+// rather than gone, wait out a second timeout).
+type FallbackGetter interface {
+	GetFallback(ctx context.Context, key blocks.Addr) ([]byte, error)
 }
 
 // check verifies piece i of the block at addr, as read from a holder

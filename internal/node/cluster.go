@@ -703,19 +703,11 @@ func (s *slot) GetPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 }
 
 func (s *slot) getPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
-	var err error
-	if s.primary == s.c.self.ID || s.c.usable(s.v, s.primary) {
-		var p []byte
-		if p, err = s.c.holder(s.primary).GetPiece(ctx, key); err == nil {
-			return p, nil
-		}
-		s.c.failed(s.primary, err)
-	} else {
-		// Down, or failed a call moments ago (FindReplica's, which the
-		// redundancy layer makes first: a second call to an unreachable
-		// node would wait out the client's timeout again).
-		err = fmt.Errorf("node %s is down: %w", s.primary, blocks.ErrUnavailable)
+	p, err := s.c.holder(s.primary).GetPiece(ctx, key)
+	if err == nil {
+		return p, nil
 	}
+	s.c.failed(s.primary, err)
 	if fp, ferr := s.fromFallbacks(ctx, key); ferr == nil {
 		return fp, nil
 	}
@@ -733,13 +725,7 @@ func (s *slot) getPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 // read or copied pays the limiter, after the read: the bucket goes into
 // debt, and the next background call waits it off.
 func (s *slot) getBackground(ctx context.Context, key blocks.Addr) ([]byte, error) {
-	var p []byte
-	var err error
-	if s.primary == s.c.self.ID || s.c.usable(s.v, s.primary) {
-		p, err = s.c.holder(s.primary).GetPiece(ctx, key)
-	} else {
-		err = fmt.Errorf("node %s is down: %w", s.primary, blocks.ErrUnavailable) // as in getPiece
-	}
+	p, err := s.c.holder(s.primary).GetPiece(ctx, key)
 	switch {
 	case err == nil:
 	case errors.Is(err, blocks.ErrUnavailable):
@@ -776,6 +762,30 @@ func (s *slot) getBackground(ctx context.Context, key blocks.Addr) ([]byte, erro
 	}
 	return p, nil
 }
+
+// GetFallback implements redundant.FallbackGetter: the piece from the
+// slot's fallbacks alone, for a read whose FindReplica found the slot's
+// node unreachable (GetPiece would wait for that node a second time, a
+// client timeout when it is cut off rather than gone). A background read
+// pays the limiter, as getBackground does.
+func (s *slot) GetFallback(ctx context.Context, key blocks.Addr) ([]byte, error) {
+	bg := throttle.IsBackground(ctx)
+	if !bg {
+		s.c.limiter().Note()
+	}
+	p, err := s.fromFallbacks(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if bg {
+		if werr := s.c.limiter().Wait(ctx, len(p)); werr != nil {
+			return nil, fmt.Errorf("node: get piece %v: %w", key, werr)
+		}
+	}
+	return p, nil
+}
+
+var _ redundant.FallbackGetter = (*slot)(nil)
 
 // keepsOtherReplica reports whether p, a replica found on a fallback for
 // this slot, need not move to the slot's node because that node keeps
