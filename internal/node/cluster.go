@@ -795,8 +795,8 @@ func (s *slot) keepsOtherReplica(ctx context.Context, p []byte) bool {
 	if err != nil || l.Replicas == 0 {
 		return false
 	}
-	j, err := s.c.otherReplica(ctx, s.primary, l.Addr, l.Replicas, l.Index)
-	return err == nil && j >= 0
+	ok, err := s.c.holdsPiece(ctx, s.primary, l, l.Index, nil, true)
+	return err == nil && ok
 }
 
 // FindReplica implements redundant.ReplicaFinder: the replica of the
@@ -818,13 +818,7 @@ func (s *slot) FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]b
 	if !bg {
 		s.c.limiter().Note()
 	}
-	keys := make([]blocks.Addr, 0, n)
-	keys = append(keys, blocks.PieceKey(addr, i))
-	for j := range n {
-		if j != i {
-			keys = append(keys, blocks.PieceKey(addr, j))
-		}
-	}
+	keys := keysOf(redundant.Layout{Addr: addr, Index: i, Replicas: n}, i)
 	var p []byte
 	var err error
 	if s.primary == s.c.self.ID {
@@ -860,45 +854,6 @@ func (s *slot) FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]b
 }
 
 var _ redundant.ReplicaFinder = (*slot)(nil)
-
-// otherReplica returns the index of a replica of the block at addr (of
-// n) that node id keeps under another index than i (-1: none): from the
-// silo for this node, in one HasPieces round trip for another.
-func (c *cluster) otherReplica(ctx context.Context, id string, addr blocks.Addr, n, i int) (int, error) {
-	keys := make([]blocks.Addr, 0, n)
-	idx := make([]int, 0, n)
-	for j := range n {
-		if j != i {
-			keys = append(keys, blocks.PieceKey(addr, j))
-			idx = append(idx, j)
-		}
-	}
-	if len(keys) == 0 {
-		return -1, nil
-	}
-	if id == c.self.ID {
-		for x, k := range keys {
-			ok, err := c.n.silo.HasPiece(ctx, k)
-			if err != nil {
-				return -1, err
-			}
-			if ok {
-				return idx[x], nil
-			}
-		}
-		return -1, nil
-	}
-	has, err := c.client(id).HasPieces(ctx, keys)
-	if err != nil {
-		return -1, err
-	}
-	for x := range keys {
-		if has[x] {
-			return idx[x], nil
-		}
-	}
-	return -1, nil
-}
 
 // fromFallbacks reads the piece from the first usable fallback that has it.
 func (s *slot) fromFallbacks(ctx context.Context, key blocks.Addr) ([]byte, error) {
