@@ -21,14 +21,12 @@ import (
 // with its disk full starts again (the reserve makes room for raft's
 // log) and serves its data.
 func TestFullDisk(t *testing.T) {
-	cairntest.NeedRoot(t)
-	for _, tool := range []string{"mkfs.ext4", "mount", "umount", "nbdcopy"} {
-		cairntest.NeedTool(t, tool)
-	}
+	cairntest.NeedTool(t, "nbdcopy")
 	ctx := context.Background()
 	dir := t.TempDir()
+	data := smallDisk(t, dir, 300<<20) // before the server: unmounted after its cleanup
 	s := cairntest.NewServer(t, "--size", "1GiB")
-	s.Data = smallDisk(t, dir, 300<<20)
+	s.Data = data
 	s.Start(ctx)
 	if out, err := s.Cairn("volume", "create", "keep", "--size", "32MiB"); err != nil {
 		t.Fatal(err, out)
@@ -94,10 +92,14 @@ func TestFullDisk(t *testing.T) {
 
 // smallDisk mounts a file system of size bytes (ext4 on a loop device,
 // its image in dir) until the test ends, and returns a data directory on
-// it. The unmount is registered before the caller's servers, so it runs
+// it; it needs root and the tools to make and mount it. The unmount is registered before the caller's servers, so it runs
 // after they are killed.
 func smallDisk(t *testing.T, dir string, size int64) string {
 	t.Helper()
+	cairntest.NeedRoot(t)
+	for _, tool := range []string{"mkfs.ext4", "mount", "umount"} {
+		cairntest.NeedTool(t, tool)
+	}
 	fsImg, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
 	if err := os.WriteFile(fsImg, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -125,10 +127,7 @@ func smallDisk(t *testing.T, dir string, size int64) string {
 // the cluster and answers, and every byte reads back through A and
 // through C's own export.
 func TestClusterNodeDiskFull(t *testing.T) {
-	cairntest.NeedRoot(t)
-	for _, tool := range []string{"mkfs.ext4", "mount", "umount", "nbdcopy"} {
-		cairntest.NeedTool(t, tool)
-	}
+	cairntest.NeedTool(t, "nbdcopy")
 	ctx := context.Background()
 	dir := t.TempDir()
 	cData := smallDisk(t, dir, 300<<20)
