@@ -717,23 +717,11 @@ func (c *Client) GetAnyPiece(ctx context.Context, keys []blocks.Addr) ([]byte, e
 	if !c.noGetAny.Load() {
 		return c.call(ctx, opGetAnyPiece, encodeGetAnyPiece(keys))
 	}
-	var first error
-	for _, k := range keys {
-		p, err := c.GetPiece(ctx, k)
-		if err == nil {
-			return p, nil
-		}
-		if errors.Is(err, blocks.ErrUnavailable) {
-			return nil, err
-		}
-		if first == nil && !errors.Is(err, blocks.ErrNotFound) {
-			first = err
-		}
+	p, err := firstHeld(keys, func(k blocks.Addr) ([]byte, error) { return c.GetPiece(ctx, k) })
+	if errors.Is(err, blocks.ErrNotFound) {
+		return nil, c.wrap("get-any-piece", err)
 	}
-	if first != nil {
-		return nil, first
-	}
-	return nil, c.wrap("get-any-piece", fmt.Errorf("none of %d keys held: %w", len(keys), blocks.ErrNotFound))
+	return p, err
 }
 
 // DeletePiece implements blocks.Holder.

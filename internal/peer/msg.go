@@ -390,10 +390,7 @@ func decodePutAppendSync(p []byte) (log blocks.ID, epoch blocks.Epoch, seq uint6
 func encodeHasPieces(keys []blocks.Addr) []byte {
 	b := make([]byte, 2, 2+32*len(keys))
 	binary.BigEndian.PutUint16(b, uint16(len(keys)))
-	for _, k := range keys {
-		b = append(b, k[:]...)
-	}
-	return b
+	return appendKeys(b, keys)
 }
 
 // decodeHasPieces decodes a HasPieces request; nil keys is the probe.
@@ -408,11 +405,7 @@ func decodeHasPieces(p []byte) ([]blocks.Addr, error) {
 	if n < 1 || n > MaxHasPieces || len(p) != 2+32*n {
 		return nil, errMalformed("has-pieces", len(p))
 	}
-	keys := make([]blocks.Addr, n)
-	for i := range keys {
-		keys[i] = blocks.Addr(p[2+32*i : 2+32*(i+1)])
-	}
-	return keys, nil
+	return splitKeys(p[2:]), nil
 }
 
 // GetAnyPiece (op 22) asks for the first of up to MaxAnyPiece keys, in
@@ -428,10 +421,7 @@ func decodeHasPieces(p []byte) ([]blocks.Addr, error) {
 func encodeGetAnyPiece(keys []blocks.Addr) []byte {
 	b := make([]byte, 1, 1+32*len(keys))
 	b[0] = byte(len(keys))
-	for _, k := range keys {
-		b = append(b, k[:]...)
-	}
-	return b
+	return appendKeys(b, keys)
 }
 
 // decodeGetAnyPiece decodes a GetAnyPiece request; nil keys is the probe.
@@ -443,11 +433,26 @@ func decodeGetAnyPiece(p []byte) ([]blocks.Addr, error) {
 	if n < 1 || n > MaxAnyPiece || len(p) != 1+32*n {
 		return nil, errMalformed("get-any-piece", len(p))
 	}
-	keys := make([]blocks.Addr, n)
-	for i := range keys {
-		keys[i] = blocks.Addr(p[1+32*i : 1+32*(i+1)])
+	return splitKeys(p[1:]), nil
+}
+
+// appendKeys appends keys, 32 bytes each, to b (the key lists of
+// HasPieces and GetAnyPiece).
+func appendKeys(b []byte, keys []blocks.Addr) []byte {
+	for _, k := range keys {
+		b = append(b, k[:]...)
 	}
-	return keys, nil
+	return b
+}
+
+// splitKeys returns the keys of p, a whole number of 32-byte keys (the
+// caller checked its length).
+func splitKeys(p []byte) []blocks.Addr {
+	keys := make([]blocks.Addr, len(p)/32)
+	for i := range keys {
+		keys[i] = blocks.Addr(p[32*i : 32*(i+1)])
+	}
+	return keys
 }
 
 // encodeHasBitmap encodes a HasPieces reply.

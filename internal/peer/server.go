@@ -438,20 +438,21 @@ func inlineOp(op byte) bool {
 	return false
 }
 
-// getAnyPiece returns the first of keys h has (GetAnyPiece, op 22): a
-// key the holder lacks is passed over, and so is one whose piece fails
-// (corrupt, say) while a later key may still serve; the error of the
-// first such failure is returned when none does, blocks.ErrNotFound when
-// the holder has none of the keys.
-func getAnyPiece(ctx context.Context, h Local, keys []blocks.Addr) ([]byte, error) {
+// firstHeld returns the piece of the first of keys that get reads
+// (GetAnyPiece's rule, op 22, on the server and in the client's
+// fallback for older servers): a key not held is passed over, and so is
+// one whose read fails otherwise (corrupt, say) while a later key may
+// still serve, unless the holder is unavailable. The first such failure
+// is returned when no key serves, blocks.ErrNotFound when none is held.
+func firstHeld(keys []blocks.Addr, get func(blocks.Addr) ([]byte, error)) ([]byte, error) {
 	var first error
 	for _, k := range keys {
-		data, err := h.GetPiece(ctx, k)
-		if err == nil && len(data) > maxReply {
-			err = fmt.Errorf("peer: holder returned a piece of %d bytes: %w", len(data), blocks.ErrTooLarge)
-		}
+		data, err := get(k)
 		if err == nil {
 			return data, nil
+		}
+		if errors.Is(err, blocks.ErrUnavailable) {
+			return nil, err
 		}
 		if first == nil && !errors.Is(err, blocks.ErrNotFound) {
 			first = err
@@ -597,7 +598,13 @@ func (sc *serverConn) decode(f frame) (func(st *serverStream), error) {
 				sc.reply(id, nil) // the probe
 				return
 			}
-			data, err := getAnyPiece(ctx, h, keys)
+			data, err := firstHeld(keys, func(k blocks.Addr) ([]byte, error) {
+				data, err := h.GetPiece(ctx, k)
+				if err == nil && len(data) > maxReply {
+					err = fmt.Errorf("peer: holder returned a piece of %d bytes: %w", len(data), blocks.ErrTooLarge)
+				}
+				return data, err
+			})
 			sc.reply(id, err, data)
 		}, nil
 	case opDeletePiece:
