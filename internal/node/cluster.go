@@ -822,15 +822,13 @@ func (s *slot) FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]b
 	var p []byte
 	var err error
 	if s.primary == s.c.self.ID {
-		err = fmt.Errorf("node: no replica of %v here: %w", addr, blocks.ErrNotFound)
-		for _, k := range keys {
+		for _, k := range keys { // the rank's key first: keys is never empty
 			if p, err = s.c.n.silo.GetPiece(ctx, k); !errors.Is(err, blocks.ErrNotFound) {
 				break
 			}
 		}
-	} else if len(keys) > peer.MaxAnyPiece {
-		p, err = s.c.client(s.primary).GetPiece(ctx, keys[0])
 	} else {
+		// At most policies.MaxReplicas keys, within peer.MaxAnyPiece.
 		p, err = s.c.client(s.primary).GetAnyPiece(ctx, keys)
 	}
 	if err != nil {

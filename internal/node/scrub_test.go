@@ -575,3 +575,11 @@ func TestFindReplicaAsksOnce(t *testing.T) {
 		t.Fatal("no block had b move up to rank 0")
 	}
 }
+
+// TestReplicaKeysFitOneCall: slot.FindReplica asks another node about
+// all of a block's replica keys in one GetAnyPiece call.
+func TestReplicaKeysFitOneCall(t *testing.T) {
+	if policies.MaxReplicas > peer.MaxAnyPiece {
+		t.Fatalf("a policy allows %d replicas, GetAnyPiece takes %d keys", policies.MaxReplicas, peer.MaxAnyPiece)
+	}
+}
