@@ -108,8 +108,61 @@ func TestRanksMoveButReplicasStay(t *testing.T) {
 				if ok, _ := mems[1].HasPiece(ctx, blocks.PieceKey(addr, 0)); !ok {
 					t.Error("b's damaged copy was not replaced under its rank's key")
 				}
+				if ok, _ := mems[1].HasPiece(ctx, k); ok {
+					t.Error("b's damaged copy is still there")
+				}
 			}
 		})
+	}
+}
+
+// TestRanksMoveButShardsStay: a block of 2+2 shards on holders a, b, c,
+// d loses a for good; placement now names b, c, d, e. b, c and d keep
+// their shards (1, 2, 3) at ranks 0, 1, 2: the read rebuilds the block
+// from them and writes one piece, a's shard 0, on e; nothing else moves,
+// and a full Repair then finds nothing to do.
+func TestRanksMoveButShardsStay(t *testing.T) {
+	ctx := t.Context()
+	mems := make([]*flaky, 5)
+	hs := make([]blocks.Holder, 5)
+	for i := range mems {
+		mems[i] = &flaky{Store: memory.New(0)}
+		hs[i] = nodeHolder{mems[i]}
+	}
+	placed := hs[:4]
+	s, err := New(Options{
+		Data: 2, Parity: 2,
+		Holders: func(blocks.Addr, int) []blocks.Holder { return placed },
+		All:     func() []blocks.Holder { return hs },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := blockstest.Random(5, 7000)
+	addr, err := s.Put(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	placed = hs[1:5]
+	for range 2 {
+		got, err := s.Get(ctx, addr)
+		if err != nil || string(got) != string(data) {
+			t.Fatalf("Get after the ranks moved: %v", err)
+		}
+	}
+	for h, want := range map[int]int{1: 1, 2: 2, 3: 3, 4: 0} {
+		var keeps []int
+		for j := range 4 {
+			if ok, _ := mems[h].HasPiece(ctx, blocks.PieceKey(addr, j)); ok {
+				keeps = append(keeps, j)
+			}
+		}
+		if len(keeps) != 1 || keeps[0] != want {
+			t.Errorf("holder %d keeps shards %v, want [%d]", h, keeps, want)
+		}
+	}
+	if n, err := s.Repair(ctx, addr); err != nil || n != 0 {
+		t.Fatalf("Repair after the read's repair rewrote %d pieces (%v), want 0", n, err)
 	}
 }
 

@@ -373,16 +373,6 @@ func retainNothing(hs []blocks.Holder) bool {
 	return true
 }
 
-// allLocal reports whether every holder in hs is blocks.Local.
-func allLocal(hs []blocks.Holder) bool {
-	for _, h := range hs {
-		if !blocks.HolderIsLocal(h) {
-			return false
-		}
-	}
-	return true
-}
-
 // piece states, as a read found them.
 const (
 	unread  = iota
@@ -392,8 +382,18 @@ const (
 	failed  // the holder failed otherwise (unreachable, ...)
 )
 
+// where a piece was found, when a holder tells (see ReplicaFinder).
+const (
+	onHolder   = iota // on the holder's node (or the holder does not tell)
+	onFallback        // elsewhere: the holder's node keeps no piece of the block
+	nodeAway          // elsewhere: the holder's node could not be asked
+)
+
+// piece is what a read found at one rank of a block's holders.
 type piece struct {
 	state   int
+	where   int
+	at      int // the index of the key it was read under (good: h.index)
 	h       header
 	payload []byte // when good
 	err     error  // why not good
@@ -411,15 +411,16 @@ func (s *Store) fetch(ctx context.Context, h blocks.Holder, addr blocks.Addr, i 
 // implements blocks.PieceGetterInto.
 func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr, i int, hash bool, dst []byte) piece {
 	rf, finds := h.(ReplicaFinder)
-	finds = finds && s.kind == kindReplica
 	var p []byte
 	var err error
 	fg, fallbacks := h.(FallbackGetter)
 	switch {
-	case finds && !blocks.HolderIsLocal(h):
-		// A remote node: its own copy first, whatever its key, in one
+	case finds && (!blocks.HolderIsLocal(h) || s.kind == kindShard):
+		// A remote node: its own piece first, whatever its key, in one
 		// call, before GetPiece's search of the fallbacks (which would
-		// ask several other nodes for this rank's key first).
+		// ask several other nodes for this rank's key first). A shard
+		// on this node too: its fallbacks may hold this rank's index
+		// while this node keeps another, which counts (see Plan).
 		var j int
 		if p, j, err = rf.FindReplica(ctx, addr, s.n, i); err == nil {
 			return s.check(p, addr, j, hash)
@@ -427,9 +428,20 @@ func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr
 		finds = false // asked already
 		if fallbacks && errors.Is(err, blocks.ErrUnavailable) {
 			p, err = fg.GetFallback(ctx, blocks.PieceKey(addr, i))
+			if err == nil {
+				pc := s.check(p, addr, i, hash)
+				pc.where = nodeAway
+				return pc
+			}
 			break
 		}
-		p, err = h.GetPiece(ctx, blocks.PieceKey(addr, i))
+		// The node keeps no piece of the block: what GetPiece finds is
+		// elsewhere (a fallback's copy).
+		if p, err = h.GetPiece(ctx, blocks.PieceKey(addr, i)); err == nil {
+			pc := s.check(p, addr, i, hash)
+			pc.where = onFallback
+			return pc
+		}
 	case dst != nil:
 		if gi, ok := h.(blocks.PieceGetterInto); ok {
 			p, err = gi.GetPieceInto(ctx, blocks.PieceKey(addr, i), dst)
@@ -447,36 +459,37 @@ func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr
 				return s.check(p, addr, j, hash)
 			}
 		}
-		return piece{state: missing, err: err}
+		return piece{state: missing, at: i, err: err}
 	case errors.Is(err, blocks.ErrCorrupt):
-		return piece{state: corrupt, err: err}
+		return piece{state: corrupt, at: i, err: err}
 	default:
-		return piece{state: failed, err: err}
+		return piece{state: failed, at: i, err: err}
 	}
 	return s.check(p, addr, i, hash)
 }
 
 // ReplicaFinder is an optional capability of a holder that stands for one
-// node of a cluster, where a replica is a replica whatever its index: the
-// node's copy of a replicated block counts for the block wherever the
-// node now ranks. FindReplica returns the replica of the block at addr
-// (of n) that the holder's node keeps, the one under index i if it keeps
-// that one, else another, and its index; blocks.ErrNotFound when it
-// keeps none. It asks that node only, never the fallbacks GetPiece
-// searches. A read asks a remote holder this first (one call finds the
-// node's copy under any key); a local one, after GetPiece (the cheap
-// common case) found nothing.
+// node of a cluster, where a piece counts for its block whatever rank
+// its node now has: the node's copy of a replicated block, or its shard
+// of an erasure-coded one, under whatever index. FindReplica returns the
+// piece of the block at addr (of n pieces) that the holder's node keeps,
+// the one under index i if it keeps that one, else another, and its
+// index; blocks.ErrNotFound when it keeps none. It asks that node only,
+// never the fallbacks GetPiece searches. A read asks a remote holder
+// this first (one call finds the node's piece under any key); a local
+// one, after GetPiece (the cheap common case) found nothing.
 //
 // Why: pieces are stored under their index (blocks.PieceKey), and the
 // holders of a block are ranked. When a holder leaves, the survivors
 // ranked after it move up one rank each, so each would lack the key of
-// its new rank although it holds a full copy. Rewriting a copy at every
+// its new rank although it holds a piece. Rewriting a piece at every
 // moved rank cost about 2.5 pieces for each piece lost (a replicas = 3
-// heal on 4 nodes); following the set of holders instead (a node that
-// has any replica has the block) rewrites only the copy that was lost
-// (docs/placement.md, "set" against "positional"). A lone silo holding
-// every replica of a block (one node) must not implement it: there the
-// replicas are the redundancy, and each must be repaired under its own
+// heal on 4 nodes), 3 for 4+2 shards; following the set of holders
+// instead rewrites only the piece that was lost (see Plan, and
+// docs/placement.md, "set" against "positional"). An erasure-coded
+// block is read from the distinct indexes its holders give. A lone silo
+// holding every piece of a block (one node) must not implement it: there
+// the pieces are the redundancy, and each must be repaired under its own
 // key.
 type ReplicaFinder interface {
 	FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]byte, int, error)
@@ -522,9 +535,9 @@ func (s *Store) check(p []byte, addr blocks.Addr, i int, hash bool) piece {
 		}
 	}
 	if err != nil {
-		return piece{state: corrupt, err: fmt.Errorf("%w: %w", blocks.ErrCorrupt, err)}
+		return piece{state: corrupt, at: i, err: fmt.Errorf("%w: %w", blocks.ErrCorrupt, err)}
 	}
-	return piece{state: good, h: hd, payload: p[HeaderSize:]}
+	return piece{state: good, at: i, h: hd, payload: p[HeaderSize:]}
 }
 
 // fetchAll reads the pieces listed in idx in parallel into pcs, hashing
@@ -916,8 +929,10 @@ func (s *Store) readReplicas(ctx context.Context, hs []blocks.Holder, addr block
 }
 
 // readShards rebuilds an erasure-coded block: from the data pieces when they
-// are intact, else from any k intact pieces. slow reports that the data
-// pieces alone did not do.
+// are intact, else from any k intact pieces. pcs is by rank: the holder
+// ranked r may give a piece of another index than r (see ReplicaFinder),
+// and the block is rebuilt from the distinct indexes found. slow reports
+// that the data pieces alone did not do.
 func (s *Store) readShards(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pcs []piece, full bool) (data []byte, slow bool) {
 	if full {
 		s.fetchAll(ctx, hs, addr, pcs, seq(0, s.n), true)
@@ -928,7 +943,8 @@ func (s *Store) readShards(ctx context.Context, hs []blocks.Holder, addr blocks.
 		}
 		// The data pieces alone, each checksum-verified; unhashed only when
 		// every one of them comes from a trusted (local) holder.
-		if data := s.join(pcs); data != nil && (allLocal(hs[:s.k]) || blocks.Sum(data) == addr) {
+		at := s.byIndex(pcs)
+		if data := s.join(pcs, at); data != nil && (s.localRanks(hs, at[:s.k]) || blocks.Sum(data) == addr) {
 			return data, false
 		}
 		s.fetchAll(ctx, hs, addr, pcs, seq(s.k, s.n), false)
@@ -937,16 +953,25 @@ func (s *Store) readShards(ctx context.Context, hs []blocks.Holder, addr blocks.
 		return nil, true
 	}
 	// All good pieces must agree on the block's length; trust the first.
-	var goods []int
-	for i := range pcs {
-		if pcs[i].state != good {
+	first := -1
+	for r := range pcs {
+		if pcs[r].state != good {
 			continue
 		}
-		if len(goods) > 0 && pcs[i].h.length != pcs[goods[0]].h.length {
-			pcs[i] = piece{state: corrupt, err: fmt.Errorf("%w: redundant: shard length disagrees", blocks.ErrCorrupt)}
+		if first >= 0 && pcs[r].h.length != pcs[first].h.length {
+			pcs[r] = piece{state: corrupt, at: pcs[r].at, err: fmt.Errorf("%w: redundant: shard length disagrees", blocks.ErrCorrupt)}
 			continue
 		}
-		goods = append(goods, i)
+		if first < 0 {
+			first = r
+		}
+	}
+	at := s.byIndex(pcs)
+	var goods []int // piece indexes found intact
+	for j, r := range at {
+		if r >= 0 {
+			goods = append(goods, j)
+		}
 	}
 	if len(goods) < s.k {
 		return nil, true
@@ -958,11 +983,11 @@ func (s *Store) readShards(ctx context.Context, hs []blocks.Holder, addr blocks.
 	comb := seq(0, s.k) // indexes into goods
 	for try := 0; try < maxTries; try++ {
 		shards := make([][]byte, s.n)
-		for _, j := range comb {
-			shards[goods[j]] = pcs[goods[j]].payload
+		for _, g := range comb {
+			shards[goods[g]] = pcs[at[goods[g]]].payload
 		}
 		if s.enc.ReconstructData(shards) == nil {
-			if data := joinShards(shards[:s.k], int(pcs[goods[0]].h.length)); data != nil && blocks.Sum(data) == addr {
+			if data := joinShards(shards[:s.k], int(pcs[first].h.length)); data != nil && blocks.Sum(data) == addr {
 				return data, true
 			}
 		}
@@ -973,17 +998,50 @@ func (s *Store) readShards(ctx context.Context, hs []blocks.Holder, addr blocks.
 	return nil, true
 }
 
-// join concatenates the k data pieces, if they are all good and the padding
-// of the last one is zero (as encode leaves it).
-func (s *Store) join(pcs []piece) []byte {
+// byIndex returns, for each piece index, the rank in pcs of the first
+// intact piece with that index, or -1.
+func (s *Store) byIndex(pcs []piece) []int {
+	at := make([]int, s.n)
+	for j := range at {
+		at[j] = -1
+	}
+	for r := range pcs {
+		if pcs[r].state != good {
+			continue
+		}
+		if j := int(pcs[r].h.index); j < s.n && at[j] < 0 {
+			at[j] = r
+		}
+	}
+	return at
+}
+
+// localRanks reports whether every rank in ranks has a trusted (local)
+// holder.
+func (s *Store) localRanks(hs []blocks.Holder, ranks []int) bool {
+	for _, r := range ranks {
+		if r < 0 || !s.trusted(hs[r], false) {
+			return false
+		}
+	}
+	return true
+}
+
+// join concatenates the k data pieces (at[i] is the rank in pcs that gave
+// piece i; see byIndex), if they are all there, agree on the length and
+// the padding of the last one is zero (as encode leaves it).
+func (s *Store) join(pcs []piece, at []int) []byte {
 	shards := make([][]byte, s.k)
+	var length uint32
 	for i := range shards {
-		if pcs[i].state != good || pcs[i].h.length != pcs[0].h.length {
+		r := at[i]
+		if r < 0 || (i > 0 && pcs[r].h.length != length) {
 			return nil
 		}
-		shards[i] = pcs[i].payload
+		length = pcs[r].h.length
+		shards[i] = pcs[r].payload
 	}
-	n := int(pcs[0].h.length)
+	n := int(length)
 	for i, sh := range shards {
 		for _, b := range sh[min(len(sh), max(0, n-i*len(sh))):] { // the padding
 			if b != 0 {
@@ -1062,19 +1120,14 @@ func (s *Store) noBlock(addr blocks.Addr, pcs []piece) error {
 	}
 }
 
-// repair rewrites, from data, every piece of pcs found missing or bad, and
-// (when suspect, or when some piece was bad) every good-looking piece that
-// differs from what encoding data gives. It returns how many it repaired.
+// repair rewrites, from data, every piece of pcs (by rank) found missing
+// or bad, and (when suspect, or when some piece was bad) every
+// good-looking piece that differs from what encoding data gives, as Plan
+// places them. It returns how many pieces it wrote.
 func (s *Store) repair(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, data []byte, pcs []piece, suspect bool) int {
-	var todo []int
-	var reasons []error
-	var replace []bool
 	compare := suspect
 	for i := range pcs {
 		if pcs[i].state == missing || pcs[i].state == corrupt {
-			todo = append(todo, i)
-			reasons = append(reasons, pcs[i].err)
-			replace = append(replace, pcs[i].state == corrupt)
 			compare = true
 		}
 	}
@@ -1086,37 +1139,64 @@ func (s *Store) repair(ctx context.Context, hs []blocks.Holder, addr blocks.Addr
 		s.log.Error("redundant: cannot re-encode for repair", "addr", addr, "err", err)
 		return 0
 	}
-	for i := range pcs {
-		if pcs[i].state == good && !bytes.Equal(pcs[i].payload, pieces[i][HeaderSize:]) {
-			todo = append(todo, i)
-			reasons = append(reasons, errors.New("redundant: shard disagrees with the rebuilt block"))
-			replace = append(replace, true)
+	held := make([]Holding, len(pcs))
+	reasons := make([]error, len(pcs))
+	for r, p := range pcs {
+		held[r] = Holding{Bad: -1}
+		switch p.state {
+		case good:
+			j := int(p.h.index)
+			switch {
+			case p.where == nodeAway:
+				held[r].Unknown = true
+			case !bytes.Equal(p.payload, pieces[j][HeaderSize:]):
+				if p.where == onHolder {
+					held[r].Bad = j
+				}
+				reasons[r] = errDisagrees
+			case p.where == onFallback:
+				held[r].Pending = []int{j}
+			default:
+				held[r].Has = []int{j}
+			}
+		case missing:
+			reasons[r] = p.err
+		case corrupt:
+			held[r].Bad = p.at
+			reasons[r] = p.err
+		default: // failed, or not read: it may well hold its piece
+			held[r].Unknown = true
 		}
 	}
-	if len(todo) == 0 {
+	fixes := s.Plan(held)
+	if len(fixes) == 0 {
 		return 0
 	}
-	return s.rewrite(ctx, hs, addr, pieces, todo, reasons, replace)
+	return s.rewrite(ctx, hs, addr, pieces, fixes, reasons)
 }
 
-// rewrite puts pieces[i] on hs[i] for each i in todo (reasons[j] says
-// why piece todo[j] is rewritten), in parallel, first deleting what the
-// holder has under the key when replace[j] (a holder keeps a key it has,
-// so a bad piece must go first; a missing one is not deleted: in a
-// cluster, a delete reaches the piece's fallbacks too, and a copy there
-// may be the only good one), and syncs each holder unless ctx defers
-// syncs (DeferRepairSyncs). It logs what fails, and returns how many
-// pieces it wrote.
-func (s *Store) rewrite(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pieces [][]byte, todo []int, reasons []error, replace []bool) int {
-	errs := s.each(len(todo), func(j int) error {
-		i := todo[j]
-		h, key := hs[i], blocks.PieceKey(addr, i)
-		if replace != nil && replace[j] {
-			if err := h.DeletePiece(ctx, key); err != nil {
+// errDisagrees is the reason for rewriting a piece whose checksums pass
+// but whose bytes are not what encoding the rebuilt block gives.
+var errDisagrees = errors.New("redundant: shard disagrees with the rebuilt block")
+
+// rewrite carries out fixes (see Plan) from pieces, in parallel: for each,
+// it deletes the bad piece the holder keeps (Fix.Bad; a holder keeps a
+// key it has, so a bad piece must go first; a missing one is not deleted:
+// in a cluster, a delete reaches the piece's fallbacks too, and a copy
+// there may be the only good one), puts the piece, and syncs the holder
+// unless ctx defers syncs (DeferRepairSyncs). reasons[r], when given,
+// says why the holder ranked r gets a piece. It logs what fails, and
+// returns how many pieces it wrote.
+func (s *Store) rewrite(ctx context.Context, hs []blocks.Holder, addr blocks.Addr, pieces [][]byte, fixes []Fix, reasons []error) int {
+	errs := s.each(len(fixes), func(x int) error {
+		f := fixes[x]
+		h := hs[f.Holder]
+		if f.Bad >= 0 {
+			if err := h.DeletePiece(ctx, blocks.PieceKey(addr, f.Bad)); err != nil {
 				return err
 			}
 		}
-		if err := h.PutPiece(ctx, key, pieces[i]); err != nil {
+		if err := h.PutPiece(ctx, blocks.PieceKey(addr, f.Piece), pieces[f.Piece]); err != nil {
 			return err
 		}
 		if syncDeferred(ctx) {
@@ -1125,16 +1205,21 @@ func (s *Store) rewrite(ctx context.Context, hs []blocks.Holder, addr blocks.Add
 		return h.Sync(ctx)
 	})
 	n := 0
-	for j, err := range errs {
+	for x, err := range errs {
+		f := fixes[x]
+		var reason error
+		if f.Holder < len(reasons) {
+			reason = reasons[f.Holder]
+		}
 		if err != nil {
-			s.log.Warn("redundant: repair failed", "addr", addr, "piece", todo[j], "reason", reasons[j], "err", err)
+			s.log.Warn("redundant: repair failed", "addr", addr, "holder", f.Holder, "piece", f.Piece, "reason", reason, "err", err)
 			continue
 		}
 		n++
 		// Debug: healing after a node loss rewrites hundreds of thousands
 		// of pieces; the caller counts them (anti-entropy logs a line per
 		// pass, status shows the totals).
-		s.log.Debug("redundant: repaired piece", "addr", addr, "piece", todo[j], "reason", reasons[j])
+		s.log.Debug("redundant: repaired piece", "addr", addr, "holder", f.Holder, "piece", f.Piece, "reason", reason)
 	}
 	return n
 }

@@ -659,10 +659,10 @@ func TestRepairMissing(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if _, err := c.s.RepairMissing(ctx, addr, []int{cfg.pieces()}); err == nil {
+			if _, err := c.s.RepairMissing(ctx, addr, []Fix{{Holder: 0, Piece: cfg.pieces(), Bad: -1}}); err == nil {
 				t.Fatal("RepairMissing of a piece index out of range: no error")
 			}
-			n, err := c.s.RepairMissing(DeferRepairSyncs(ctx), addr, []int{1, last})
+			n, err := c.s.RepairMissing(DeferRepairSyncs(ctx), addr, []Fix{{1, 1, -1}, {last, last, -1}})
 			if err != nil || n != 2 {
 				t.Fatalf("RepairMissing = %d, %v; want 2 pieces", n, err)
 			}
@@ -673,7 +673,7 @@ func TestRepairMissing(t *testing.T) {
 			for i := range cfg.tolerates() + 1 {
 				_ = c.holder(addr, i).DeletePiece(ctx, blocks.PieceKey(addr, i))
 			}
-			if n, err := c.s.RepairMissing(ctx, addr, []int{0}); err == nil || n != 0 {
+			if n, err := c.s.RepairMissing(ctx, addr, []Fix{{0, 0, -1}}); err == nil || n != 0 {
 				t.Fatalf("RepairMissing of an unreadable block = %d, %v; want an error", n, err)
 			}
 		})

@@ -75,23 +75,24 @@ func (s *Store) Repair(ctx context.Context, addr blocks.Addr) (int, error) {
 	return n, err
 }
 
-// RepairMissing rewrites pieces missing of the block at addr, by index,
-// from one verified read of the block (a replica, local first, or the
-// data shards, as Get reads them): what anti-entropy does once it knows
-// which holders lack their piece, without reading and hashing every
-// piece as Repair does. It does not look for corrupt pieces (Repair
-// does). Each rewritten piece's holder is synced unless ctx says the
-// caller will (DeferRepairSyncs). It returns how many pieces it wrote,
-// and an error only when the block could not be read (as Get's); a
-// piece it could not write is logged, as Repair does, and not counted.
-func (s *Store) RepairMissing(ctx context.Context, addr blocks.Addr, missing []int) (int, error) {
+// RepairMissing carries out fixes (see Plan: which holder, by rank, gets
+// which piece) from one verified read of the block at addr (a replica,
+// local first, or the data shards, as Get reads them): what anti-entropy
+// does once it knows what each holder keeps, without reading and hashing
+// every piece as Repair does. It does not look for corrupt pieces
+// (Repair does). Each rewritten piece's holder is synced unless ctx says
+// the caller will (DeferRepairSyncs). It returns how many pieces it
+// wrote, and an error only when the block could not be read (as Get's)
+// or a fix is out of range; a piece it could not write is logged, as
+// Repair does, and not counted.
+func (s *Store) RepairMissing(ctx context.Context, addr blocks.Addr, fixes []Fix) (int, error) {
 	hs, err := s.placement(addr)
 	if err != nil {
 		return 0, err
 	}
-	for _, i := range missing {
-		if i < 0 || i >= s.n {
-			return 0, fmt.Errorf("redundant: repair %v: piece %d of %d", addr, i, s.n)
+	for _, f := range fixes {
+		if f.Holder < 0 || f.Holder >= s.n || f.Piece < 0 || f.Piece >= s.n || f.Bad >= s.n {
+			return 0, fmt.Errorf("redundant: repair %v: fix %+v out of range for %d pieces", addr, f, s.n)
 		}
 	}
 	data, _, err := s.read(ctx, addr, false, nil)
@@ -102,11 +103,11 @@ func (s *Store) RepairMissing(ctx context.Context, addr blocks.Addr, missing []i
 	if err != nil {
 		return 0, err
 	}
-	reasons := make([]error, len(missing))
-	for j := range reasons {
-		reasons[j] = errMissing
+	reasons := make([]error, s.n)
+	for _, f := range fixes {
+		reasons[f.Holder] = errMissing
 	}
-	return s.rewrite(ctx, hs, addr, pieces, missing, reasons, nil), nil
+	return s.rewrite(ctx, hs, addr, pieces, fixes, reasons), nil
 }
 
 // errMissing is RepairMissing's reason for a rewrite, in the logs.

@@ -719,9 +719,10 @@ func (s *slot) getPiece(ctx context.Context, key blocks.Addr) ([]byte, error) {
 // back after its pieces were rebuilt elsewhere, or the ranks shifted when
 // a node left) gets that copy now, so the block's pieces end up where
 // placement names them and not on fallbacks for ever; the fallback's
-// copy becomes surplus (see findSurplus). A replica is not moved to a
-// holder that keeps another replica of the block (keepsOtherReplica):
-// when the ranks shift, the holders' copies count as a set. Every piece
+// copy becomes surplus (see findSurplus). A piece is not moved to a
+// holder that keeps another piece of the block, nor a shard that another
+// holder keeps (shouldMove): when the ranks shift, the holders' pieces
+// count as a set. Every piece
 // read or copied pays the limiter, after the read: the bucket goes into
 // debt, and the next background call waits it off.
 func (s *slot) getBackground(ctx context.Context, key blocks.Addr) ([]byte, error) {
@@ -734,11 +735,11 @@ func (s *slot) getBackground(ctx context.Context, key blocks.Addr) ([]byte, erro
 			p, err = fp, nil
 		}
 	case errors.Is(err, blocks.ErrNotFound):
-		fp, ferr := s.fromFallbacks(ctx, key)
+		fp, from, ferr := s.fromFallbacksAt(ctx, key)
 		if ferr != nil {
 			return nil, err
 		}
-		if (s.c.usable(s.v, s.primary) || s.primary == s.c.self.ID) && !s.keepsOtherReplica(ctx, fp) {
+		if (s.c.usable(s.v, s.primary) || s.primary == s.c.self.ID) && s.shouldMove(ctx, fp, from) {
 			if addr, i, perr := redundant.ParsePiece(fp); perr == nil && blocks.PieceKey(addr, i) == key {
 				if werr := s.c.limiter().Wait(ctx, len(fp)); werr != nil {
 					return nil, fmt.Errorf("node: move piece %v: %w", key, werr)
@@ -787,23 +788,31 @@ func (s *slot) GetFallback(ctx context.Context, key blocks.Addr) ([]byte, error)
 
 var _ redundant.FallbackGetter = (*slot)(nil)
 
-// keepsOtherReplica reports whether p, a replica found on a fallback for
-// this slot, need not move to the slot's node because that node keeps
-// another replica of the block (under another index: see FindReplica).
-func (s *slot) keepsOtherReplica(ctx context.Context, p []byte) bool {
+// shouldMove reports whether p, a piece found on node from (a fallback
+// of this slot, or another holder of the block) for this slot's node,
+// which lacks its rank's key, is to be copied there. Not when that node
+// keeps another piece of the block (under another index: holders count
+// as a set, see FindReplica), and not a shard from another holder of the
+// block: there the shard counts already, and a second copy of it would
+// leave the index the slot's node is missing still missing
+// (redundant.Store.Plan gives it one).
+func (s *slot) shouldMove(ctx context.Context, p []byte, from string) bool {
 	l, err := redundant.PieceLayout(p)
-	if err != nil || l.Replicas == 0 {
+	if err != nil {
+		return false
+	}
+	if l.Replicas == 0 && slices.Contains(s.cands[:s.nprim], from) {
 		return false
 	}
 	ok, err := s.c.holdsPiece(ctx, s.primary, l, l.Index, nil, true)
-	return err == nil && ok
+	return err == nil && !ok
 }
 
-// FindReplica implements redundant.ReplicaFinder: the replica of the
-// block at addr that the slot's node keeps, under index i if it keeps
-// that one, else under another, and its index. When a node ranked before
-// it leaves, a holder moves up a rank and keeps the copy it had under its
-// old rank's key; that copy counts for the block (see
+// FindReplica implements redundant.ReplicaFinder: the piece (a replica,
+// or a shard) of the block at addr that the slot's node keeps, under
+// index i if it keeps that one, else under another, and its index. When
+// a node ranked before it leaves, a holder moves up a rank and keeps the
+// piece it had under its old rank's key; that piece counts for the block (see
 // redundant.ReplicaFinder), so neither a read nor anti-entropy writes a
 // second one under the new rank's key. Only the slot's own node is asked
 // (its silo here; another node in one GetAnyPiece round trip, the rank's
@@ -828,7 +837,7 @@ func (s *slot) FindReplica(ctx context.Context, addr blocks.Addr, n, i int) ([]b
 			}
 		}
 	} else {
-		// At most policies.MaxReplicas keys, within peer.MaxAnyPiece.
+		// At most policies.MaxPieces keys (or MaxReplicas), within peer.MaxAnyPiece.
 		p, err = s.c.client(s.primary).GetAnyPiece(ctx, keys)
 	}
 	if err != nil {
@@ -855,6 +864,13 @@ var _ redundant.ReplicaFinder = (*slot)(nil)
 
 // fromFallbacks reads the piece from the first usable fallback that has it.
 func (s *slot) fromFallbacks(ctx context.Context, key blocks.Addr) ([]byte, error) {
+	p, _, err := s.fromFallbacksAt(ctx, key)
+	return p, err
+}
+
+// fromFallbacksAt is fromFallbacks that also names the node the piece
+// came from.
+func (s *slot) fromFallbacksAt(ctx context.Context, key blocks.Addr) ([]byte, string, error) {
 	err := fmt.Errorf("node: no fallback holds piece %v: %w", key, blocks.ErrNotFound)
 	for _, f := range s.fallbacks() {
 		if !s.c.usable(s.v, f) && f != s.c.self.ID {
@@ -862,11 +878,11 @@ func (s *slot) fromFallbacks(ctx context.Context, key blocks.Addr) ([]byte, erro
 		}
 		fp, ferr := s.c.holder(f).GetPiece(ctx, key)
 		if ferr == nil {
-			return fp, nil
+			return fp, f, nil
 		}
 		err = ferr
 	}
-	return nil, err
+	return nil, "", err
 }
 
 // localSlot is a slot whose holder is this node. Its reads come from

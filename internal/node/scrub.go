@@ -150,16 +150,16 @@ func (c *cluster) scrubPass(ctx context.Context, full bool) {
 			for j := range jobs {
 				var n int
 				var err error
-				var missing []int
+				var fixes []redundant.Fix
 				known := false
 				if !full && j.primary != nil {
-					missing, known = c.missingPieces(bctx, j.l, j.primary, j.held)
+					fixes, known = c.missingPieces(bctx, j.st, j.l, j.primary, j.held)
 				}
 				if known {
-					// A heal pass that knows which holders lack their
-					// piece: one read of the block, only if one does.
-					if len(missing) > 0 {
-						n, err = j.st.RepairMissing(bctx, j.l.Addr, missing)
+					// A heal pass that knows what each holder keeps: one
+					// read of the block, only if a piece is missing.
+					if len(fixes) > 0 {
+						n, err = j.st.RepairMissing(bctx, j.l.Addr, fixes)
 					}
 				} else {
 					n, err = j.st.Repair(bctx, j.l.Addr)
@@ -329,10 +329,10 @@ func (c *cluster) scrubWindow(bctx, ctx context.Context, win []scrubJob, jobs ch
 	}
 }
 
-// keysOf returns the keys under which the holder at rank i keeps its
-// piece of block l: the key of its rank, and, for a replicated block, the
-// keys of the other ranks (a holder keeps the copy it had when it moved
-// up a rank: see slot.FindReplica), its own rank's first.
+// keysOf returns the keys under which the holder at rank i may keep its
+// piece of block l: the key of its rank, and the keys of the other ranks
+// (a holder keeps the piece it had when it moved up a rank, and counts
+// for the block with it: see redundant.Store.Plan), its own rank's first.
 func keysOf(l redundant.Layout, i int) []blocks.Addr {
 	return appendKeysOf(nil, l, i)
 }
@@ -340,7 +340,7 @@ func keysOf(l redundant.Layout, i int) []blocks.Addr {
 // appendKeysOf is keysOf appending to keys.
 func appendKeysOf(keys []blocks.Addr, l redundant.Layout, i int) []blocks.Addr {
 	keys = append(keys, blocks.PieceKey(l.Addr, i))
-	for j := range l.Replicas {
+	for j := range l.Pieces() {
 		if j != i {
 			keys = append(keys, blocks.PieceKey(l.Addr, j))
 		}
@@ -349,39 +349,70 @@ func appendKeysOf(keys []blocks.Addr, l redundant.Layout, i int) []blocks.Addr {
 }
 
 // holdsPiece reports whether node id, the holder at rank i of block l,
-// holds its piece: the key of its rank, or, for a replicated block, any
-// replica. held has the answers of the other holders (askHolders); a
-// node left out of it, or this node, is asked now (answered false, with
-// the error, when it cannot be asked); recheck asks a holder again even
-// when held says it lacks the piece (it may have got it since).
+// holds a piece of it, under any index (see heldPieces).
 func (c *cluster) holdsPiece(ctx context.Context, id string, l redundant.Layout, i int, held map[string]map[blocks.Addr]bool, recheck bool) (bool, error) {
+	has, err := c.heldPieces(ctx, id, l, i, held, recheck)
+	return len(has) > 0, err
+}
+
+// heldPieces returns the indexes of the pieces of block l that node id,
+// the holder at rank i, holds (its rank's first; see keysOf). held has
+// the answers of the other holders (askHolders); a node left out of it,
+// or this node, is asked now (nil, with the error, when it cannot be
+// asked); recheck asks a holder again even when held says it has none
+// (it may have got one since).
+func (c *cluster) heldPieces(ctx context.Context, id string, l redundant.Layout, i int, held map[string]map[blocks.Addr]bool, recheck bool) ([]int, error) {
 	keys := keysOf(l, i)
+	index := func(x int) int { // keys[x]'s piece index
+		switch {
+		case x == 0:
+			return i
+		case x <= i:
+			return x - 1
+		default:
+			return x
+		}
+	}
+	var has []int
 	if id == c.self.ID {
-		for _, k := range keys {
-			if ok, err := c.n.silo.HasPiece(ctx, k); err != nil || ok {
-				return ok, err
+		for x, k := range keys {
+			ok, err := c.n.silo.HasPiece(ctx, k)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				has = append(has, index(x))
 			}
 		}
-		return false, nil
+		return has, nil
 	}
 	if set, ok := held[id]; ok {
-		for _, k := range keys {
+		for x, k := range keys {
 			if set[k] {
-				return true, nil
+				has = append(has, index(x))
 			}
 		}
-		if !recheck {
-			return false, nil
+		if len(has) > 0 || !recheck {
+			return has, nil
 		}
 	}
 	if len(keys) == 1 {
-		return c.client(id).HasPiece(ctx, keys[0])
+		ok, err := c.client(id).HasPiece(ctx, keys[0])
+		if err != nil || !ok {
+			return nil, err
+		}
+		return []int{i}, nil
 	}
-	has, err := c.client(id).HasPieces(ctx, keys)
+	answers, err := c.client(id).HasPieces(ctx, keys)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	return slices.Contains(has, true), nil
+	for x, ok := range answers {
+		if ok {
+			has = append(has, index(x))
+		}
+	}
+	return has, nil
 }
 
 // askHolders asks each node of asks, a few at a time, which of its keys
@@ -487,36 +518,35 @@ func (c *cluster) scrubsHere(ctx context.Context, l redundant.Layout, v *view, p
 	return true
 }
 
-// missingPieces returns the indexes of block l's pieces whose holders
-// (primary, as placement names them now) lack them (a holder of a
-// replicated block that keeps any replica of it lacks nothing: see
-// holdsPiece): this node by its silo's index, the others by their
-// answers in held, and a holder that answered no is asked again (it
-// may have got the piece since: a client's write, or the pass of another
-// node that checks the block too, as one holding a surplus copy does).
-// known is false when it cannot tell (a holder whose answer is not in
-// held), and the block is then checked in full.
+// missingPieces returns the pieces to write so that block l's holders
+// (primary, as placement names them now) keep all of its pieces again
+// (st.Plan: a holder keeps what it has, under whatever index): this node
+// by its silo's index, the others by their answers in held, and a holder
+// that answered it has none is asked again (it may have got one since: a
+// client's write, or the pass of another node that checks the block
+// too, as one holding a surplus copy does). known is false when it
+// cannot tell (a holder whose answer is not in held), and the block is
+// then checked in full.
 //
 // Without asking again, a node's return after a removal (the e2e test
 // TestNodeBackAfterRemovalCopiesOnlyWhatItMissed) rewrote 14.3-14.6 MiB
 // instead of at most 8: the answers of a window, taken at its start,
 // were stale by the time the workers reached its blocks.
-func (c *cluster) missingPieces(ctx context.Context, l redundant.Layout, primary []string, held map[string]map[blocks.Addr]bool) (missing []int, known bool) {
+func (c *cluster) missingPieces(ctx context.Context, st *redundant.Store, l redundant.Layout, primary []string, held map[string]map[blocks.Addr]bool) (fixes []redundant.Fix, known bool) {
+	hold := make([]redundant.Holding, len(primary))
 	for i, id := range primary {
 		if id != c.self.ID {
 			if _, ok := held[id]; !ok {
 				return nil, false
 			}
 		}
-		ok, err := c.holdsPiece(ctx, id, l, i, held, true)
+		has, err := c.heldPieces(ctx, id, l, i, held, true)
 		if err != nil {
 			return nil, false
 		}
-		if !ok {
-			missing = append(missing, i)
-		}
+		hold[i] = redundant.Holding{Has: has, Bad: -1}
 	}
-	return missing, true
+	return st.Plan(hold), true
 }
 
 // surplus collects the pieces a pass found in this node's silo that
@@ -528,8 +558,9 @@ type surplus struct {
 
 // findSurplus notes, after a successful repair of the block at addr, the
 // pieces of it this node holds although it is not one of the block's
-// holders, when their holder is reachable and has its own copy (for a
-// replicated block, any replica: see holdsPiece): a
+// holders, when a holder that is reachable has its own copy (for a
+// replicated block, the holder of the piece's rank, with any replica;
+// for a shard, any holder with that shard): a
 // fallback's copy, or a copy made while a holder was away for good and
 // has now come back (the holder kept the copies it had, so these became
 // surplus).
@@ -551,17 +582,50 @@ func (c *cluster) findSurplus(ctx context.Context, addr blocks.Addr, l redundant
 			return
 		}
 	}
-	for i, id := range primary {
-		key := blocks.PieceKey(addr, i)
+	asked := make([][]int, len(primary)) // heldPieces of each holder, once asked
+	done := make([]bool, len(primary))
+	holds := func(r, i int) bool { // whether the holder ranked r keeps piece i
+		id := primary[r]
 		if id == c.self.ID || !c.usable(v, id) {
-			continue
+			return false
 		}
+		if !done[r] {
+			has, err := c.heldPieces(ctx, id, l, r, nil, true)
+			if err != nil {
+				return false
+			}
+			asked[r], done[r] = has, true
+		}
+		if l.Replicas > 0 {
+			return len(asked[r]) > 0 // any replica will do
+		}
+		return slices.Contains(asked[r], i)
+	}
+	for i := range n {
+		key := blocks.PieceKey(addr, i)
 		if ok, err := c.n.silo.HasPiece(ctx, key); err != nil || !ok {
 			continue
 		}
-		if ok, err := c.holdsPiece(ctx, id, l, i, nil, true); err != nil || !ok {
+		// A replica goes once the holder of its rank keeps a replica; a
+		// shard, once a holder keeps that shard (holders follow the set:
+		// the shard may be on any of them, see redundant.Store.Plan).
+		owner := -1
+		if l.Replicas > 0 {
+			if holds(i, i) {
+				owner = i
+			}
+		} else {
+			for r := range primary {
+				if holds(r, i) {
+					owner = r
+					break
+				}
+			}
+		}
+		if owner < 0 {
 			continue
 		}
+		id := primary[owner]
 		sp.mu.Lock()
 		if sp.byNode == nil {
 			sp.byNode = map[string][]blocks.Addr{}

@@ -321,23 +321,36 @@ func TestFullHolderIsPassedOver(t *testing.T) {
 // view, and a replicas = 2 store over them.
 func threeNodes(t *testing.T, view ...string) (c *cluster, b *countingHolder, x *memory.Store, st blocks.Store) {
 	t.Helper()
+	c, b, more, st := nodesWith(t, policies.Redundancy{Replicas: 2}, []string{"x"}, view...)
+	return c, b, more["x"], st
+}
+
+// nodesWith is scrubSetup's two nodes and more, one memory store behind
+// its own peer server for each name in extra, with the view of the nodes
+// named in view, and a store of redundancy red over them.
+func nodesWith(t *testing.T, red policies.Redundancy, extra []string, view ...string) (c *cluster, b *countingHolder, more map[string]*memory.Store, st blocks.Store) {
+	t.Helper()
 	b = &countingHolder{Store: memory.New(0)}
 	c = testClusterWith(t, peer.ServerOptions{Holder: b})
-	x = memory.New(0)
+	more = map[string]*memory.Store{}
 	secret := bytes.Repeat([]byte{7}, peer.MinSecret)
-	xaddr := servePeerWith(t, peer.ServerOptions{Holder: x, Secret: secret, NodeID: "x"})
-	xc := peer.NewClient(xaddr, peer.ClientOptions{Secret: secret, NodeID: "a", Timeout: 30 * time.Second})
-	t.Cleanup(func() { xc.Close() })
-	c.clients["x"] = xc
+	for _, id := range extra {
+		m := memory.New(0)
+		addr := servePeerWith(t, peer.ServerOptions{Holder: m, Secret: secret, NodeID: id})
+		cl := peer.NewClient(addr, peer.ClientOptions{Secret: secret, NodeID: "a", Timeout: 30 * time.Second})
+		t.Cleanup(func() { cl.Close() })
+		c.clients[id] = cl
+		more[id] = m
+	}
 	c.v = viewOf(t, true, view...)
 	c.scrub = newScrubber(time.Hour)
 	n := c.n
 	n.log, n.stores, n.cluster = c.log, map[string]blocks.Store{}, c
-	st, err := n.redundantFor(policies.Redundancy{Replicas: 2}, policies.SpreadNode)
+	st, err := n.redundantFor(red, policies.SpreadNode)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, b, x, st
+	return c, b, more, st
 }
 
 // TestHealFollowsTheSet: 3 nodes, replicas = 2; x leaves for good. On
@@ -430,6 +443,114 @@ func TestHealFollowsTheSet(t *testing.T) {
 	c.scrubPass(ctx, true)
 	if ss := c.scrubStatus(); ss.Repaired != 0 || ss.Unreadable != 0 {
 		t.Fatalf("a full pass after the heal rewrote %d pieces (%d unreadable), want 0", ss.Repaired, ss.Unreadable)
+	}
+}
+
+// TestHealFollowsTheSetErasure: 4 nodes, data = 2, parity = 1; x leaves
+// for good. On each block x held a shard of, the two other holders keep
+// theirs, under whatever rank they now have, and the node that was no
+// holder gets x's shard: one piece per block, where by ranks every
+// holder that moved up got its new rank's shard too (3 pieces for each
+// one lost with 4+2). Blocks read back before the heal (from the shards
+// left, wherever they now rank) and after it, each node keeps one shard
+// of each block it holds, and later passes find nothing to do.
+func TestHealFollowsTheSetErasure(t *testing.T) {
+	ctx := t.Context()
+	const n = 3
+	c, b, more, st := nodesWith(t, policies.Redundancy{Data: 2, Parity: 1}, []string{"x", "y"}, "a", "b", "x", "y")
+	nodes := map[string]blocks.Holder{"a": c.n.silo, "b": b, "x": more["x"], "y": more["y"]}
+	const nblocks = 80
+	addrs := putBlocks(t, st, nblocks)
+	before := map[blocks.Addr][]string{}
+	for _, a := range addrs {
+		_, primary, _, err := c.rank(a, n, 0, policies.SpreadNode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[a] = primary
+	}
+	c.v = viewOf(t, true, "a", "b", "y") // x is gone for good
+	readAll := func(when string, skip map[blocks.Addr]bool) {
+		t.Helper()
+		for i, a := range addrs {
+			if skip[a] {
+				continue
+			}
+			got, err := st.Get(ctx, a)
+			if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{byte(i)}, 4096)) {
+				t.Fatalf("block %d does not read back %s: %v", i, when, err)
+			}
+		}
+	}
+	// a's pass checks the blocks of which a is the first holder (as
+	// placement ranks them now) keeping a piece; the others' passes,
+	// not run here, check the rest.
+	mine := map[blocks.Addr]bool{}
+	shifted := 0
+	for _, a := range addrs {
+		p0 := before[a]
+		if !slices.Contains(p0, "x") {
+			continue
+		}
+		_, p1, _, _ := c.rank(a, n, 0, policies.SpreadNode)
+		for _, id := range p1 {
+			if slices.Contains(p0, id) {
+				if id == "a" {
+					mine[a] = true
+				}
+				break
+			}
+		}
+		if !mine[a] {
+			continue
+		}
+		for r, id := range p1 {
+			if j := slices.Index(p0, id); j >= 0 && j != r {
+				shifted++
+				break
+			}
+		}
+	}
+	if len(mine) == 0 || shifted == 0 {
+		t.Fatalf("a checks %d blocks x held, on %d of them a holder moved rank: the test needs some", len(mine), shifted)
+	}
+	// The others read back before any heal (a read that must decode
+	// repairs what it found missing: not a's blocks, so that the pass
+	// below finds all of theirs to do).
+	readAll("before the heal", mine)
+	c.scrubPass(ctx, false)
+	ss := c.scrubStatus()
+	if ss.Repaired != int64(len(mine)) || ss.Unreadable != 0 {
+		t.Fatalf("heal pass after x left: %d pieces written (%d unreadable), want %d: one per block a checks that x held (on %d of them a holder moved rank)",
+			ss.Repaired, ss.Unreadable, len(mine), shifted)
+	}
+	readAll("after the heal", nil)
+	for a := range mine {
+		p0 := before[a]
+		_, p1, _, _ := c.rank(a, n, 0, policies.SpreadNode)
+		for _, id := range p1 {
+			want := slices.Index(p0, id) // the shard it held
+			if want < 0 {
+				want = slices.Index(p0, "x") // the newcomer: x's shard
+			}
+			var keeps []int
+			for j := range n {
+				if ok, _ := nodes[id].HasPiece(ctx, blocks.PieceKey(a, j)); ok {
+					keeps = append(keeps, j)
+				}
+			}
+			if len(keeps) != 1 || keeps[0] != want {
+				t.Fatalf("block %v (holders %v, before %v): %s keeps shards %v, want [%d]", a, p1, p0, id, keeps, want)
+			}
+		}
+	}
+	c.scrubPass(ctx, false)
+	if ss := c.scrubStatus(); ss.Repaired != 0 {
+		t.Fatalf("a second heal pass wrote %d pieces, want 0", ss.Repaired)
+	}
+	c.scrubPass(ctx, true)
+	if ss := c.scrubStatus(); ss.Repaired != 0 || ss.Unreadable != 0 {
+		t.Fatalf("a full pass after the heal wrote %d pieces (%d unreadable), want 0", ss.Repaired, ss.Unreadable)
 	}
 }
 
@@ -577,9 +698,13 @@ func TestFindReplicaAsksOnce(t *testing.T) {
 }
 
 // TestReplicaKeysFitOneCall: slot.FindReplica asks another node about
-// all of a block's replica keys in one GetAnyPiece call.
+// all of a block's piece keys (replicas or shards) in one GetAnyPiece
+// call.
 func TestReplicaKeysFitOneCall(t *testing.T) {
 	if policies.MaxReplicas > peer.MaxAnyPiece {
 		t.Fatalf("a policy allows %d replicas, GetAnyPiece takes %d keys", policies.MaxReplicas, peer.MaxAnyPiece)
+	}
+	if policies.MaxPieces > peer.MaxAnyPiece {
+		t.Fatalf("a policy allows %d shards, GetAnyPiece takes %d keys", policies.MaxPieces, peer.MaxAnyPiece)
 	}
 }

@@ -1,0 +1,68 @@
+package redundant
+
+import (
+	"slices"
+	"testing"
+
+	"cairn/blocks"
+)
+
+// TestPlan: which holder gets which piece, for replicas and shards: a
+// holder keeps what it has under any index, only holders left with
+// nothing usable get a piece, shards stay distinct (every index kept
+// once), and bad pieces are replaced or deleted only where that is safe.
+func TestPlan(t *testing.T) {
+	has := func(js ...int) Holding { return Holding{Has: js, Bad: -1} }
+	none := Holding{Bad: -1}
+	bad := func(j int) Holding { return Holding{Bad: j} }
+	pending := func(j int) Holding { return Holding{Pending: []int{j}, Bad: -1} }
+	unknown := Holding{Unknown: true, Bad: -1}
+	for _, tc := range []struct {
+		name     string
+		replicas int
+		held     []Holding
+		want     []Fix
+	}{
+		{"replicas whole", 3, []Holding{has(0), has(1), has(2)}, nil},
+		{"replicas moved up a rank", 3, []Holding{has(1), has(2), none}, []Fix{{2, 2, -1}}},
+		{"replicas: two keep the same index", 3, []Holding{has(1), has(1), none}, []Fix{{2, 2, -1}}},
+		{"replicas: a bad copy under another key", 3, []Holding{bad(2), has(1), has(0)}, []Fix{{0, 0, 2}}},
+		{"replicas: waiting on a fallback", 3, []Holding{has(0), pending(1), none}, []Fix{{2, 2, -1}}},
+		{"replicas: unreachable", 3, []Holding{unknown, none, has(2)}, []Fix{{1, 1, -1}}},
+		{"shards whole", 0, []Holding{has(0), has(1), has(2)}, nil},
+		{"shards moved up a rank", 0, []Holding{has(0), has(2), none}, []Fix{{2, 1, -1}}},
+		{"shards: a newcomer first", 0, []Holding{none, has(0), has(2)}, []Fix{{0, 1, -1}}},
+		{"shards: their own rank first", 0, []Holding{has(1, 0), has(1), none}, []Fix{{2, 2, -1}}},
+		{"shards: a duplicate gets a free index", 0, []Holding{has(0), has(0), has(2)}, []Fix{{1, 1, -1}}},
+		{"shards: a bad piece replaced in place", 0, []Holding{has(0), bad(1), has(2)}, []Fix{{1, 1, 1}}},
+		{"shards: a bad duplicate deleted", 0, []Holding{has(0), bad(0), has(2)}, []Fix{{1, 1, 0}}},
+		{"shards: a bad piece whose index only an unreachable holder is taken to keep", 0, []Holding{unknown, bad(0), has(2)}, []Fix{{1, 1, -1}}},
+		{"shards: a fallback's copy counts when no holder keeps it", 0, []Holding{has(0), pending(1), has(2)}, nil},
+		{"shards: not when a holder keeps it", 0, []Holding{has(0), has(2), pending(2)}, []Fix{{2, 1, -1}}},
+		{"shards: unreachable holders get nothing", 0, []Holding{unknown, none, none}, []Fix{{1, 1, -1}, {2, 2, -1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := Options{Replicas: tc.replicas}
+			if tc.replicas == 0 {
+				opts = Options{Data: 2, Parity: 1}
+			}
+			s := storeFor(t, opts)
+			got := s.Plan(tc.held)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("Plan(%+v) = %v, want %v", tc.held, got, tc.want)
+			}
+		})
+	}
+}
+
+// storeFor is New(opts) with placement functions that place nothing.
+func storeFor(t *testing.T, opts Options) *Store {
+	t.Helper()
+	opts.Holders = func(blocks.Addr, int) []blocks.Holder { return nil }
+	opts.All = func() []blocks.Holder { return nil }
+	s, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
