@@ -1291,10 +1291,13 @@ func (s *Store) SyncHolders() []blocks.Holder {
 
 // Walk implements blocks.Walker: it calls fn once for the address of each
 // block with at least one piece on a holder of Options.All that implements
-// blocks.Walker. It lists each holder's keys first (32 bytes of memory per
-// piece), then reads every piece (holders have no cheaper way to show a
-// header), so it costs a full read of the holders; it keeps the set of
-// addresses seen in memory (32 bytes per block). Pieces whose header does
+// blocks.Walker. It reads every piece as the holder's walk gives its key
+// (holders have no cheaper way to show a header), so it costs a full read
+// of the holders, and fn runs inside the holder's walk (the silo's walk
+// holds no lock while it calls back, and a piece put or deleted meanwhile
+// is seen or not, as blocks.Walker allows); it keeps the set of addresses
+// seen in memory (32 bytes per block). (It listed each holder's keys
+// first: 32 bytes of memory more per piece.) Pieces whose header does
 // not decode, or that sit under a key their header does not give, are
 // skipped and logged. Holders that do not implement blocks.Walker are
 // skipped. An error from fn ends the walk and is returned.
@@ -1305,23 +1308,16 @@ func (s *Store) Walk(ctx context.Context, fn func(addr blocks.Addr) error) error
 		if !ok {
 			continue
 		}
-		var keys []blocks.Addr
 		if err := w.Walk(ctx, func(key blocks.Addr) error {
-			keys = append(keys, key)
-			return nil
-		}); err != nil {
-			return fmt.Errorf("redundant: walk: %w", err)
-		}
-		for _, key := range keys {
 			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("redundant: walk: %w", err)
+				return err
 			}
 			p, err := h.GetPiece(ctx, key)
 			if err != nil {
 				if !errors.Is(err, blocks.ErrNotFound) { // else deleted during the walk
 					s.log.Warn("redundant: walk: unreadable piece", "key", key, "err", err)
 				}
-				continue
+				return nil
 			}
 			hd, err := parseHeader(p)
 			if err == nil && blocks.PieceKey(hd.addr, int(hd.index)) != key {
@@ -1329,15 +1325,15 @@ func (s *Store) Walk(ctx context.Context, fn func(addr blocks.Addr) error) error
 			}
 			if err != nil {
 				s.log.Warn("redundant: walk: not a piece", "key", key, "err", err)
-				continue
+				return nil
 			}
 			if _, dup := seen[hd.addr]; dup {
-				continue
+				return nil
 			}
 			seen[hd.addr] = struct{}{}
-			if err := fn(hd.addr); err != nil {
-				return fmt.Errorf("redundant: walk: %w", err)
-			}
+			return fn(hd.addr)
+		}); err != nil {
+			return fmt.Errorf("redundant: walk: %w", err)
 		}
 	}
 	return nil

@@ -377,6 +377,41 @@ func (ix *index) all() iter.Seq2[blocks.Addr, entry] {
 	}
 }
 
+// appendRange appends to keys every key whose hash lies in [lo, hi], in
+// no particular order. Hash ranges stay put while the index grows and
+// migrates, so a walk that takes the hash space range by range, letting
+// the index change between ranges, sees each key that stays in it once
+// (Silo.Walk).
+func (ix *index) appendRange(keys []blocks.Addr, lo, hi uint64) []blocks.Addr {
+	keys = ix.cur.appendRange(keys, lo, hi)
+	return ix.old.appendRange(keys, lo, hi)
+}
+
+// appendRange is index.appendRange over one table. A key whose home lies
+// in the range's homes sits at its home or after it, with no empty slot
+// between (linear probing), so the scan goes from the first home through
+// the last and on to the next empty slot, wrapping around the end.
+func (t *table) appendRange(keys []blocks.Addr, lo, hi uint64) []blocks.Addr {
+	if t.n == 0 {
+		return keys
+	}
+	mask := len(t.slots) - 1
+	first, span := int(lo>>t.shift), int(hi>>t.shift)-int(lo>>t.shift)
+	for i, step := first, 0; step < len(t.slots); i, step = (i+1)&mask, step+1 {
+		s := &t.slots[i]
+		if s.flags&slotUsed == 0 {
+			if step > span {
+				break
+			}
+			continue
+		}
+		if s.hash >= lo && s.hash <= hi {
+			keys = append(keys, s.key)
+		}
+	}
+	return keys
+}
+
 // free releases the index's memory and leaves it empty. The silo frees its
 // index when it closes (or fails to open); a get after free finds nothing,
 // and a set allocates a new table.

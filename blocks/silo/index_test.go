@@ -80,6 +80,30 @@ func checkIndex(t testing.TB, ix *index, m map[blocks.Addr]entry) {
 			t.Fatalf("get %x = %+v, %v; model %+v", k[:8], e, ok, want)
 		}
 	}
+	// The hash ranges Walk takes one at a time give every key once.
+	for _, parts := range []int{1, 2, 16, 256} {
+		got := make(map[blocks.Addr]bool, len(m))
+		var keys []blocks.Addr
+		for p := range parts {
+			lo, hi := hashRange(p, parts)
+			keys = ix.appendRange(keys[:0], lo, hi)
+			for _, k := range keys {
+				if got[k] {
+					t.Fatalf("%d ranges: key %x in two", parts, k[:8])
+				}
+				if _, ok := m[k]; !ok {
+					t.Fatalf("%d ranges: key %x not in the model", parts, k[:8])
+				}
+				if h := ix.hash(&k); h < lo || h > hi {
+					t.Fatalf("%d ranges: key %x (hash %x) in range %d [%x, %x]", parts, k[:8], h, p, lo, hi)
+				}
+				got[k] = true
+			}
+		}
+		if len(got) != len(m) {
+			t.Fatalf("%d ranges gave %d keys, model %d", parts, len(got), len(m))
+		}
+	}
 	for i := range ix.next {
 		if ix.old.slots[i].flags&slotUsed != 0 {
 			t.Fatalf("old slot %d, behind the migration at %d, is used", i, ix.next)
@@ -470,5 +494,55 @@ func TestIndexFreedAtClose(t *testing.T) {
 	}
 	if s.GetPieceSplit(ctx, keyOf(1), make([]byte, 8), make([]byte, 8), make([]byte, hdrSize)) {
 		t.Fatal("GetPieceSplit after Close read a piece")
+	}
+}
+
+// TestWalkInRanges: a Walk that takes its keys a few dozen at a time
+// (many hash ranges) calls fn once for every key held throughout, and
+// never twice for any, while fn deletes and puts pieces under it.
+func TestWalkInRanges(t *testing.T) {
+	defer func(b int) { walkBatch = b }(walkBatch)
+	walkBatch = 32
+	ctx := t.Context()
+	s := openT(t, t.TempDir(), Options{})
+	const n = 2000
+	for i := range n {
+		if err := s.PutPiece(ctx, keyOf(i), pieceData(i, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[blocks.Addr]int{}
+	deleted := map[blocks.Addr]bool{}
+	calls := 0
+	err := s.Walk(ctx, func(k blocks.Addr) error {
+		seen[k]++
+		calls++
+		if calls%10 == 0 { // delete a key (seen or not) and put a new one
+			d := keyOf(calls * 7 % n)
+			if err := s.DeletePiece(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+			deleted[d] = true
+			if err := s.PutPiece(ctx, keyOf(n+calls), pieceData(calls, 100)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, c := range seen {
+		if c != 1 {
+			t.Fatalf("key %x walked %d times", k[:8], c)
+		}
+	}
+	for i := range n {
+		if k := keyOf(i); seen[k] == 0 && !deleted[k] {
+			t.Fatalf("piece %d, held throughout, was not walked", i)
+		}
+	}
+	if calls < n/2 {
+		t.Fatalf("%d calls for %d pieces", calls, n)
 	}
 }

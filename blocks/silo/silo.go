@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/bits"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -869,31 +870,61 @@ func (s *Silo) deleteLocked(key blocks.Addr, e entry) error {
 	return nil
 }
 
-// Walk implements blocks.Walker: it calls fn for every piece key held when
-// Walk began (from a snapshot of the index), stopping at fn's first error.
+// Walk implements blocks.Walker: it calls fn for every piece key the
+// silo holds, stopping at fn's first error. It copies the keys out of the
+// index a range of their hashes at a time (at most about walkBatch keys,
+// 32 bytes each), under the lock, and calls fn without it: a key put
+// during the walk is seen if its range comes later, one deleted is not,
+// and none is seen twice. (It copied every key first: 32 bytes a piece,
+// 320 MiB for a node holding 10M pieces, during every anti-entropy pass
+// and collection.)
 func (s *Silo) Walk(ctx context.Context, fn func(key blocks.Addr) error) error {
 	s.mu.RLock()
 	if err := s.checkOpen(); err != nil {
 		s.mu.RUnlock()
 		return err
 	}
-	keys := make([]blocks.Addr, 0, s.index.len())
-	for k := range s.index.all() {
-		keys = append(keys, k)
-	}
+	n := s.index.len()
 	s.mu.RUnlock()
-	for i, k := range keys {
-		if i%1024 == 0 {
-			if err := ctx.Err(); err != nil {
+	parts := 1
+	for parts*walkBatch < n {
+		parts *= 2
+	}
+	var keys []blocks.Addr
+	for p := range parts {
+		lo, hi := hashRange(p, parts)
+		s.mu.RLock()
+		if err := s.checkOpen(); err != nil {
+			s.mu.RUnlock()
+			return err
+		}
+		keys = s.index.appendRange(keys[:0], lo, hi)
+		s.mu.RUnlock()
+		for i, k := range keys {
+			if i%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if err := fn(k); err != nil {
 				return err
 			}
-		}
-		if err := fn(k); err != nil {
-			return err
 		}
 	}
 	return nil
 }
+
+// hashRange returns the bounds (inclusive) of part p of the 64-bit hash
+// space cut into parts equal ranges (parts a power of two).
+func hashRange(p, parts int) (lo, hi uint64) {
+	shift := uint(bits.Len(uint(parts - 1))) // log2(parts)
+	lo = uint64(p) << (64 - shift)           // 0 when shift is 0 (one part)
+	return lo, lo + ^uint64(0)>>shift
+}
+
+// walkBatch is the number of keys Walk aims to copy out of the index at
+// a time (a variable for tests).
+var walkBatch = 1 << 16
 
 // Stats returns the silo's current counts.
 func (s *Silo) Stats() Stats {

@@ -128,18 +128,16 @@ func (g gcServer) Sweep(ctx context.Context, id uint64, filter *bloom.Filter, pr
 	}
 	si := g.n.silo
 	res.DiskBefore = si.Stats().DiskBytes
-	var keys []blocks.Addr
-	if err := si.Walk(ctx, func(k blocks.Addr) error { keys = append(keys, k); return nil }); err != nil {
-		return res, err
-	}
 	unreadable := 0
 	hb := make([]byte, redundant.HeaderSize)
-	for _, key := range keys {
+	// Piece by piece as the walk gives them (the walk holds a range of
+	// keys at a time, not the silo's whole list).
+	err := si.Walk(ctx, func(key blocks.Addr) error {
 		if progress != nil {
 			// Every piece, deleted or not: a long run of live pieces
 			// must keep the collector's stream alive too.
 			if err := progress(res.Checked, res.Swept); err != nil {
-				return res, err
+				return err
 			}
 		}
 		res.Checked++
@@ -148,28 +146,32 @@ func (g gcServer) Sweep(ctx context.Context, id uint64, filter *bloom.Filter, pr
 		p, err := si.PeekPiece(ctx, key, hb)
 		switch {
 		case errors.Is(err, blocks.ErrNotFound):
-			continue
+			return nil
 		case errors.Is(err, blocks.ErrCorrupt):
 			unreadable++ // anti-entropy repairs or reports it
-			continue
+			return nil
 		case err != nil:
-			return res, err
+			return err
 		}
 		addr, i, err := redundant.PieceHeader(p)
 		if err != nil || blocks.PieceKey(addr, i) != key {
 			unreadable++
-			continue
+			return nil
 		}
 		if filter.Has(addr) {
-			continue
+			return nil
 		}
 		ok, err := o.sw.DeleteStale(ctx, key)
 		if err != nil {
-			return res, err
+			return err
 		}
 		if ok {
 			res.Swept++
 		}
+		return nil
+	})
+	if err != nil {
+		return res, err
 	}
 	if unreadable > 0 {
 		g.n.log.Warn("gc: pieces left alone, unreadable or not pieces of a block", "count", unreadable)
