@@ -114,9 +114,9 @@ func (c *cluster) scrubStatus() ScrubStatus {
 // HasPieces call per node (peer op 21, 4096 keys a round trip), which of
 // their pieces it has: that decides which node checks a block (see
 // scrubsHere) and, in a heal pass, which pieces are missing. What a pass
-// holds is its window and the silo's list of keys, and what it asks the
-// other nodes grows with the blocks this node holds, not with the
-// cluster. (Before, a heal pass fetched every other node's whole key
+// holds is its window and the range of keys the silo's walk copied out
+// (about 64K: silo.Walk), and what it asks the other nodes grows with
+// the blocks this node holds, not with the cluster. (Before, a heal pass fetched every other node's whole key
 // list first, 32 bytes a piece: on hundreds of nodes, every node would
 // have held, and each pass moved, the keys of the whole cluster.)
 func (c *cluster) scrubPass(ctx context.Context, full bool) {
