@@ -31,7 +31,8 @@ type ScrubStatus struct {
 	Total, Scanned int64
 	// Dropped counts the pieces this node held for a block without being
 	// their holder (a fallback's copy, or a copy made while the holder was
-	// away) that it deleted in the last pass, once their holder had them.
+	// away) that it deleted in the last pass, once their holder had them,
+	// and the second replicas of a block it holds (see noteDuplicates).
 	Dropped int64
 	// Moved counts the pieces the last pass copied from a fallback to a
 	// holder that lacked them (rather than rebuilt: see slot.getBackground).
@@ -181,6 +182,7 @@ func (c *cluster) scrubPass(ctx context.Context, full bool) {
 		win     []scrubJob
 		scanned int64
 		hb      [redundant.HeaderSize]byte
+		dups    duplicates
 	)
 	_ = c.n.silo.Walk(ctx, func(k blocks.Addr) error {
 		if err := ctx.Err(); err != nil {
@@ -196,7 +198,11 @@ func (c *cluster) scrubPass(ctx context.Context, full bool) {
 		// checksum); Repair reads and verifies the piece itself, so a
 		// corrupt local copy is checked and rewritten like any other.
 		l, ok := c.peekLayout(ctx, k, hb[:])
-		if !ok || c.checkedAtLowerPiece(ctx, k, l, hb[:]) {
+		if !ok {
+			return nil
+		}
+		if c.checkedAtLowerPiece(ctx, k, l, hb[:]) {
+			c.noteDuplicates(ctx, l, &dups)
 			return nil
 		}
 		st, err := c.n.redundantFor(policies.Redundancy{Replicas: l.Replicas, Data: l.Data, Parity: l.Parity}, policies.SpreadNode)
@@ -218,7 +224,7 @@ func (c *cluster) scrubPass(ctx context.Context, full bool) {
 		// fallback, or repaired by its reads.
 		c.syncRepairs(bctx)
 	}
-	dropped := c.dropSurplus(bctx, &sp)
+	dropped := c.dropSurplus(bctx, &sp) + c.dropDuplicates(bctx, &dups)
 	c.scrub.mu.Lock()
 	c.scrub.st.Running = false
 	if ctx.Err() == nil {
@@ -547,6 +553,112 @@ func (c *cluster) missingPieces(ctx context.Context, st *redundant.Store, l redu
 		hold[i] = redundant.Holding{Has: has, Bad: -1}
 	}
 	return st.Plan(hold), true
+}
+
+// duplicates collects the second replicas a pass found in this node's
+// silo, of blocks this node holds (see noteDuplicates): key -> layout.
+type duplicates struct {
+	keys   map[blocks.Addr]redundant.Layout
+	hinted map[blocks.Addr]bool // keys this node keeps for give-back, once asked
+}
+
+// noteDuplicates notes, for replicated block l of which this node holds
+// more than one replica (checkedAtLowerPiece found two), every replica
+// but one, when this node is one of the block's holders: the one under
+// its rank's key if it has that, else the lowest. A holder whose rank
+// moved keeps its copy under its old rank's key (see slot.FindReplica),
+// and a later put of the same block (a dedup hit, or the same data
+// written again) writes one under the new rank's key too: two copies on
+// one node, where one does all a replica can. A copy kept here for
+// another node (a hint, to be given back) is left alone, and so are
+// shards (a holder may keep two distinct ones: redundant.Store.Plan).
+func (c *cluster) noteDuplicates(ctx context.Context, l redundant.Layout, d *duplicates) {
+	if l.Replicas < 2 {
+		return
+	}
+	_, primary, _, err := c.rank(l.Addr, l.Replicas, 0, policies.SpreadNode)
+	if err != nil {
+		return
+	}
+	r := slices.Index(primary, c.self.ID)
+	if r < 0 {
+		return // not a holder: findSurplus's part
+	}
+	var held []blocks.Addr
+	keep := -1
+	for j := range l.Replicas {
+		key := blocks.PieceKey(l.Addr, j)
+		if ok, err := c.n.silo.HasPiece(ctx, key); err != nil || !ok {
+			continue
+		}
+		held = append(held, key)
+		if j == r || keep < 0 {
+			keep = len(held) - 1
+		}
+	}
+	if len(held) < 2 {
+		return
+	}
+	if d.hinted == nil {
+		d.hinted = c.hintedHere()
+	}
+	for x, key := range held {
+		if x == keep || d.hinted[key] {
+			continue
+		}
+		if d.keys == nil {
+			d.keys = map[blocks.Addr]redundant.Layout{}
+		}
+		d.keys[key] = l
+	}
+}
+
+// hintedHere returns the keys of the pieces this node keeps for give-back
+// to another node.
+func (c *cluster) hintedHere() map[blocks.Addr]bool {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	keys := map[blocks.Addr]bool{}
+	for h := range c.hints {
+		if h.fallback == c.self.ID {
+			keys[h.key] = true
+		}
+	}
+	return keys
+}
+
+// dropDuplicates deletes the replicas noteDuplicates found, once this
+// node's silo has synced (so that the copy kept is durable), each only
+// if another replica of its block is still here. It returns how many it
+// deleted.
+func (c *cluster) dropDuplicates(ctx context.Context, d *duplicates) int64 {
+	if len(d.keys) == 0 || ctx.Err() != nil {
+		return 0
+	}
+	if err := c.n.silo.Sync(ctx); err != nil {
+		c.log.Warn("anti-entropy: sync before dropping second replicas failed", "err", err)
+		return 0
+	}
+	var dropped int64
+	for key, l := range d.keys {
+		other := false
+		for j := range l.Replicas {
+			if k := blocks.PieceKey(l.Addr, j); k != key {
+				if ok, err := c.n.silo.HasPiece(ctx, k); err == nil && ok {
+					other = true
+					break
+				}
+			}
+		}
+		if !other {
+			continue
+		}
+		if err := c.n.silo.DeletePiece(ctx, key); err == nil {
+			dropped++
+			c.bg.droppedPieces.Add(1)
+		}
+	}
+	return dropped
 }
 
 // surplus collects the pieces a pass found in this node's silo that

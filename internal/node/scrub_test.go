@@ -203,8 +203,8 @@ func TestHealPassAsksEachKeyOnce(t *testing.T) {
 }
 
 // TestPassChecksABlockOnce: a node that holds two pieces of a block (its
-// own and a copy of the other's) checks the block once, in full and heal
-// passes alike.
+// own and a copy it keeps for the other) checks the block once, in full
+// and heal passes alike.
 func TestPassChecksABlockOnce(t *testing.T) {
 	ctx := t.Context()
 	const nblocks = 40
@@ -219,6 +219,9 @@ func TestPassChecksABlockOnce(t *testing.T) {
 				if err := c.n.silo.PutPiece(ctx, key, p); err != nil {
 					t.Fatal(err)
 				}
+				// Kept for b, to be given back (else a's pass drops
+				// the second copy: TestSecondReplicaDropped).
+				c.addHint(hint{key: key, holder: "b", fallback: "a"}, len(p))
 				copied++
 			}
 		}
@@ -551,6 +554,53 @@ func TestHealFollowsTheSetErasure(t *testing.T) {
 	c.scrubPass(ctx, true)
 	if ss := c.scrubStatus(); ss.Repaired != 0 || ss.Unreadable != 0 {
 		t.Fatalf("a full pass after the heal wrote %d pieces (%d unreadable), want 0", ss.Repaired, ss.Unreadable)
+	}
+}
+
+// TestSecondReplicaDropped: after x left, a keeps its copy of the
+// blocks where it moved up a rank under its old rank's key; putting the
+// same blocks again (a dedup hit) writes a second copy under the new
+// rank's key. a's next pass deletes the second copies, keeping the one
+// under its rank's key, and every block reads back.
+func TestSecondReplicaDropped(t *testing.T) {
+	ctx := t.Context()
+	c, _, _, st := threeNodes(t, "a", "b", "x")
+	const nblocks = 60
+	addrs := putBlocks(t, st, nblocks)
+	c.v = viewOf(t, true, "a", "b") // x is gone for good
+	c.scrubPass(ctx, false)
+	putBlocks(t, st, nblocks) // the same blocks again
+	keys := func(a blocks.Addr) []int {
+		var held []int
+		for j := range 2 {
+			if ok, _ := c.n.silo.HasPiece(ctx, blocks.PieceKey(a, j)); ok {
+				held = append(held, j)
+			}
+		}
+		return held
+	}
+	twice := 0
+	for _, a := range addrs {
+		if len(keys(a)) == 2 {
+			twice++
+		}
+	}
+	if twice == 0 {
+		t.Fatal("no block has two copies on a: the test needs some")
+	}
+	c.scrubPass(ctx, false)
+	if ss := c.scrubStatus(); ss.Dropped != int64(twice) {
+		t.Fatalf("the pass dropped %d pieces, want %d (a's second copies)", ss.Dropped, twice)
+	}
+	for i, a := range addrs {
+		_, primary, _, _ := c.rank(a, 2, 0, policies.SpreadNode)
+		if got := keys(a); len(got) != 1 || got[0] != slices.Index(primary, "a") {
+			t.Fatalf("block %d: a keeps replicas %v, want the one of its rank %d", i, got, slices.Index(primary, "a"))
+		}
+		got, err := st.Get(ctx, a)
+		if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{byte(i)}, 4096)) {
+			t.Fatalf("block %d does not read back: %v", i, err)
+		}
 	}
 }
 
