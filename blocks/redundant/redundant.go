@@ -524,8 +524,8 @@ func (s *Store) check(p []byte, addr blocks.Addr, i int, hash bool) piece {
 		switch {
 		case hd.addr != addr:
 			err = fmt.Errorf("redundant: piece belongs to block %v", hd.addr)
-		case int(hd.index) != i:
-			err = fmt.Errorf("redundant: piece says index %d", hd.index)
+		case int(hd.index) != i || i >= s.n:
+			err = fmt.Errorf("redundant: piece says index %d (of %d)", hd.index, s.n)
 		case hd.kind != s.kind:
 			err = fmt.Errorf("redundant: piece of kind %d, want %d", hd.kind, s.kind)
 		case s.kind == kindShard && (int(hd.k) != s.k || int(hd.m) != s.m):
