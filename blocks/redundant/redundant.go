@@ -429,16 +429,17 @@ func (s *Store) fetchInto(ctx context.Context, h blocks.Holder, addr blocks.Addr
 		if fallbacks && errors.Is(err, blocks.ErrUnavailable) {
 			p, err = fg.GetFallback(ctx, blocks.PieceKey(addr, i))
 			if err == nil {
-				pc := s.check(p, addr, i, hash)
+				pc := s.check(p, addr, i, true) // from another node
 				pc.where = nodeAway
 				return pc
 			}
 			break
 		}
 		// The node keeps no piece of the block: what GetPiece finds is
-		// elsewhere (a fallback's copy).
+		// elsewhere (a fallback's copy, checked in full whatever the
+		// holder: it comes from another node).
 		if p, err = h.GetPiece(ctx, blocks.PieceKey(addr, i)); err == nil {
-			pc := s.check(p, addr, i, hash)
+			pc := s.check(p, addr, i, true)
 			pc.where = onFallback
 			return pc
 		}
@@ -944,7 +945,7 @@ func (s *Store) readShards(ctx context.Context, hs []blocks.Holder, addr blocks.
 		// The data pieces alone, each checksum-verified; unhashed only when
 		// every one of them comes from a trusted (local) holder.
 		at := s.byIndex(pcs)
-		if data := s.join(pcs, at); data != nil && (s.localRanks(hs, at[:s.k]) || blocks.Sum(data) == addr) {
+		if data := s.join(pcs, at); data != nil && (s.localRanks(hs, pcs, at[:s.k]) || blocks.Sum(data) == addr) {
 			return data, false
 		}
 		s.fetchAll(ctx, hs, addr, pcs, seq(s.k, s.n), false)
@@ -1017,10 +1018,10 @@ func (s *Store) byIndex(pcs []piece) []int {
 }
 
 // localRanks reports whether every rank in ranks has a trusted (local)
-// holder.
-func (s *Store) localRanks(hs []blocks.Holder, ranks []int) bool {
+// holder that gave its piece from this node (pcs, by rank).
+func (s *Store) localRanks(hs []blocks.Holder, pcs []piece, ranks []int) bool {
 	for _, r := range ranks {
-		if r < 0 || !s.trusted(hs[r], false) {
+		if r < 0 || !s.trusted(hs[r], false) || pcs[r].where != onHolder {
 			return false
 		}
 	}
