@@ -377,21 +377,22 @@ func (ix *index) all() iter.Seq2[blocks.Addr, entry] {
 	}
 }
 
-// appendRange appends to keys every key whose hash lies in [lo, hi], in
-// no particular order. Hash ranges stay put while the index grows and
-// migrates, so a walk that takes the hash space range by range, letting
-// the index change between ranges, sees each key that stays in it once
-// (Silo.Walk).
-func (ix *index) appendRange(keys []blocks.Addr, lo, hi uint64) []blocks.Addr {
-	keys = ix.cur.appendRange(keys, lo, hi)
-	return ix.old.appendRange(keys, lo, hi)
+// appendRange appends to keys every key whose hash lies in [lo, hi] and
+// whose entry's stamp is at most since, in no particular order. Hash
+// ranges stay put while the index grows and migrates, and compaction
+// keeps an entry's stamp, so a walk that takes the hash space range by
+// range, letting the index change between ranges, sees each key that
+// stays in it once, and none put after it began (Silo.Walk).
+func (ix *index) appendRange(keys []blocks.Addr, lo, hi, since uint64) []blocks.Addr {
+	keys = ix.cur.appendRange(keys, lo, hi, since)
+	return ix.old.appendRange(keys, lo, hi, since)
 }
 
 // appendRange is index.appendRange over one table. A key whose home lies
 // in the range's homes sits at its home or after it, with no empty slot
 // between (linear probing), so the scan goes from the first home through
 // the last and on to the next empty slot, wrapping around the end.
-func (t *table) appendRange(keys []blocks.Addr, lo, hi uint64) []blocks.Addr {
+func (t *table) appendRange(keys []blocks.Addr, lo, hi, since uint64) []blocks.Addr {
 	if t.n == 0 {
 		return keys
 	}
@@ -405,7 +406,7 @@ func (t *table) appendRange(keys []blocks.Addr, lo, hi uint64) []blocks.Addr {
 			}
 			continue
 		}
-		if s.hash >= lo && s.hash <= hi {
+		if s.hash >= lo && s.hash <= hi && s.stamp <= since {
 			keys = append(keys, s.key)
 		}
 	}

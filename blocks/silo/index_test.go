@@ -86,7 +86,7 @@ func checkIndex(t testing.TB, ix *index, m map[blocks.Addr]entry) {
 		var keys []blocks.Addr
 		for p := range parts {
 			lo, hi := hashRange(p, parts)
-			keys = ix.appendRange(keys[:0], lo, hi)
+			keys = ix.appendRange(keys[:0], lo, hi, ^uint64(0))
 			for _, k := range keys {
 				if got[k] {
 					t.Fatalf("%d ranges: key %x in two", parts, k[:8])
@@ -498,8 +498,9 @@ func TestIndexFreedAtClose(t *testing.T) {
 }
 
 // TestWalkInRanges: a Walk that takes its keys a few dozen at a time
-// (many hash ranges) calls fn once for every key held throughout, and
-// never twice for any, while fn deletes and puts pieces under it.
+// (many hash ranges) calls fn once for every key held throughout, never
+// twice for any, and never for one put during the walk, while fn deletes
+// and puts pieces under it.
 func TestWalkInRanges(t *testing.T) {
 	defer func(b int) { walkBatch = b }(walkBatch)
 	walkBatch = 32
@@ -510,6 +511,10 @@ func TestWalkInRanges(t *testing.T) {
 		if err := s.PutPiece(ctx, keyOf(i), pieceData(i, 100)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	held := map[blocks.Addr]bool{}
+	for i := range n {
+		held[keyOf(i)] = true
 	}
 	seen := map[blocks.Addr]int{}
 	deleted := map[blocks.Addr]bool{}
@@ -535,6 +540,9 @@ func TestWalkInRanges(t *testing.T) {
 	for k, c := range seen {
 		if c != 1 {
 			t.Fatalf("key %x walked %d times", k[:8], c)
+		}
+		if !held[k] {
+			t.Fatalf("key %x, put during the walk, was walked", k[:8])
 		}
 	}
 	for i := range n {

@@ -873,9 +873,11 @@ func (s *Silo) deleteLocked(key blocks.Addr, e entry) error {
 // Walk implements blocks.Walker: it calls fn for every piece key the
 // silo holds, stopping at fn's first error. It copies the keys out of the
 // index a range of their hashes at a time (at most about walkBatch keys,
-// 32 bytes each), under the lock, and calls fn without it: a key put
-// during the walk is seen if its range comes later, one deleted is not,
-// and none is seen twice. (It copied every key first: 32 bytes a piece,
+// 32 bytes each), under the lock, and calls fn without it: a key deleted
+// during the walk is seen only if its range came first, one put during
+// the walk is not seen (its entry's stamp is newer; a pass that writes
+// pieces here would otherwise walk what it wrote), and none is seen
+// twice. (It copied every key first: 32 bytes a piece,
 // 320 MiB for a node holding 10M pieces, during every anti-entropy pass
 // and collection.)
 func (s *Silo) Walk(ctx context.Context, fn func(key blocks.Addr) error) error {
@@ -884,7 +886,7 @@ func (s *Silo) Walk(ctx context.Context, fn func(key blocks.Addr) error) error {
 		s.mu.RUnlock()
 		return err
 	}
-	n := s.index.len()
+	n, since := s.index.len(), s.stamp
 	s.mu.RUnlock()
 	parts := 1
 	for parts*walkBatch < n {
@@ -898,7 +900,7 @@ func (s *Silo) Walk(ctx context.Context, fn func(key blocks.Addr) error) error {
 			s.mu.RUnlock()
 			return err
 		}
-		keys = s.index.appendRange(keys[:0], lo, hi)
+		keys = s.index.appendRange(keys[:0], lo, hi, since)
 		s.mu.RUnlock()
 		for i, k := range keys {
 			if i%1024 == 0 {
