@@ -859,6 +859,14 @@ func (s *Store) otherKeys(b *localBatch, addrs []blocks.Addr, lacked []int) *alt
 // what it found bad. It returns the number of pieces repaired. dst, when
 // not nil, is where the first replica read may go (see GetInto).
 func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool, dst []byte) ([]byte, int, error) {
+	return s.readFix(ctx, addr, full, dst, true)
+}
+
+// readFix is read, repairing what it found bad only when fix is set
+// (RepairMissing writes its own fixes: repairing in its read too sent an
+// erasure-coded block's missing shard twice, the read having to rebuild
+// the block whenever the shard was a data shard).
+func (s *Store) readFix(ctx context.Context, addr blocks.Addr, full bool, dst []byte, fix bool) ([]byte, int, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, fmt.Errorf("redundant: get %v: %w", addr, err)
 	}
@@ -884,6 +892,9 @@ func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool, dst []byt
 		if data == nil {
 			return nil, 0, s.noBlock(addr, pcs)
 		}
+		if !fix {
+			return data, 0, nil
+		}
 		return data, s.repair(DeferRepairSyncs(ctx), hs, addr, data, pcs, false), nil
 	}
 	pcs := make([]piece, s.n)
@@ -901,6 +912,9 @@ func (s *Store) read(ctx context.Context, addr blocks.Addr, full bool, dst []byt
 	}
 	if data == nil {
 		return nil, 0, s.noBlock(addr, pcs)
+	}
+	if !fix {
+		return data, 0, nil
 	}
 	if !full {
 		ctx = DeferRepairSyncs(ctx) // a read's repair (see the package doc)

@@ -53,10 +53,12 @@ type flaky struct {
 	down  atomic.Bool
 	local bool
 	sums  sync.Map // when local: key -> CRC-32C of the piece, as a silo keeps
+	puts  atomic.Int64
 }
 
 // PutPiece implements blocks.Holder; a local holder remembers a checksum.
 func (f *flaky) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error {
+	f.puts.Add(1)
 	if f.local {
 		if ok, _ := f.Store.HasPiece(ctx, key); !ok {
 			f.sums.Store(key, crc32c.Checksum(data))
@@ -639,9 +641,9 @@ func TestRepairSyncs(t *testing.T) {
 	check("Repair with DeferRepairSyncs", 2, h, before, 0)
 }
 
-// TestRepairMissing: RepairMissing rewrites exactly the pieces named, from
-// one read of the block, for replicas and erasure coding, and fails
-// (writing nothing) when the block cannot be read.
+// TestRepairMissing: RepairMissing rewrites exactly the pieces named,
+// each once, from one read of the block, for replicas and erasure coding,
+// and fails (writing nothing) when the block cannot be read.
 func TestRepairMissing(t *testing.T) {
 	for _, cfg := range []config{{name: "replicas3-on-3", replicas: 3, holders: 3}, {name: "ec4+2-on-6", data: 4, parity: 2, holders: 6}} {
 		t.Run(cfg.name, func(t *testing.T) {
@@ -662,9 +664,21 @@ func TestRepairMissing(t *testing.T) {
 			if _, err := c.s.RepairMissing(ctx, addr, []Fix{{Holder: 0, Piece: cfg.pieces(), Bad: -1}}); err == nil {
 				t.Fatal("RepairMissing of a piece index out of range: no error")
 			}
+			puts := func() (n int64) {
+				for _, m := range c.mems {
+					n += m.puts.Load()
+				}
+				return n
+			}
+			before := puts()
 			n, err := c.s.RepairMissing(DeferRepairSyncs(ctx), addr, []Fix{{1, 1, -1}, {last, last, -1}})
 			if err != nil || n != 2 {
 				t.Fatalf("RepairMissing = %d, %v; want 2 pieces", n, err)
+			}
+			// Written once each: its read (which rebuilds the block when a
+			// data shard is missing) leaves the repair to it.
+			if p := puts() - before; p != 2 {
+				t.Fatalf("RepairMissing put %d pieces, want 2", p)
 			}
 			if got := c.pieces(t, addr); !equalPieces(got, orig) {
 				t.Fatal("the rewritten pieces differ from the originals")

@@ -95,7 +95,7 @@ func (s *Store) RepairMissing(ctx context.Context, addr blocks.Addr, fixes []Fix
 			return 0, fmt.Errorf("redundant: repair %v: fix %+v out of range for %d pieces", addr, f, s.n)
 		}
 	}
-	data, _, err := s.read(ctx, addr, false, nil)
+	data, _, err := s.readFix(ctx, addr, false, nil, false)
 	if err != nil {
 		return 0, err
 	}
