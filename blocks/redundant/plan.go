@@ -87,27 +87,20 @@ func (s *Store) Plan(held []Holding) []Fix {
 			state[r], done[r] = kept, true
 		}
 	}
-	for r, h := range held { // another piece no one keeps yet
-		if done[r] {
-			continue
-		}
-		for _, j := range h.Has {
-			if j >= 0 && j < s.n && state[j] == free {
+	// Then the first free index among those it keeps, and last, among
+	// those waiting for it elsewhere.
+	claim := func(r int, js []int) {
+		for _, j := range js {
+			if !done[r] && j >= 0 && j < s.n && state[j] == free {
 				state[j], done[r] = kept, true
-				break
 			}
 		}
 	}
-	for r, h := range held { // a copy waiting for it elsewhere, if no one keeps that piece
-		if done[r] {
-			continue
-		}
-		for _, j := range h.Pending {
-			if j >= 0 && j < s.n && state[j] == free {
-				state[j], done[r] = kept, true
-				break
-			}
-		}
+	for r, h := range held {
+		claim(r, h.Has)
+	}
+	for r, h := range held {
+		claim(r, h.Pending)
 	}
 	for r, h := range held { // the rest get what is left
 		if done[r] {

@@ -30,6 +30,34 @@ func passedSince(t *testing.T, s *cairntest.Server, since time.Time) bool {
 	return !st.Repair.ScrubRunning && st.Repair.ScrubDone.After(since) && st.Repair.Pending == 0
 }
 
+// filledVolume creates volume name (48 MiB, policy pol) through s and
+// copies in, flushed, a new image in dir (32 MiB of data from seed, four
+// 4 MiB holes), whose path it returns.
+func filledVolume(t *testing.T, s *cairntest.Server, dir, name, pol string, seed uint64) string {
+	t.Helper()
+	if out, err := s.Cairn("volume", "create", name, "--size", "48MiB", "--policy", pol); err != nil {
+		t.Fatal(err, out)
+	}
+	img := filepath.Join(dir, name+".img")
+	makeImage(t, img, 48<<20, seed)
+	Run(t, 5*time.Minute, "nbdcopy", "--flush", img, s.URI(name))
+	return img
+}
+
+// passesSince waits until every node of nodes has finished a pass
+// after since (see passedSince) and returns how long that took.
+func passesSince(t *testing.T, what string, since time.Time, nodes ...*cairntest.Server) time.Duration {
+	t.Helper()
+	return waitFor(t, 5*time.Minute, what, func() bool {
+		for _, s := range nodes {
+			if !passedSince(t, s, since) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // TestNodeBackAfterRemovalCopiesOnlyWhatItMissed: 4 nodes, replicas = 3.
 // Node D dies and stays away longer than --remove-after, so its copies are
 // rebuilt on the others. Then more data is written, and D comes back with
@@ -42,13 +70,8 @@ func TestNodeBackAfterRemovalCopiesOnlyWhatItMissed(t *testing.T) {
 	a, d := nodes[0], nodes[3]
 	live := nodes[:3]
 	pol := writePolicy(t, "[redundancy]\nreplicas = 3\n")
-	if out, err := a.Cairn("volume", "create", "old", "--size", "48MiB", "--policy", pol); err != nil {
-		t.Fatal(err, out)
-	}
 	dir := t.TempDir()
-	oldImg := filepath.Join(dir, "old.img")
-	makeImage(t, oldImg, 48<<20, 11) // 32 MiB of data, four 4 MiB holes
-	Run(t, 5*time.Minute, "nbdcopy", "--flush", oldImg, a.URI("old"))
+	oldImg := filledVolume(t, a, dir, "old", pol, 11)
 
 	d.Kill()
 	killed := time.Now()
@@ -67,14 +90,7 @@ func TestNodeBackAfterRemovalCopiesOnlyWhatItMissed(t *testing.T) {
 	// can finish within a second, so the passes count from there, not
 	// from when A's view changed.
 	removable := killed.Add(5 * time.Second)
-	took := waitFor(t, 5*time.Minute, "the passes after D's removal", func() bool {
-		for _, s := range live {
-			if !passedSince(t, s, removable) {
-				return false
-			}
-		}
-		return true
-	})
+	took := passesSince(t, "the passes after D's removal", removable, live...)
 	healCopied := copiedBytes(t, live...)
 	t.Logf("D removed %s after the kill; healed %s later, copying %.1f MiB (D's share of the 96 MiB stored: 24 MiB)",
 		removed.Sub(killed).Round(time.Second), took.Round(time.Second), float64(healCopied)/(1<<20))
@@ -124,14 +140,7 @@ func TestNodeBackAfterRemovalCopiesOnlyWhatItMissed(t *testing.T) {
 		}
 		t.Logf("%s: cairn scrub: %s", s.NBD, strings.TrimSpace(out))
 	}
-	waitFor(t, 5*time.Minute, "the passes after D's return", func() bool {
-		for _, s := range live {
-			if !passedSince(t, s, back) {
-				return false
-			}
-		}
-		return true
-	})
+	passesSince(t, "the passes after D's return", back, live...)
 	returnCopied := copiedBytes(t, nodes...) - before
 	for _, s := range live {
 		dropped += status(t, s).Repair.DroppedPieces
@@ -182,13 +191,8 @@ func TestClusterErasureHealsAfterNodeRemovedForGood(t *testing.T) {
 	a, b, e := nodes[0], nodes[1], nodes[4]
 	live := nodes[:4]
 	pol := writePolicy(t, "block_size = \"64KiB\"\n[redundancy]\ndata = 2\nparity = 2\n")
-	if out, err := a.Cairn("volume", "create", "ec", "--size", "48MiB", "--policy", pol); err != nil {
-		t.Fatal(err, out)
-	}
 	dir := t.TempDir()
-	in := filepath.Join(dir, "in.img")
-	makeImage(t, in, 48<<20, 13) // 32 MiB of data, four 4 MiB holes
-	Run(t, 5*time.Minute, "nbdcopy", "--flush", in, a.URI("ec"))
+	in := filledVolume(t, a, dir, "ec", pol, 13)
 
 	// Passes the nodes' joins kicked may still be copying: what they
 	// copy is not the heal's.
@@ -203,14 +207,7 @@ func TestClusterErasureHealsAfterNodeRemovedForGood(t *testing.T) {
 	before := copiedBytes(t, live...)
 	e.Kill()
 	removable := time.Now().Add(5 * time.Second)
-	took := waitFor(t, 5*time.Minute, "the passes after E's removal", func() bool {
-		for _, s := range live {
-			if !passedSince(t, s, removable) {
-				return false
-			}
-		}
-		return true
-	})
+	took := passesSince(t, "the passes after E's removal", removable, live...)
 	copied := copiedBytes(t, live...) - before
 	t.Logf("healed %s after E could be removed, copying %.1f MiB (E's share of the 64 MiB of shards stored: 12.8 MiB; %.1f MiB copied before the kill)",
 		took.Round(time.Second), float64(copied)/(1<<20), float64(before)/(1<<20))

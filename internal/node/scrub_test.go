@@ -439,13 +439,18 @@ func TestHealFollowsTheSet(t *testing.T) {
 		}
 	}
 	release()
-	c.scrubPass(ctx, false)
-	if ss := c.scrubStatus(); ss.Repaired != 0 {
-		t.Fatalf("a second heal pass rewrote %d pieces, want 0", ss.Repaired)
-	}
-	c.scrubPass(ctx, true)
-	if ss := c.scrubStatus(); ss.Repaired != 0 || ss.Unreadable != 0 {
-		t.Fatalf("a full pass after the heal rewrote %d pieces (%d unreadable), want 0", ss.Repaired, ss.Unreadable)
+	nothingLeft(t, c)
+}
+
+// nothingLeft runs a heal pass and a full pass on c and fails unless
+// neither writes a piece or finds a block unreadable.
+func nothingLeft(t *testing.T, c *cluster) {
+	t.Helper()
+	for _, full := range []bool{false, true} {
+		c.scrubPass(t.Context(), full)
+		if ss := c.scrubStatus(); ss.Repaired != 0 || ss.Unreadable != 0 {
+			t.Fatalf("a later pass (full %v) wrote %d pieces (%d unreadable), want 0", full, ss.Repaired, ss.Unreadable)
+		}
 	}
 }
 
@@ -547,14 +552,7 @@ func TestHealFollowsTheSetErasure(t *testing.T) {
 			}
 		}
 	}
-	c.scrubPass(ctx, false)
-	if ss := c.scrubStatus(); ss.Repaired != 0 {
-		t.Fatalf("a second heal pass wrote %d pieces, want 0", ss.Repaired)
-	}
-	c.scrubPass(ctx, true)
-	if ss := c.scrubStatus(); ss.Repaired != 0 || ss.Unreadable != 0 {
-		t.Fatalf("a full pass after the heal wrote %d pieces (%d unreadable), want 0", ss.Repaired, ss.Unreadable)
-	}
+	nothingLeft(t, c)
 }
 
 // TestSecondReplicaDropped: after x left, a keeps its copy of the
