@@ -20,7 +20,12 @@ import (
 //	     6    1 piece index i (the piece is stored under blocks.PieceKey(addr, i))
 //	     7    1 k: data pieces (1 for replicas)
 //	     8    1 m: parity pieces (replicas-1 for replicas)
-//	     9    3 reserved, zero
+//	     9    1 placement tag (Options.Tag): not interpreted here; a cluster
+//	            writes the spread its volume's policy asked for (0 node,
+//	            1 zone, 2 none), so that anti-entropy ranks the block's
+//	            holders as its writers did (zero in pieces written before
+//	            the tag: those were ranked as spread "node")
+//	    10    2 reserved, zero
 //	    12    4 original block length in bytes
 //	    16   32 block address (blocks.Sum of the whole block)
 //	    48    4 CRC-32C (Castagnoli) of the payload
@@ -50,6 +55,7 @@ type header struct {
 	kind   uint8
 	index  uint8
 	k, m   uint8
+	tag    uint8 // placement tag (Options.Tag)
 	length uint32
 	addr   blocks.Addr
 	crc    uint32 // payload checksum
@@ -64,7 +70,7 @@ func (h *header) put(b []byte) {
 	b[6] = h.index
 	b[7] = h.k
 	b[8] = h.m
-	b[9], b[10], b[11] = 0, 0, 0
+	b[9], b[10], b[11] = h.tag, 0, 0
 	binary.BigEndian.PutUint32(b[12:16], h.length)
 	copy(b[16:48], h.addr[:])
 	binary.BigEndian.PutUint32(b[48:52], h.crc)
@@ -87,7 +93,7 @@ func parseHeader(p []byte) (header, error) {
 	if p[4] != pieceVersion {
 		return h, fmt.Errorf("%w: unknown version %d", errBadHeader, p[4])
 	}
-	h.kind, h.index, h.k, h.m = p[5], p[6], p[7], p[8]
+	h.kind, h.index, h.k, h.m, h.tag = p[5], p[6], p[7], p[8], p[9]
 	if h.kind != kindReplica && h.kind != kindShard {
 		return h, fmt.Errorf("%w: unknown kind %d", errBadHeader, h.kind)
 	}

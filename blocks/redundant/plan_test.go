@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"cairn/blocks"
+	"cairn/blocks/blockstest"
+	"cairn/blocks/memory"
 )
 
 // TestPlan: which holder gets which piece, for replicas and shards: a
@@ -65,4 +67,43 @@ func storeFor(t *testing.T, opts Options) *Store {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestTagInEveryPiece: the tag a store is given lands in the header of
+// every piece it writes (PieceLayout gives it back), and a store with
+// another tag reads those pieces all the same.
+func TestTagInEveryPiece(t *testing.T) {
+	ctx := t.Context()
+	for _, opts := range []Options{{Replicas: 3}, {Data: 2, Parity: 1}} {
+		hs := []blocks.Holder{&flaky{Store: memory.New(0)}, &flaky{Store: memory.New(0)}, &flaky{Store: memory.New(0)}}
+		opts.Holders = func(blocks.Addr, int) []blocks.Holder { return hs }
+		opts.All = func() []blocks.Holder { return hs }
+		opts.Tag = 1
+		s, err := New(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := blockstest.Random(9, 3000)
+		addr, err := s.Put(ctx, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, h := range hs {
+			p, err := h.GetPiece(ctx, blocks.PieceKey(addr, i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l, err := PieceLayout(p); err != nil || l.Tag != 1 || l.Index != i {
+				t.Fatalf("%+v: piece %d's layout %+v (%v), want tag 1", opts, i, l, err)
+			}
+		}
+		opts.Tag = 0
+		other, err := New(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := other.Get(ctx, addr); err != nil || string(got) != string(data) {
+			t.Fatalf("a store with another tag reads %v", err)
+		}
+	}
 }

@@ -93,6 +93,10 @@ type Options struct {
 	// Parallelism bounds the holder calls one operation makes at a time.
 	// Zero means DefaultParallelism.
 	Parallelism int
+	// Tag is stored in the header of every piece Put writes (the
+	// placement tag: see the piece format) and given back by
+	// PieceLayout; the store does not interpret it.
+	Tag uint8
 }
 
 // Store is a blocks.Store over holders. It is safe for concurrent use.
@@ -103,6 +107,7 @@ type Store struct {
 	par     int
 	n, k, m int                 // pieces, data pieces (1 for replicas), parity
 	kind    uint8               // kindReplica or kindShard
+	tag     uint8               // Options.Tag
 	enc     reedsolomon.Encoder // nil for replicas; safe for concurrent use
 	bufs    sync.Pool           // of *[]byte: piece buffers for local holders
 	hashes  sync.Pool           // of hash.Hash: SHA-256 of two-part blocks
@@ -110,7 +115,7 @@ type Store struct {
 
 // New returns a Store with opts. It fails when opts are inconsistent.
 func New(opts Options) (*Store, error) {
-	s := &Store{holders: opts.Holders, all: opts.All, log: opts.Logger, par: opts.Parallelism}
+	s := &Store{holders: opts.Holders, all: opts.All, log: opts.Logger, par: opts.Parallelism, tag: opts.Tag}
 	if s.holders == nil || s.all == nil {
 		return nil, errors.New("redundant: options need Holders and All")
 	}
@@ -205,7 +210,7 @@ func (s *Store) encode(addr blocks.Addr, data []byte) ([][]byte, error) {
 // (replicas share theirs).
 func (s *Store) frame(pieces [][]byte, buf *[]byte, addr blocks.Addr, head, body []byte) error {
 	length := len(head) + len(body)
-	h := header{kind: s.kind, k: uint8(s.k), m: uint8(s.m), length: uint32(length), addr: addr}
+	h := header{kind: s.kind, k: uint8(s.k), m: uint8(s.m), tag: s.tag, length: uint32(length), addr: addr}
 	size := HeaderSize + length
 	if s.kind == kindShard {
 		size = HeaderSize + shardSize(length, s.k)

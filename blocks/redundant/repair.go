@@ -16,6 +16,7 @@ type Layout struct {
 	Replicas int // n copies, or 0 for an erasure-coded block
 	Data     int // k, for an erasure-coded block
 	Parity   int // m, for an erasure-coded block
+	Tag      int // the placement tag its writer set (Options.Tag)
 }
 
 // PieceLayout decodes the header of piece p (without checking its
@@ -25,7 +26,7 @@ func PieceLayout(p []byte) (Layout, error) {
 	if err != nil {
 		return Layout{}, err
 	}
-	l := Layout{Addr: h.addr, Index: int(h.index)}
+	l := Layout{Addr: h.addr, Index: int(h.index), Tag: int(h.tag)}
 	if h.kind == kindReplica {
 		l.Replicas = int(h.k) + int(h.m)
 	} else {

@@ -20,15 +20,22 @@ import (
 // one otherwise.
 func viewOf(t testing.TB, cached bool, ids ...string) *view {
 	t.Helper()
+	return viewIn(t, cached, nil, ids...)
+}
+
+// viewIn is viewOf with each node in the zone zones names for it ("" for
+// one it does not name).
+func viewIn(t testing.TB, cached bool, zones map[string]string, ids ...string) *view {
+	t.Helper()
 	v := &view{nodes: map[string]overlay.Node{}, alive: map[string]bool{}}
 	if cached {
 		v = newView()
 	}
 	var pn []placement.Node
 	for _, id := range ids {
-		v.nodes[id] = overlay.Node{ID: id, Storage: true}
+		v.nodes[id] = overlay.Node{ID: id, Zone: zones[id], Storage: true}
 		v.alive[id] = true
-		pn = append(pn, placement.Node{ID: id, Weight: 1, Storage: true})
+		pn = append(pn, placement.Node{ID: id, Zone: zones[id], Weight: 1, Storage: true})
 	}
 	p, err := placement.NewPlacer(pn)
 	if err != nil {

@@ -310,6 +310,7 @@ func (n *Node) redundantFor(r policies.Redundancy, spread policies.Spread) (bloc
 		Holders:  holders,
 		All:      all,
 		Logger:   n.log.With("layer", "redundant"),
+		Tag:      spreadTag(spread),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -358,3 +359,28 @@ func (n *Node) Close(ctx context.Context) error {
 }
 
 func (n *Node) defaultRedundancy() policies.Redundancy { return policies.Redundancy{Replicas: 1} }
+
+// The placement tag of a piece (redundant.Options.Tag) is the spread its
+// volume's policy asked for, so that anti-entropy ranks the block's
+// holders as its writers did. Pieces written before the tag say 0, and
+// were ranked as spread "node". The values are on disk: never renumber.
+var spreadTags = []policies.Spread{policies.SpreadNode, policies.SpreadZone, policies.SpreadNone}
+
+// spreadTag returns the placement tag of spread.
+func spreadTag(spread policies.Spread) uint8 {
+	for i, s := range spreadTags {
+		if s == spread {
+			return uint8(i)
+		}
+	}
+	return 0
+}
+
+// tagSpread returns the spread a placement tag names: spread "node" for
+// 0, and for a tag this build does not know.
+func tagSpread(tag int) policies.Spread {
+	if tag >= 0 && tag < len(spreadTags) {
+		return spreadTags[tag]
+	}
+	return policies.SpreadNode
+}

@@ -205,7 +205,7 @@ func (c *cluster) scrubPass(ctx context.Context, full bool) {
 			c.noteDuplicates(ctx, l, &dups)
 			return nil
 		}
-		st, err := c.n.redundantFor(policies.Redundancy{Replicas: l.Replicas, Data: l.Data, Parity: l.Parity}, policies.SpreadNode)
+		st, err := c.n.redundantFor(policies.Redundancy{Replicas: l.Replicas, Data: l.Data, Parity: l.Parity}, tagSpread(l.Tag))
 		if err != nil {
 			return nil
 		}
@@ -305,7 +305,7 @@ func (c *cluster) scrubWindow(bctx, ctx context.Context, win []scrubJob, jobs ch
 	ranks := make([]ranked, len(win))
 	asks := map[string][]blocks.Addr{}
 	for i, j := range win {
-		v, primary, _, err := c.rank(j.l.Addr, j.l.Pieces(), 0, policies.SpreadNode)
+		v, primary, _, err := c.rank(j.l.Addr, j.l.Pieces(), 0, tagSpread(j.l.Tag))
 		if err != nil {
 			continue
 		}
@@ -576,7 +576,7 @@ func (c *cluster) noteDuplicates(ctx context.Context, l redundant.Layout, d *dup
 	if l.Replicas < 2 {
 		return
 	}
-	_, primary, _, err := c.rank(l.Addr, l.Replicas, 0, policies.SpreadNode)
+	_, primary, _, err := c.rank(l.Addr, l.Replicas, 0, tagSpread(l.Tag))
 	if err != nil {
 		return
 	}
@@ -678,7 +678,7 @@ type surplus struct {
 // surplus).
 func (c *cluster) findSurplus(ctx context.Context, addr blocks.Addr, l redundant.Layout, sp *surplus) {
 	n := l.Pieces()
-	v, primary, _, err := c.rank(addr, n, 0, policies.SpreadNode)
+	v, primary, _, err := c.rank(addr, n, 0, tagSpread(l.Tag))
 	if err != nil || slices.Contains(primary, c.self.ID) {
 		// A holder of the block keeps every piece of it it has, even one
 		// whose index moved to another node when a node left: when that
@@ -686,10 +686,11 @@ func (c *cluster) findSurplus(ctx context.Context, addr blocks.Addr, l redundant
 		// belongs again without a copy.
 		return
 	}
-	// The piece does not say which spread its volume asked for (the pass
-	// checks blocks as spread "node" places them): keep it if any spread
-	// would make this node a holder.
-	for _, spread := range []policies.Spread{policies.SpreadZone, policies.SpreadNone} {
+	// The piece's tag names the spread of the volume that wrote it (the
+	// first to: a block two volumes share keeps the first writer's
+	// header, and pieces written before the tag say "node"): keep it if
+	// any spread would make this node a holder.
+	for _, spread := range spreadTags {
 		if _, hs, _, err := c.rank(addr, n, 0, spread); err == nil && slices.Contains(hs, c.self.ID) {
 			return
 		}

@@ -555,6 +555,65 @@ func TestHealFollowsTheSetErasure(t *testing.T) {
 	nothingLeft(t, c)
 }
 
+// TestHealFollowsTheZones: 4 nodes in 2 zones (a, b in z1; x, y in z2),
+// replicas = 2, spread = zone: each block has a copy in each zone. x
+// leaves for good; on the blocks a and x held, a's pass writes x's copy
+// on y, the only node left in z2, as the volume's placement ranks them
+// (the pieces carry their spread), never on b, which ranking by node
+// alone picks for some of them and which would leave both copies in z1.
+func TestHealFollowsTheZones(t *testing.T) {
+	ctx := t.Context()
+	zones := map[string]string{"a": "z1", "b": "z1", "x": "z2", "y": "z2"}
+	c, b, more, _ := nodesWith(t, policies.Redundancy{Replicas: 2}, []string{"x", "y"}, "a", "b", "x", "y")
+	c.v = viewIn(t, true, zones, "a", "b", "x", "y")
+	st, err := c.n.redundantFor(policies.Redundancy{Replicas: 2}, policies.SpreadZone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := putBlocks(t, st, 80)
+	var ours []blocks.Addr
+	for _, a := range addrs {
+		if _, primary, _, _ := c.rank(a, 2, 0, policies.SpreadZone); slices.Contains(primary, "a") && slices.Contains(primary, "x") {
+			ours = append(ours, a)
+		}
+	}
+	c.v = viewIn(t, true, zones, "a", "b", "y") // x is gone for good
+	byNode := 0
+	for _, a := range ours {
+		if _, primary, _, _ := c.rank(a, 2, 0, policies.SpreadNode); slices.Contains(primary, "b") {
+			byNode++
+		}
+	}
+	if len(ours) == 0 || byNode == 0 {
+		t.Fatalf("%d blocks on a and x, %d of them ranked on b by node: the test needs some of each", len(ours), byNode)
+	}
+	c.scrubPass(ctx, false)
+	if ss := c.scrubStatus(); ss.Repaired != int64(len(ours)) || ss.Unreadable != 0 {
+		t.Fatalf("heal pass: %d pieces written (%d unreadable), want %d (x's copies, on y)", ss.Repaired, ss.Unreadable, len(ours))
+	}
+	for _, a := range ours {
+		onY, onB := false, false
+		for j := range 2 {
+			if ok, _ := more["y"].HasPiece(ctx, blocks.PieceKey(a, j)); ok {
+				onY = true
+			}
+			if ok, _ := b.Store.HasPiece(ctx, blocks.PieceKey(a, j)); ok {
+				onB = true
+			}
+		}
+		if !onY || onB {
+			t.Fatalf("block %v: a copy on y %v, on b %v; want y's and not b's", a, onY, onB)
+		}
+	}
+	for i, a := range addrs {
+		got, err := st.Get(ctx, a)
+		if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{byte(i)}, 4096)) {
+			t.Fatalf("block %d does not read back: %v", i, err)
+		}
+	}
+	nothingLeft(t, c)
+}
+
 // TestSecondReplicaDropped: after x left, a keeps its copy of the
 // blocks where it moved up a rank under its old rank's key; putting the
 // same blocks again (a dedup hit) writes a second copy under the new
