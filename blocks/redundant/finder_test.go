@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"cairn/blocks"
-	"cairn/blocks/blockstest"
 	"cairn/blocks/memory"
 )
 
@@ -50,19 +49,8 @@ func TestRanksMoveButReplicasStay(t *testing.T) {
 				}
 			}
 			placed := hs[:3]
-			s, err := New(Options{
-				Replicas: 3,
-				Holders:  func(blocks.Addr, int) []blocks.Holder { return placed },
-				All:      func() []blocks.Holder { return hs },
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			data := blockstest.Random(3, 5000)
-			addr, err := s.Put(ctx, data)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := storeOver(t, Options{Replicas: 3}, &placed, hs)
+			data, addr := putRandom(t, s, 3, 5000)
 			placed = hs[1:4] // a is gone: b, c move up a rank, d is new
 			if !finder {
 				// By index alone, no rank's key is where it is looked for
@@ -130,19 +118,8 @@ func TestRanksMoveButShardsStay(t *testing.T) {
 		hs[i] = nodeHolder{mems[i]}
 	}
 	placed := hs[:4]
-	s, err := New(Options{
-		Data: 2, Parity: 2,
-		Holders: func(blocks.Addr, int) []blocks.Holder { return placed },
-		All:     func() []blocks.Holder { return hs },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := blockstest.Random(5, 7000)
-	addr, err := s.Put(ctx, data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOver(t, Options{Data: 2, Parity: 2}, &placed, hs)
+	data, addr := putRandom(t, s, 5, 7000)
 	placed = hs[1:5]
 	for range 2 {
 		got, err := s.Get(ctx, addr)
@@ -197,19 +174,8 @@ func TestUnreachableNodeAskedOnce(t *testing.T) {
 	a := &flaky{Store: memory.New(0)}
 	away := &awayHolder{fallback: &flaky{Store: memory.New(0)}}
 	placed := []blocks.Holder{nodeHolder{a}, nodeHolder{a}}
-	s, err := New(Options{
-		Replicas: 2,
-		Holders:  func(blocks.Addr, int) []blocks.Holder { return placed },
-		All:      func() []blocks.Holder { return placed },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := blockstest.Random(4, 3000)
-	addr, err := s.Put(ctx, data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOver(t, Options{Replicas: 2}, &placed, placed)
+	data, addr := putRandom(t, s, 4, 3000)
 	// The piece of rank 0 sits on the away node's fallback; rank 1's
 	// holder has nothing.
 	p, _ := a.Store.GetPiece(ctx, blocks.PieceKey(addr, 0))

@@ -48,7 +48,7 @@ func TestPlan(t *testing.T) {
 			if tc.replicas == 0 {
 				opts = Options{Data: 2, Parity: 1}
 			}
-			s := storeFor(t, opts)
+			s := storeOver(t, opts, new([]blocks.Holder), nil)
 			got := s.Plan(tc.held)
 			if !slices.Equal(got, tc.want) {
 				t.Fatalf("Plan(%+v) = %v, want %v", tc.held, got, tc.want)
@@ -57,16 +57,30 @@ func TestPlan(t *testing.T) {
 	}
 }
 
-// storeFor is New(opts) with placement functions that place nothing.
-func storeFor(t *testing.T, opts Options) *Store {
+// storeOver is New(opts) placing every block on the holders *placed
+// names when it is asked (a test may move them), with all as
+// Options.All.
+func storeOver(t *testing.T, opts Options, placed *[]blocks.Holder, all []blocks.Holder) *Store {
 	t.Helper()
-	opts.Holders = func(blocks.Addr, int) []blocks.Holder { return nil }
-	opts.All = func() []blocks.Holder { return nil }
+	opts.Holders = func(blocks.Addr, int) []blocks.Holder { return *placed }
+	opts.All = func() []blocks.Holder { return all }
 	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// putRandom puts size random bytes (from seed) through s and returns
+// them and their address.
+func putRandom(t *testing.T, s *Store, seed uint64, size int) ([]byte, blocks.Addr) {
+	t.Helper()
+	data := blockstest.Random(seed, size)
+	addr, err := s.Put(t.Context(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, addr
 }
 
 // TestTagInEveryPiece: the tag a store is given lands in the header of
@@ -76,18 +90,8 @@ func TestTagInEveryPiece(t *testing.T) {
 	ctx := t.Context()
 	for _, opts := range []Options{{Replicas: 3}, {Data: 2, Parity: 1}} {
 		hs := []blocks.Holder{&flaky{Store: memory.New(0)}, &flaky{Store: memory.New(0)}, &flaky{Store: memory.New(0)}}
-		opts.Holders = func(blocks.Addr, int) []blocks.Holder { return hs }
-		opts.All = func() []blocks.Holder { return hs }
 		opts.Tag = 1
-		s, err := New(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data := blockstest.Random(9, 3000)
-		addr, err := s.Put(ctx, data)
-		if err != nil {
-			t.Fatal(err)
-		}
+		data, addr := putRandom(t, storeOver(t, opts, &hs, hs), 9, 3000)
 		for i, h := range hs {
 			p, err := h.GetPiece(ctx, blocks.PieceKey(addr, i))
 			if err != nil {
@@ -98,11 +102,7 @@ func TestTagInEveryPiece(t *testing.T) {
 			}
 		}
 		opts.Tag = 0
-		other, err := New(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got, err := other.Get(ctx, addr); err != nil || string(got) != string(data) {
+		if got, err := storeOver(t, opts, &hs, hs).Get(ctx, addr); err != nil || string(got) != string(data) {
 			t.Fatalf("a store with another tag reads %v", err)
 		}
 	}
