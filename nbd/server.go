@@ -178,6 +178,14 @@ type Server struct {
 	// poll.go). It costs up to BusyPoll of CPU per request. 0 turns it
 	// off.
 	BusyPoll time.Duration
+	// LoopbackCongestion is the TCP congestion control of connections
+	// from a loopback address (a client on this machine), with reno as
+	// the fallback when the kernel refuses it; "" keeps the system's
+	// default. A pacing one (BBR) costs a local client a timer interrupt
+	// per burst of segments and a window sized to a round trip of
+	// microseconds (see congestion.go). Other connections always keep the
+	// system's default.
+	LoopbackCongestion string
 	// HandshakeTimeout bounds option haggling. 0 means
 	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
@@ -201,6 +209,7 @@ type Server struct {
 	done      chan struct{} // closed by Shutdown
 	wg        sync.WaitGroup
 	active    atomic.Int64
+	ccWarned  atomic.Bool // the LoopbackCongestion warning was logged
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -308,6 +317,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			return fmt.Errorf("nbd: accept: %w", err)
 		}
 		backoff = 0
+		if s.LoopbackCongestion != "" && isLoopback(nc) {
+			if _, err := tuneCongestion(nc, s.LoopbackCongestion); err != nil && !s.ccWarned.Swap(true) {
+				log.Warn("nbd: could not set the congestion control of loopback connections; keeping the system's", "want", s.LoopbackCongestion, "err", err)
+			}
+		}
 		if int(s.active.Load()) >= maxConns {
 			log.Warn("nbd: too many connections; refusing", "remote", nc.RemoteAddr(), "max", maxConns)
 			nc.Close()

@@ -49,3 +49,23 @@ func TestPrintRepair(t *testing.T) {
 		}
 	}
 }
+
+func TestValidCCName(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"cubic", true},
+		{"reno", true},
+		{"bbr", true},
+		{"", true}, // the system's default
+		{"BBR", false},
+		{"cubic reno", false},
+		{"../../etc", false},
+		{"a_name_too_long_", false},
+	} {
+		if got := validCCName(tc.in); got != tc.ok {
+			t.Errorf("validCCName(%q) = %v, want %v", tc.in, got, tc.ok)
+		}
+	}
+}

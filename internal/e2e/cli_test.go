@@ -125,6 +125,7 @@ func TestVolumeCommands(t *testing.T) {
 		{[]string{"volume", "frobnicate"}, 2, ""},
 		{[]string{"serve", "--write-cache", "12x"}, 2, "--write-cache"},
 		{[]string{"serve", "--write-cache", "1KiB"}, 2, "at least 1MiB"},
+		{[]string{"serve", "--nbd-loopback-cc", "BBR!"}, 2, "--nbd-loopback-cc"},
 	} {
 		out, err := s.Cairn(tc.args...)
 		if code := exitCode(err); code != tc.code {
