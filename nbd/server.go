@@ -317,15 +317,15 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			return fmt.Errorf("nbd: accept: %w", err)
 		}
 		backoff = 0
-		if s.LoopbackCongestion != "" && isLoopback(nc) {
-			if _, err := tuneCongestion(nc, s.LoopbackCongestion); err != nil && !s.ccWarned.Swap(true) {
-				log.Warn("nbd: could not set the congestion control of loopback connections; keeping the system's", "want", s.LoopbackCongestion, "err", err)
-			}
-		}
 		if int(s.active.Load()) >= maxConns {
 			log.Warn("nbd: too many connections; refusing", "remote", nc.RemoteAddr(), "max", maxConns)
 			nc.Close()
 			continue
+		}
+		if s.LoopbackCongestion != "" && isLoopback(nc) {
+			if err := tuneCongestion(nc, s.LoopbackCongestion); err != nil && !s.ccWarned.Swap(true) {
+				log.Warn("nbd: could not set the congestion control of loopback connections; keeping the system's", "want", s.LoopbackCongestion, "err", err)
+			}
 		}
 		c := newConn(s, nc)
 		s.mu.Lock()
