@@ -53,8 +53,8 @@ func serverCongestion(t *testing.T, s *Server) string {
 	return name
 }
 
-// procWord returns the first word of a /proc file.
-func procWord(t *testing.T, path string) []string {
+// procWords returns the words of a /proc file.
+func procWords(t *testing.T, path string) []string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -67,12 +67,12 @@ func procWord(t *testing.T, path string) []string {
 // server's choice, reno when the kernel refuses that, and the system's
 // default when the server makes no choice.
 func TestLoopbackCongestion(t *testing.T) {
-	system := procWord(t, "/proc/sys/net/ipv4/tcp_congestion_control")[0]
+	system := procWords(t, "/proc/sys/net/ipv4/tcp_congestion_control")[0]
 	// A choice other than the system's, so that the test sees it applied:
 	// reno is built into every kernel and allowed to every process.
 	want := congestionFallback
 	if system == want {
-		for _, n := range procWord(t, "/proc/sys/net/ipv4/tcp_available_congestion_control") {
+		for _, n := range procWords(t, "/proc/sys/net/ipv4/tcp_available_congestion_control") {
 			if n != system {
 				want = n
 				break
