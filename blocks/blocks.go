@@ -254,6 +254,17 @@ type SyncHolders interface {
 	SyncHolders() []Holder
 }
 
+// WriteBehinder is an optional capability of a Holder or a journal
+// holder: WriteBehind hands what it holds unsynced to its disk and starts
+// the disk writing it, without waiting for the disk, so that the next Sync
+// finds that work begun or done and waits only for the rest (on this
+// machine, the device's cache flush). It makes nothing durable and
+// promises nothing: only Sync does. An error is one the next Sync would
+// report too.
+type WriteBehinder interface {
+	WriteBehind() error
+}
+
 // SameHolder reports whether a and b are provably the same holder (or
 // journal holder): equal pointers of one type. Values of other kinds are
 // never reported equal (comparing them could panic or mislead), which only

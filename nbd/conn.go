@@ -315,6 +315,9 @@ func (c *conn) dispatch(r *request) {
 	c.unreplied.Add(1)
 	if dispatchMode == 2 || dispatchMode == 0 && c.busy.Load() == 0 && c.br.Buffered() == 0 && c.quickEnough(r) {
 		c.handle(r)
+		if r.Type == proto.CmdWrite && r.Flags&proto.CmdFlagFUA == 0 {
+			c.writeBehind()
+		}
 		return
 	}
 	c.busy.Add(1)
@@ -328,6 +331,20 @@ func (c *conn) dispatch(r *request) {
 		go c.worker()
 	}
 	c.work <- r // blocks while every worker is busy: back-pressure on the client
+}
+
+// writeBehind lets the device start on a WRITE the reader has just
+// answered (WriteBehinder), when nothing else is in flight or waiting in
+// the reader's buffer: the client is turning around, and whatever comes
+// next (a FLUSH, at queue depth 1) waits for the reader anyway.
+func (c *conn) writeBehind() {
+	wb, ok := c.dev.(WriteBehinder)
+	if !ok || c.busy.Load() != 0 || c.br.Buffered() != 0 {
+		return
+	}
+	if err := wb.WriteBehind(c.ctx); err != nil {
+		c.log.Debug("nbd: write behind", "export", c.devName, "err", err)
+	}
 }
 
 // inlineReadMax is the longest READ the reader handles itself. A longer

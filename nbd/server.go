@@ -104,6 +104,20 @@ type QuickFlusher interface {
 	FlushIsQuick(pending int64) bool
 }
 
+// WriteBehinder is an optional capability of a Device: the server calls
+// WriteBehind on the connection's reader after it answered a WRITE (not
+// FUA) while no other request was in flight or waiting, which is where a
+// client at queue depth 1 turns around to send its next request, often a
+// FLUSH. The device may start making the write durable then (write its
+// data out, start the disk) so that the FLUSH finds that work begun; it
+// should return quickly and do nothing when its workload does not flush
+// often. It promises nothing: an error is the device's to report again at
+// the next Flush, and the server only logs it. A volume.Volume of package
+// volume has the method.
+type WriteBehinder interface {
+	WriteBehind(ctx context.Context) error
+}
+
 // ExportInfo describes an export for NBD_OPT_LIST.
 type ExportInfo struct {
 	Name        string

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"cairn/blocks"
 )
@@ -366,6 +367,72 @@ func (v *volumeImpl) syncDone(ctx context.Context, synced []bool, cover uint64) 
 	}
 	v.unsynced = 0 // every push so far was under flushMu, before this sync
 	v.mu.Unlock()
+	v.syncedAt.Store(int64(time.Since(monoBase)))
+	return nil
+}
+
+// monoBase is the origin of syncedAt's clock (monotonic).
+var monoBase = time.Now()
+
+// writeBehindWindow is how recent a volume's last synced Flush must be for
+// WriteBehind to act: a client that flushes after every write, or every
+// few (a database's commits, a journaling file system), flushes far more
+// often; one that writes in bulk and syncs now and then does not. A
+// variable for tests.
+var writeBehindWindow = 10 * time.Millisecond
+
+// WriteBehind starts making the writes since the last Flush durable
+// without waiting for the disk, when the volume is being flushed often
+// (its last synced Flush at most writeBehindWindow ago), those writes are
+// few (at most quickFlush bytes, dirty or pushed since that Flush), and
+// every holder a Flush syncs is on this node (as for FlushIsQuick): it
+// pushes the dirty chunks, appends their journal record, and asks each
+// holder to write behind (blocks.WriteBehinder: the silo writes its
+// buffer out and starts the disk). Otherwise, or when a push, checkpoint
+// or Flush holds the volume's flush lock, it does nothing. It makes
+// nothing durable: Flush still does, and then waits only for what the
+// disk has not done yet.
+//
+// It is nbd.WriteBehinder's: the NBD server calls it on the connection's
+// reader after answering a WRITE while nothing else is in flight, which
+// is where a client at queue depth 1 turns around to send its FLUSH. A
+// write + FLUSH pair then overlaps the disk's write of the data with the
+// reply's trip to the client and back, leaving the FLUSH the device's
+// cache flush: fio's 4 KiB random write + fsync at depth 1 over NBD went
+// from 4,165 to 4,796 pairs a second (five interleaved runs each; nbdkit
+// 4,287), see design.md.
+//
+// An error (a failed push or append, a failed write of the silo's buffer)
+// is one the next Flush reports too; the data stays as Flush would find
+// it (a failed chunk stays dirty).
+func (v *volumeImpl) WriteBehind(ctx context.Context) error {
+	if v.readOnly || v.usable() != nil {
+		return nil
+	}
+	last := v.syncedAt.Load()
+	if last == 0 || time.Since(monoBase)-time.Duration(last) > writeBehindWindow {
+		return nil
+	}
+	v.mu.Lock()
+	few := v.dirtyBytes > 0 && v.dirtyBytes+v.unsynced <= quickFlush
+	v.mu.Unlock()
+	if !few || !v.flushesLocally() || !v.flushMu.TryLock() {
+		return nil
+	}
+	defer v.flushMu.Unlock()
+	if _, err := v.pushLocked(ctx); err != nil {
+		return err
+	}
+	if err := v.appendLocked(ctx); err != nil {
+		return err
+	}
+	for _, t := range v.syncTargets(nil) {
+		if wb, ok := t.(blocks.WriteBehinder); ok {
+			if err := wb.WriteBehind(); err != nil {
+				return fmt.Errorf("volume %q: write behind: %w", v.name, err)
+			}
+		}
+	}
 	return nil
 }
 

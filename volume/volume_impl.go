@@ -88,6 +88,8 @@ type volumeImpl struct {
 	putLogical uint64
 	putStored  uint64
 
+	syncedAt atomic.Int64 // when the last Flush that synced ended (since monoBase; 0: never)
+
 	fenced atomic.Bool
 	closed atomic.Bool
 	stop   chan struct{}

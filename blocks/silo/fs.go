@@ -155,6 +155,32 @@ func (f *osFile) Allocate(size int64) error {
 	}
 }
 
+// writeStarter is implemented by Files that can start writing a range of
+// their dirty pages to the disk without waiting for it (the silo's
+// WriteBehind). It makes nothing durable.
+type writeStarter interface {
+	StartWrite(off, n int64) error
+}
+
+// StartWrite implements writeStarter with sync_file_range(2) and
+// SYNC_FILE_RANGE_WRITE alone: the kernel submits the range's dirty pages
+// (those not already being written) and returns; the fdatasync of the next
+// Sync waits for them and flushes the device's cache.
+func (f *osFile) StartWrite(off, n int64) error {
+	for {
+		err := syscall.SyncFileRange(f.fd, off, n, syncFileRangeWrite)
+		if err != syscall.EINTR {
+			if err != nil {
+				return &os.PathError{Op: "sync_file_range", Path: f.Name(), Err: err}
+			}
+			return nil
+		}
+	}
+}
+
+// syncFileRangeWrite is SYNC_FILE_RANGE_WRITE of <linux/fs.h>.
+const syncFileRangeWrite = 0x2
+
 // splitReader is implemented by Files that read into two buffers with
 // one system call: len(a) bytes at off into a, then len(b) more into b.
 // The silo reads a record's header into spare room and its payload

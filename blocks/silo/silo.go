@@ -28,6 +28,7 @@ var (
 	_ blocks.Local            = (*Silo)(nil)
 	_ blocks.PieceGetterInto  = (*Silo)(nil)
 	_ blocks.PieceSplitGetter = (*Silo)(nil)
+	_ blocks.WriteBehinder    = (*Silo)(nil)
 )
 
 // IsLocal implements blocks.Local: it reports true. GetPiece and
@@ -998,6 +999,43 @@ func (s *Silo) Sync(ctx context.Context) error {
 	s.cur = b
 	s.smu.Unlock()
 	return s.lead(b)
+}
+
+// WriteBehind implements blocks.WriteBehinder: it writes the buffered
+// records to the active segment's file and starts the disk writing what
+// no sync has covered there yet (writeStarter), then returns without
+// waiting. A Sync that follows finds the buffer empty and the pages on
+// their way, and its fdatasync waits only for the rest. The volume calls
+// it between a WRITE's reply and the FLUSH a database sends after it (see
+// volume's WriteBehind). Sealed segments not yet synced are left to Sync.
+func (s *Silo) WriteBehind() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("silo: %w", blocks.ErrClosed)
+	}
+	if err := s.flushLocked(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	if s.failed != nil {
+		err := s.failed
+		s.mu.Unlock()
+		return err
+	}
+	seg := s.active
+	from, to := seg.synced, seg.size
+	ws, ok := seg.f.(writeStarter)
+	seg.mu.RLock() // the file stays open (as in syncActive)
+	s.mu.Unlock()
+	defer seg.mu.RUnlock()
+	if !ok || to <= from {
+		return nil
+	}
+	if err := ws.StartWrite(from, to-from); err != nil {
+		return fmt.Errorf("silo: write behind: %w", err)
+	}
+	return nil
 }
 
 // lead runs one fdatasync for batch b (now s.cur), then hands the next

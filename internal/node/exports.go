@@ -83,9 +83,10 @@ type conn struct {
 }
 
 var (
-	_ nbd.VectorReader = (*conn)(nil)
-	_ nbd.QuickFlusher = (*conn)(nil)
-	_ nbd.PayloadTaker = (*conn)(nil)
+	_ nbd.VectorReader  = (*conn)(nil)
+	_ nbd.QuickFlusher  = (*conn)(nil)
+	_ nbd.PayloadTaker  = (*conn)(nil)
+	_ nbd.WriteBehinder = (*conn)(nil)
 )
 
 // TakeWrite implements nbd.PayloadTaker: the volume's, when it has one (a
@@ -103,6 +104,15 @@ func (c *conn) TakeWrite(ctx context.Context, p []byte, off int64, release func(
 func (c *conn) FlushIsQuick(pending int64) bool {
 	qf, ok := c.Volume.(nbd.QuickFlusher)
 	return ok && qf.FlushIsQuick(pending)
+}
+
+// WriteBehind implements nbd.WriteBehinder: the volume's, when it has one
+// (a local volume); a forwarded one does nothing.
+func (c *conn) WriteBehind(ctx context.Context) error {
+	if wb, ok := c.Volume.(nbd.WriteBehinder); ok {
+		return wb.WriteBehind(ctx)
+	}
+	return nil
 }
 
 // ReadVec implements nbd.VectorReader: the volume's, when it has one (a
