@@ -34,7 +34,8 @@ func crashOptions(mode string) Options {
 }
 
 // TestHelperProcess is the child of the crash tests: it runs operations
-// from op SILO_CRASH_START on, syncs after every few, and prints "synced N"
+// from op SILO_CRASH_START on, syncs after every few (writing behind
+// before half of the syncs), and prints "synced N"
 // after each Sync that covered ops up to N, until it is killed. Op i puts
 // piece i (or, when i%4 == 3, deletes piece i-2) and appends journal seq
 // i+1; after each report it trims the journal 100 seqs behind.
@@ -87,6 +88,13 @@ func runHelper(mode, dir, startStr string) error {
 				return err
 			}
 			i++
+		}
+		if rnd.IntN(2) == 0 {
+			// As a volume does between a WRITE's reply and its FLUSH: a
+			// kill between the two must lose only what Sync never covered.
+			if err := s.WriteBehind(); err != nil {
+				return err
+			}
 		}
 		if err := s.Sync(ctx); err != nil {
 			return err
