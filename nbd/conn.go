@@ -315,8 +315,8 @@ func (c *conn) dispatch(r *request) {
 	c.unreplied.Add(1)
 	if dispatchMode == 2 || dispatchMode == 0 && c.busy.Load() == 0 && c.br.Buffered() == 0 && c.quickEnough(r) {
 		c.handle(r)
-		if r.Type == proto.CmdWrite && r.Flags&proto.CmdFlagFUA == 0 {
-			c.writeBehind()
+		if behind(r) {
+			c.writeBehind(true)
 		}
 		return
 	}
@@ -333,18 +333,27 @@ func (c *conn) dispatch(r *request) {
 	c.work <- r // blocks while every worker is busy: back-pressure on the client
 }
 
-// writeBehind lets the device start on a WRITE the reader has just
-// answered (WriteBehinder), when nothing else is in flight or waiting in
-// the reader's buffer: the client is turning around, and whatever comes
-// next (a FLUSH, at queue depth 1) waits for the reader anyway.
-func (c *conn) writeBehind() {
+// writeBehind lets the device start on a WRITE just answered
+// (WriteBehinder) when no other request is in flight: the client is
+// turning around, and what it sends next, often a FLUSH, finds the work
+// begun. The reader calls it after a WRITE it handled itself (and not
+// while the client's next request already waits in its buffer); a worker
+// after the last WRITE of a batch, as a database sends several and then
+// its FLUSH.
+func (c *conn) writeBehind(onReader bool) {
 	wb, ok := c.dev.(WriteBehinder)
-	if !ok || c.busy.Load() != 0 || c.br.Buffered() != 0 {
+	if !ok || c.busy.Load() != 0 || c.unreplied.Load() != 0 || onReader && c.br.Buffered() != 0 {
 		return
 	}
 	if err := wb.WriteBehind(c.ctx); err != nil {
 		c.log.Debug("nbd: write behind", "export", c.devName, "err", err)
 	}
+}
+
+// behind reports whether r is a request after which writeBehind may run:
+// a WRITE without FUA (a FUA write is flushed already).
+func behind(r *request) bool {
+	return r.Type == proto.CmdWrite && r.Flags&proto.CmdFlagFUA == 0
 }
 
 // inlineReadMax is the longest READ the reader handles itself. A longer
@@ -380,8 +389,19 @@ func (c *conn) quickEnough(r *request) bool {
 
 func (c *conn) worker() {
 	for r := range c.work {
+		wb := behind(r)
+		if wb {
+			// Counted until the write behind is over, so that the
+			// connection does not close its device under it (r is still
+			// counted: this never adds to a zero count).
+			c.inflight.Add(1)
+		}
 		c.handle(r)
 		c.busy.Add(-1)
+		if wb {
+			c.writeBehind(false)
+			c.inflight.Done()
+		}
 	}
 }
 

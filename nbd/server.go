@@ -105,10 +105,12 @@ type QuickFlusher interface {
 }
 
 // WriteBehinder is an optional capability of a Device: the server calls
-// WriteBehind on the connection's reader after it answered a WRITE (not
-// FUA) while no other request was in flight or waiting, which is where a
-// client at queue depth 1 turns around to send its next request, often a
-// FLUSH. The device may start making the write durable then (write its
+// WriteBehind after it answered a WRITE (not FUA) while no other request
+// was in flight, which is where a client at queue depth 1, or one that
+// sends a few writes and waits for them, turns around to send its next
+// request, often a FLUSH. It runs on the goroutine that answered the
+// WRITE (the connection's reader, or a worker), so the connection's next
+// request may wait for it. The device may start making the write durable then (write its
 // data out, start the disk) so that the FLUSH finds that work begun; it
 // should return quickly and do nothing when its workload does not flush
 // often. It promises nothing: an error is the device's to report again at

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,12 +30,23 @@ func (d *behindDevice) WriteBehind(ctx context.Context) error {
 	return errors.New("test: write behind failed")
 }
 
-// TestWriteBehind: after answering a WRITE at queue depth 1 the server
-// calls the device's WriteBehind, once, after the reply has gone out (the
+// TestWriteBehind: after answering a WRITE at queue depth 1, on the
+// reader or on a worker, the server calls the device's WriteBehind, once,
+// after the reply has gone out (the
 // client has it while WriteBehind is still blocked); not after a FUA
 // write, a READ, a FLUSH, a TRIM or a WRITE_ZEROES; and a WriteBehind
 // error changes nothing the client sees.
 func TestWriteBehind(t *testing.T) {
+	for _, mode := range []int{0, 1} { // the reader handles the WRITE, then a worker does
+		t.Run(fmt.Sprintf("dispatchMode=%d", mode), func(t *testing.T) {
+			defer func(m int) { dispatchMode = m }(dispatchMode)
+			dispatchMode = mode
+			testWriteBehind(t)
+		})
+	}
+}
+
+func testWriteBehind(t *testing.T) {
 	exp, _ := testExports()
 	dev := &behindDevice{gate: make(chan struct{})}
 	fe := &wrapExports{exp, func(d Device) Device { dev.Device = d; return dev }}

@@ -393,9 +393,10 @@ var writeBehindWindow = 10 * time.Millisecond
 // nothing durable: Flush still does, and then waits only for what the
 // disk has not done yet.
 //
-// It is nbd.WriteBehinder's: the NBD server calls it on the connection's
-// reader after answering a WRITE while nothing else is in flight, which
-// is where a client at queue depth 1 turns around to send its FLUSH. A
+// It is nbd.WriteBehinder's: the NBD server calls it after answering a
+// WRITE while nothing else is in flight, which is where a client at queue
+// depth 1, or one that sends a few writes before each FLUSH, turns around
+// to send the FLUSH. A
 // write + FLUSH pair then overlaps the disk's write of the data with the
 // reply's trip to the client and back, leaving the FLUSH the device's
 // cache flush: fio's 4 KiB random write + fsync at depth 1 over NBD went
