@@ -108,14 +108,14 @@ type QuickFlusher interface {
 // WriteBehind after it answered a WRITE (not FUA) while no other request
 // was in flight, which is where a client at queue depth 1, or one that
 // sends a few writes and waits for them, turns around to send its next
-// request, often a FLUSH. It runs on the goroutine that answered the
-// WRITE (the connection's reader, or a worker), so the connection's next
-// request may wait for it. The device may start making the write durable then (write its
-// data out, start the disk) so that the FLUSH finds that work begun; it
-// should return quickly and do nothing when its workload does not flush
-// often. It promises nothing: an error is the device's to report again at
-// the next Flush, and the server only logs it. A volume.Volume of package
-// volume has the method.
+// request, often a FLUSH. The device may start making the write durable
+// then (write its data out, start the disk) so that the FLUSH finds that
+// work begun. It runs on the goroutine that answered the WRITE (the
+// connection's reader, or a worker), so the connection's next request may
+// wait for it: it should return quickly, and do nothing when its workload
+// does not flush often. It promises nothing: an error is the device's to
+// report again at the next Flush, and the server only logs it. A
+// volume.Volume of package volume has the method.
 type WriteBehinder interface {
 	WriteBehind(ctx context.Context) error
 }
