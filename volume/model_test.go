@@ -143,10 +143,7 @@ func TestModelWriteBehind(t *testing.T) {
 			var hold *behindHold
 			runModel(t, bs, 256<<10, 300, uint64(seed)+200, func(e *env, o *Options) {
 				hold = &behindHold{localHold: localHold{e.hold}}
-				o.StoreFor = func(policies.Policy, []byte) (blocks.Store, error) {
-					return behindStore{casStore{e.hold}, hold}, nil
-				}
-				o.Journals = func(blocks.ID, policies.Policy) ([]JournalHolder, error) { return []JournalHolder{hold}, nil }
+				useLocal(e, o, hold)
 			})
 			if hold.calls.Load() == 0 {
 				t.Fatal("the volume never wrote behind")

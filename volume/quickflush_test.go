@@ -16,14 +16,40 @@ type localHold struct{ *memory.Store }
 
 func (localHold) IsLocal() bool { return true }
 
-// localStore is casStore over a local holder, naming it as the holder a
-// Flush syncs (blocks.SyncHolders), as a one-node volume's store does.
+// localStore is casStore naming h, a local holder, as the holder a Flush
+// syncs (blocks.SyncHolders), as a one-node volume's store does.
 type localStore struct {
 	casStore
-	h localHold
+	h blocks.Holder
 }
 
 func (s localStore) SyncHolders() []blocks.Holder { return []blocks.Holder{s.h} }
+
+// localHolder is a holder that keeps a volume's journal too.
+type localHolder interface {
+	blocks.Holder
+	JournalHolder
+}
+
+// useLocal makes opts keep a volume's blocks (in e.hold, through h) and
+// its journal on h, as on one node: every holder a Flush syncs is local.
+func useLocal(e *env, opts *Options, h localHolder) {
+	opts.StoreFor = func(policies.Policy, []byte) (blocks.Store, error) {
+		return localStore{casStore{e.hold}, h}, nil
+	}
+	opts.Journals = func(blocks.ID, policies.Policy) ([]JournalHolder, error) { return []JournalHolder{h}, nil }
+}
+
+// openFar opens a volume "far" of a catalogue whose store and journal are
+// not local (e's defaults).
+func openFar(t *testing.T, e *env) *volumeImpl {
+	t.Helper()
+	remote := e.catalog(e.options("n0"))
+	if _, err := remote.Create(context.Background(), "far", 16<<20, testPolicy(4096)); err != nil {
+		t.Fatal(err)
+	}
+	return mustOpen(t, remote, "far", false)
+}
 
 // TestFlushIsQuick: a Flush is called quick while the volume holds at
 // most quickFlush bytes of writes not yet synced, whether still dirty or
@@ -32,11 +58,7 @@ func (s localStore) SyncHolders() []blocks.Holder { return []blocks.Holder{s.h} 
 func TestFlushIsQuick(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	remote := e.catalog(e.options("n0"))
-	if _, err := remote.Create(ctx, "far", 16<<20, testPolicy(4096)); err != nil {
-		t.Fatal(err)
-	}
-	far := mustOpen(t, remote, "far", false)
+	far := openFar(t, e)
 	if far.FlushIsQuick(0) {
 		t.Fatal("a volume whose journal and blocks are not local was called quick")
 	}
@@ -46,11 +68,7 @@ func TestFlushIsQuick(t *testing.T) {
 
 	opts := e.options("n1")
 	opts.DirtyLimit = 64 << 20 // no pushes under pressure
-	local := localHold{e.hold}
-	opts.StoreFor = func(policies.Policy, []byte) (blocks.Store, error) {
-		return localStore{casStore{e.hold}, local}, nil
-	}
-	opts.Journals = func(blocks.ID, policies.Policy) ([]JournalHolder, error) { return []JournalHolder{local}, nil }
+	useLocal(e, &opts, localHold{e.hold})
 	c := e.catalog(opts)
 	if _, err := c.Create(ctx, "vol", 16<<20, testPolicy(4096)); err != nil {
 		t.Fatal(err)

@@ -6,9 +6,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"cairn/blocks"
-	"cairn/policies"
 )
 
 // behindHold is the local test holder that counts WriteBehind calls
@@ -23,14 +20,6 @@ func (h *behindHold) WriteBehind() error {
 	return nil
 }
 
-// behindStore is casStore naming h as the holder a Flush syncs.
-type behindStore struct {
-	casStore
-	h *behindHold
-}
-
-func (s behindStore) SyncHolders() []blocks.Holder { return []blocks.Holder{s.h} }
-
 // TestWriteBehind: WriteBehind pushes a volume's few writes, appends
 // their journal record and asks the holder to write behind, only while
 // the volume is flushed often (a synced Flush within writeBehindWindow)
@@ -40,11 +29,7 @@ func (s behindStore) SyncHolders() []blocks.Holder { return []blocks.Holder{s.h}
 func TestWriteBehind(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	remote := e.catalog(e.options("n0"))
-	if _, err := remote.Create(ctx, "far", 16<<20, testPolicy(4096)); err != nil {
-		t.Fatal(err)
-	}
-	far := mustOpen(t, remote, "far", false)
+	far := openFar(t, e)
 	if err := far.WriteAt(ctx, bytes.Repeat([]byte{9}, 4096), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -64,10 +49,7 @@ func TestWriteBehind(t *testing.T) {
 	hold := &behindHold{localHold: localHold{e.hold}}
 	opts := e.options("n1")
 	opts.DirtyLimit = 64 << 20 // no pushes under pressure
-	opts.StoreFor = func(policies.Policy, []byte) (blocks.Store, error) {
-		return behindStore{casStore{e.hold}, hold}, nil
-	}
-	opts.Journals = func(blocks.ID, policies.Policy) ([]JournalHolder, error) { return []JournalHolder{hold}, nil }
+	useLocal(e, &opts, hold)
 	c := e.catalog(opts)
 	if _, err := c.Create(ctx, "vol", 16<<20, testPolicy(4096)); err != nil {
 		t.Fatal(err)
