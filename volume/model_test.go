@@ -111,16 +111,22 @@ func TestModel(t *testing.T) {
 // also reads through GetInto, and (256 KiB at 4 KiB chunks) reads large
 // enough to go in parallel groups.
 func TestModelSharedHolder(t *testing.T) {
-	seeds := 3
+	modelSeeds(t, 3, func(t *testing.T, seed int, bs policies.Size) {
+		runModel(t, bs, 256<<10, 300, uint64(seed)+100, func(e *env, o *Options) {
+			o.StoreFor = func(policies.Policy, []byte) (blocks.Store, error) { return holderStore{casStore{e.hold}, e.hold}, nil }
+		})
+	})
+}
+
+// modelSeeds runs fn as a subtest for each of n seeds (one under -short),
+// with 512-byte and 4 KiB chunks in turn.
+func modelSeeds(t *testing.T, n int, fn func(t *testing.T, seed int, bs policies.Size)) {
 	if testing.Short() {
-		seeds = 1
+		n = 1
 	}
-	for seed := 0; seed < seeds; seed++ {
+	for seed := range n {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			bs := []policies.Size{512, 4 << 10}[seed%2]
-			runModel(t, bs, 256<<10, 300, uint64(seed)+100, func(e *env, o *Options) {
-				o.StoreFor = func(policies.Policy, []byte) (blocks.Store, error) { return holderStore{casStore{e.hold}, e.hold}, nil }
-			})
+			fn(t, seed, []policies.Size{512, 4 << 10}[seed%2])
 		})
 	}
 }
@@ -133,24 +139,17 @@ func TestModelSharedHolder(t *testing.T) {
 func TestModelWriteBehind(t *testing.T) {
 	defer func(w time.Duration) { writeBehindWindow = w }(writeBehindWindow)
 	writeBehindWindow = time.Hour
-	seeds := 3
-	if testing.Short() {
-		seeds = 1
-	}
-	for seed := 0; seed < seeds; seed++ {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			bs := []policies.Size{512, 4 << 10}[seed%2]
-			var hold *behindHold
-			runModel(t, bs, 256<<10, 300, uint64(seed)+200, func(e *env, o *Options) {
-				hold = &behindHold{localHold: localHold{e.hold}}
-				useLocal(e, o, hold)
-			})
-			if hold.calls.Load() == 0 {
-				t.Fatal("the volume never wrote behind")
-			}
-			t.Logf("%d writes behind", hold.calls.Load())
+	modelSeeds(t, 3, func(t *testing.T, seed int, bs policies.Size) {
+		var hold *behindHold
+		runModel(t, bs, 256<<10, 300, uint64(seed)+200, func(e *env, o *Options) {
+			hold = &behindHold{localHold: localHold{e.hold}}
+			useLocal(e, o, hold)
 		})
-	}
+		if hold.calls.Load() == 0 {
+			t.Fatal("the volume never wrote behind")
+		}
+		t.Logf("%d writes behind", hold.calls.Load())
+	})
 }
 
 // holderStore is a casStore that names a holder for blocks.SyncHolders

@@ -11,11 +11,42 @@ import (
 	"time"
 )
 
+// segFS is an FS that hands out its segment files (".seg") wrapped by
+// wrap, so that a test can watch or hold what is done to them.
+type segFS struct {
+	FS
+	wrap func(File) File
+}
+
+func (w segFS) Create(name string) (File, error) {
+	f, err := w.FS.Create(name)
+	return w.wrapSeg(name, f, err)
+}
+
+func (w segFS) Open(name string) (File, error) {
+	f, err := w.FS.Open(name)
+	return w.wrapSeg(name, f, err)
+}
+
+func (w segFS) wrapSeg(name string, f File, err error) (File, error) {
+	if err != nil || !strings.HasSuffix(name, ".seg") {
+		return f, err
+	}
+	return w.wrap(f), nil
+}
+
 // writeLog is an FS that records the writes to segment files.
 type writeLog struct {
-	FS
+	segFS
 	mu     sync.Mutex
 	writes [][2]int64 // offset, length
+}
+
+// newWriteLog returns a writeLog over fsys.
+func newWriteLog(fsys FS) *writeLog {
+	l := &writeLog{}
+	l.segFS = segFS{fsys, func(f File) File { return loggedFile{f, l} }}
+	return l
 }
 
 type loggedFile struct {
@@ -30,22 +61,6 @@ func (f loggedFile) WriteAt(p []byte, off int64) (int, error) {
 	return f.File.WriteAt(p, off)
 }
 
-func (l *writeLog) wrap(name string, f File, err error) (File, error) {
-	if err != nil || !strings.HasSuffix(name, ".seg") {
-		return f, err
-	}
-	return loggedFile{f, l}, nil
-}
-
-func (l *writeLog) Create(name string) (File, error) {
-	f, err := l.FS.Create(name)
-	return l.wrap(name, f, err)
-}
-func (l *writeLog) Open(name string) (File, error) {
-	f, err := l.FS.Open(name)
-	return l.wrap(name, f, err)
-}
-
 // TestWritesEndOnBoundaries puts pieces that cross several writeAlign
 // boundaries of the active segment: the buffers go out in writes that end
 // exactly on the boundaries (a record crossing one is split between two
@@ -54,7 +69,7 @@ func (l *writeLog) Open(name string) (File, error) {
 func TestWritesEndOnBoundaries(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	l := &writeLog{FS: osFS{}}
+	l := newWriteLog(osFS{})
 	s, err := Open(ctx, dir, Options{FS: l})
 	if err != nil {
 		t.Fatal(err)
@@ -147,19 +162,12 @@ func (f gatedFile) WriteAt(p []byte, off int64) (int, error) {
 	return f.File.WriteAt(p, off)
 }
 
-func (g *gatedLog) Create(name string) (File, error) {
-	f, err := g.FS.Create(name)
-	if err != nil || !strings.HasSuffix(name, ".seg") {
-		return f, err
-	}
-	return gatedFile{f, g}, nil
-}
-
 // openGated opens a silo in a fresh directory over a gatedLog; the silo
 // is closed when the test ends.
 func openGated(t *testing.T) (*Silo, *gatedLog) {
 	t.Helper()
-	g := &gatedLog{writeLog: writeLog{FS: osFS{}}, hit: make(chan struct{}), gate: make(chan struct{})}
+	g := &gatedLog{hit: make(chan struct{}), gate: make(chan struct{})}
+	g.segFS = segFS{osFS{}, func(f File) File { return gatedFile{f, g} }}
 	s, err := Open(context.Background(), t.TempDir(), Options{FS: g})
 	if err != nil {
 		t.Fatal(err)

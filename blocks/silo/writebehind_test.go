@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 
@@ -16,9 +15,15 @@ import (
 // file's bytes over that range at the time (what the disk was asked to
 // write).
 type startLog struct {
-	FS
+	segFS
 	mu     sync.Mutex
 	starts []startCall
+}
+
+func newStartLog(fsys FS) *startLog {
+	l := &startLog{}
+	l.segFS = segFS{fsys, func(f File) File { return startFile{f, l} }}
+	return l
 }
 
 type startCall struct {
@@ -45,23 +50,6 @@ func (f startFile) StartWrite(off, n int64) error {
 	return nil
 }
 
-func (l *startLog) wrap(name string, f File, err error) (File, error) {
-	if err != nil || !strings.HasSuffix(name, ".seg") {
-		return f, err
-	}
-	return startFile{f, l}, nil
-}
-
-func (l *startLog) Create(name string) (File, error) {
-	f, err := l.FS.Create(name)
-	return l.wrap(name, f, err)
-}
-
-func (l *startLog) Open(name string) (File, error) {
-	f, err := l.FS.Open(name)
-	return l.wrap(name, f, err)
-}
-
 func (l *startLog) calls() []startCall {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -76,7 +64,7 @@ func (l *startLog) calls() []startCall {
 func TestWriteBehind(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	l := &startLog{FS: osFS{}}
+	l := newStartLog(osFS{})
 	s, err := Open(ctx, dir, Options{FS: l, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
