@@ -1010,16 +1010,7 @@ func (s *Silo) Sync(ctx context.Context) error {
 // volume's WriteBehind). Sealed segments not yet synced are left to Sync.
 func (s *Silo) WriteBehind() error {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return fmt.Errorf("silo: %w", blocks.ErrClosed)
-	}
-	if err := s.flushLocked(); err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	if s.failed != nil {
-		err := s.failed
+	if err := s.writeOutLocked(); err != nil {
 		s.mu.Unlock()
 		return err
 	}
@@ -1036,6 +1027,19 @@ func (s *Silo) WriteBehind() error {
 		return fmt.Errorf("silo: write behind: %w", err)
 	}
 	return nil
+}
+
+// writeOutLocked writes the buffered records to the active segment's
+// file, as Sync and WriteBehind begin; it fails on a closed silo and on
+// one whose writes failed before. The caller holds s.mu.
+func (s *Silo) writeOutLocked() error {
+	if s.closed {
+		return fmt.Errorf("silo: %w", blocks.ErrClosed)
+	}
+	if err := s.flushLocked(); err != nil {
+		return err
+	}
+	return s.failed
 }
 
 // lead runs one fdatasync for batch b (now s.cur), then hands the next
@@ -1067,17 +1071,9 @@ func (s *Silo) lead(b *batch) error {
 // Sync callers whose writes it covers wait for it rather than the next.
 func (s *Silo) syncActive(b *batch) (uint64, error) {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return 0, fmt.Errorf("silo: %w", blocks.ErrClosed)
-	}
-	if err := s.flushLocked(); err != nil {
+	if err := s.writeOutLocked(); err != nil {
 		s.mu.Unlock()
 		return 0, err
-	}
-	if s.failed != nil {
-		s.mu.Unlock()
-		return 0, s.failed
 	}
 	seg := s.active
 	gen := s.writeGen.Load()
