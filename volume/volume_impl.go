@@ -678,15 +678,18 @@ func (v *volumeImpl) kickBackground() {
 // journal. (Close, which also gives the lease up, and Resize hold flushMu
 // throughout: checkpointLocked.)
 //
-// flushMu is held only while the map is written out and synced
-// (checkpointPrepare), not during the compare-and-set, which is a raft
-// proposal (2.5-3 ms in internal/node's WriteFlush4K, after 3.5-7.7 ms of
-// preparing): FLUSHes go on meanwhile, appending records at or past the
-// checkpoint's seq, which the trim keeps. What this saves is the stall of
-// the one FLUSH that arrives during the swap; on average WriteFlush4K
-// moved within noise (181 against 185 µs per pair, four interleaved
-// runs). ckptMu keeps checkpoints (and the collector's markLive) from
-// interleaving, so that roots are swapped in seq order.
+// flushMu is held only until the map's snapshot is taken (a flush, then
+// the dirty leaves encoded in memory), not while the map's pages are
+// written and synced, nor during the compare-and-set, which is a raft
+// proposal (2.5-3 ms in internal/node's WriteFlush4K): FLUSHes go on
+// meanwhile, their changes in the map but not in the snapshot, and
+// appending records at or past the checkpoint's seq, which the trim
+// keeps. Until the twentieth session flushMu was held while the pages
+// were written and synced too: in WriteFlush4K every checkpoint (one per
+// CheckpointRecords records, about every half second there) stalled the
+// write + flush pairs for 3-11 ms. ckptMu keeps checkpoints (and the
+// collector's markLive) from interleaving, so that roots are swapped in
+// seq order.
 func (v *volumeImpl) checkpoint(ctx context.Context) error {
 	if err := v.usable(); err != nil {
 		return err
@@ -697,8 +700,14 @@ func (v *volumeImpl) checkpoint(ctx context.Context) error {
 	v.ckptMu.Lock()
 	defer v.ckptMu.Unlock()
 	v.flushMu.Lock()
-	c, err := v.checkpointPrepare(ctx)
-	v.flushMu.Unlock()
+	held := true
+	c, err := v.checkpointPrepare(ctx, func() {
+		held = false
+		v.flushMu.Unlock()
+	})
+	if held {
+		v.flushMu.Unlock()
+	}
 	if err != nil {
 		return err
 	}
@@ -715,7 +724,7 @@ func (v *volumeImpl) checkpoint(ctx context.Context) error {
 // checkpointLocked is checkpoint with ckptMu and flushMu held throughout;
 // with release it also gives the lease up.
 func (v *volumeImpl) checkpointLocked(ctx context.Context, release bool) error {
-	c, err := v.checkpointPrepare(ctx)
+	c, err := v.checkpointPrepare(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -739,22 +748,37 @@ type ckptState struct {
 
 // checkpointPrepare flushes, writes the map's dirty pages and syncs the
 // store: the returned state is durable. The caller holds ckptMu and
-// flushMu.
-func (v *volumeImpl) checkpointPrepare(ctx context.Context) (ckptState, error) {
+// flushMu; unlock, when not nil, is called (once) as soon as the map's
+// snapshot is taken, to let flushMu go while the pages are written and
+// synced. It is not called on an error before that point.
+//
+// The snapshot is the map as of seq: the flush leaves nothing pending,
+// every record below seq is in the map, and no push runs until unlock.
+// A change a later push applies is not in the snapshot; its record (at
+// seq or past it) stays in the journal. Every block the snapshot names
+// was put before its change reached the map, so the store's Sync after
+// the pages are written makes them durable with the pages.
+func (v *volumeImpl) checkpointPrepare(ctx context.Context, unlock func()) (ckptState, error) {
 	if err := v.flushLocked(ctx); err != nil {
 		return ckptState{}, err
 	}
-	root, err := v.m.Flush(ctx)
+	var c ckptState
+	root, err := v.m.FlushSnapshot(ctx, func() {
+		c = ckptState{seq: v.nextSeq, records: v.sinceCkpt}
+		v.mu.Lock()
+		c.size, c.alloc, c.putLogical, c.putStored = v.size, v.allocated, v.putLogical, v.putStored
+		v.mu.Unlock()
+		if unlock != nil {
+			unlock()
+		}
+	})
 	if err != nil {
 		return ckptState{}, fmt.Errorf("volume %q: checkpoint map: %w", v.name, err)
 	}
 	if err := v.store.Sync(ctx); err != nil {
 		return ckptState{}, fmt.Errorf("volume %q: checkpoint sync: %w", v.name, err)
 	}
-	c := ckptState{root: root, seq: v.nextSeq, records: v.sinceCkpt}
-	v.mu.Lock()
-	c.size, c.alloc, c.putLogical, c.putStored = v.size, v.allocated, v.putLogical, v.putStored
-	v.mu.Unlock()
+	c.root = root
 	return c, nil
 }
 

@@ -762,12 +762,29 @@ func (m *Map) Resize(ctx context.Context, n uint64) error {
 // consistent: what was written is clean, the rest still dirty, and a later
 // Flush carries on.
 func (m *Map) Flush(ctx context.Context) (blocks.Addr, error) {
+	return m.FlushSnapshot(ctx, nil)
+}
+
+// FlushSnapshot is Flush that calls taken (when not nil) once the snapshot
+// it writes out is fixed, before any page is written: a Set that returns
+// before taken is called is in the returned root, one made after it is
+// not. taken runs without the map's lock held (it may call Get and Set),
+// exactly once if FlushSnapshot gets that far; on an earlier error it is
+// not called. A caller that keeps the map's state in step with something
+// else (the volume's journal sequence) reads that state in taken, and can
+// let its writers go on from there while the pages are written.
+func (m *Map) FlushSnapshot(ctx context.Context, taken func()) (blocks.Addr, error) {
 	m.flushMu.Lock()
 	defer m.flushMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.dirty == 0 {
 		m.root = m.top
+		if taken != nil {
+			m.mu.Unlock()
+			taken()
+			m.mu.Lock()
+		}
 		return m.root, nil
 	}
 	// The snapshot: the dirty pages and their versions. Leaves are encoded
@@ -797,6 +814,11 @@ func (m *Map) Flush(ctx context.Context) (blocks.Addr, error) {
 			}
 		}
 		m.mu.Unlock()
+		if l == 0 && taken != nil {
+			// The leaves are encoded and every dirty page's version noted
+			// (ver0): the snapshot is fixed.
+			taken()
+		}
 		addrs, err := m.putAll(ctx, bufs)
 		m.mu.Lock()
 		if err != nil {

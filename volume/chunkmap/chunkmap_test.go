@@ -812,6 +812,62 @@ func TestFlushSnapshot(t *testing.T) {
 	checkMap(t, cur, n, want)
 }
 
+// TestFlushSnapshotTaken: FlushSnapshot calls taken once, before its
+// first Put; a Set made in taken is not in the returned root and stays
+// dirty; with nothing dirty, taken is called too.
+func TestFlushSnapshotTaken(t *testing.T) {
+	ctx := context.Background()
+	st := newTestStore()
+	const e, n = 4, 256
+	m := New(st, n, Options{PageEntries: e, CacheBytes: 64 * PageBytes(e)})
+	want := map[uint64]blocks.Addr{}
+	for c := uint64(0); c < n; c += 7 {
+		want[c] = addr(c, 1)
+		if err := m.Set(ctx, c, want[c]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snapshot := maps.Clone(want)
+	calls := 0
+	root, err := m.FlushSnapshot(ctx, func() {
+		calls++
+		if p := st.puts.Load(); p != 0 {
+			t.Errorf("taken called after %d Puts", p)
+		}
+		for _, c := range []uint64{0, 3, 200} {
+			want[c] = addr(c, 2)
+			if err := m.Set(ctx, c, want[c]); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 {
+		t.Fatalf("taken called %d times, want 1", calls)
+	}
+	if canon := rebuild(t, st, n, e, snapshot); root != canon {
+		t.Fatalf("FlushSnapshot returned %v, the snapshot's root is %v", root, canon)
+	}
+	if m.DirtyPages() == 0 {
+		t.Fatal("the Sets made in taken are not dirty")
+	}
+	checkMap(t, m, n, want)
+	root2, err := m.Flush(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if canon := rebuild(t, st, n, e, want); root2 != canon {
+		t.Fatalf("second Flush returned %v, want %v", root2, canon)
+	}
+	calls = 0
+	root3, err := m.FlushSnapshot(ctx, func() { calls++ })
+	if err != nil || root3 != root2 || calls != 1 {
+		t.Fatalf("FlushSnapshot of a clean map: %v, %v, taken called %d times; want %v, nil, once", root3, err, calls, root2)
+	}
+}
+
 // TestHuge uses the whole uint64 chunk range with two entries per page: 64
 // levels.
 func TestHuge(t *testing.T) {
