@@ -554,3 +554,118 @@ func TestWalkInRanges(t *testing.T) {
 		t.Fatalf("%d calls for %d pieces", calls, n)
 	}
 }
+
+// TestIndexPrepared: past prepLoad the index asks for its next table
+// once (not while one is being made or ready, nor for a successor that
+// would not be a mapping); grow takes the table handed to adoptPrep, and
+// every entry stays reachable through the migration; a table of the
+// wrong size is refused; free releases a prepared table.
+func TestIndexPrepared(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	ix := newIndex()
+	var keys []blocks.Addr
+	add := func() {
+		k := randKey(rng)
+		ix.set(k, entry{stamp: uint64(len(keys) + 1)})
+		keys = append(keys, k)
+	}
+	const small = mapBytes / slotSize / 2 // the largest table whose successor is on the heap
+	for len(ix.cur.slots) <= small || float64(ix.cur.n) < prepLoad*float64(len(ix.cur.slots)) {
+		if ix.old.slots == nil && len(ix.cur.slots) < small && ix.prepWanted() != 0 {
+			t.Fatalf("a table of %d slots asked for a prepared successor", len(ix.cur.slots))
+		}
+		add()
+	}
+	for ix.old.slots != nil { // a migration runs: no preparing yet
+		if ix.prepWanted() != 0 {
+			t.Fatal("prepWanted during a migration")
+		}
+		add()
+	}
+	for float64(ix.cur.n) < prepLoad*float64(len(ix.cur.slots)) {
+		add()
+	}
+	n := ix.prepWanted()
+	if n != 2*len(ix.cur.slots) {
+		t.Fatalf("prepWanted at load %.2f of %d slots = %d, want %d", float64(ix.cur.n)/float64(len(ix.cur.slots)), len(ix.cur.slots), n, 2*len(ix.cur.slots))
+	}
+	if ix.prepWanted() != 0 {
+		t.Fatal("prepWanted again while one is being made")
+	}
+	wrong := prepare(n/2, func() bool { return false })
+	if ix.adoptPrep(wrong) {
+		t.Fatal("adoptPrep took a table of the wrong size")
+	}
+	wrong.free()
+	ix.preparing = true // as prepWanted left it
+	stops := 0
+	tab := prepare(n, func() bool { stops++; return false })
+	if stops == 0 || tab.reg == nil || len(tab.slots) != n || tab.n != 0 {
+		t.Fatalf("prepare: %d slots, %d used, mapped %v, stop asked %d times", len(tab.slots), tab.n, tab.reg != nil, stops)
+	}
+	first := &tab.slots[0]
+	if !ix.adoptPrep(tab) {
+		t.Fatal("adoptPrep refused the prepared table")
+	}
+	if ix.prepWanted() != 0 {
+		t.Fatal("prepWanted with a table ready")
+	}
+	for ix.old.slots == nil {
+		add()
+	}
+	if ix.adopted != 1 || &ix.cur.slots[0] != first || ix.prep.slots != nil {
+		t.Fatalf("the growth did not take the prepared table (adopted %d)", ix.adopted)
+	}
+	for i, k := range keys {
+		if e, ok := ix.get(k); !ok || e.stamp != uint64(i+1) {
+			t.Fatalf("key %d after the growth: %v, %v", i, e, ok)
+		}
+	}
+	// A preparation stopped at once still gives a usable table.
+	half := prepare(n, func() bool { return true })
+	half.insert(&slot{key: keys[0], hash: 1, flags: slotUsed})
+	if half.find(&keys[0], 1) < 0 {
+		t.Fatal("a stopped preparation's table lost an insert")
+	}
+	half.free()
+	ix.prep = prepare(4*n, func() bool { return false })
+	ix.free()
+	if ix.prep.slots != nil || ix.cur.slots != nil {
+		t.Fatal("free left a table allocated")
+	}
+}
+
+// TestSiloPreparesIndex: a silo whose index passes prepLoad has its next
+// table prepared in the background, and the growth takes it; every piece
+// reads back, and Close waits for a preparation under way.
+func TestSiloPreparesIndex(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, t.TempDir(), Options{})
+	const n = 30_000 // past 0.8 of 32Ki slots: a growth into a 2 MiB mapping
+	for i := range n {
+		if err := s.PutPiece(ctx, keyOf(i), pieceData(i, 16)); err != nil {
+			t.Fatal(err)
+		}
+		if i%500 == 0 {
+			// Let any preparation finish: each growth comes at least
+			// 1,600 inserts after its table was asked for.
+			s.prepWG.Wait()
+		}
+	}
+	s.prepWG.Wait()
+	s.mu.RLock()
+	adopted := s.index.adopted
+	s.mu.RUnlock()
+	if adopted != 2 { // 16Ki to 32Ki slots (2 MiB), 32Ki to 64Ki
+		t.Fatalf("%d growths took a prepared table, want 2", adopted)
+	}
+	for i := range n {
+		got, err := s.GetPiece(ctx, keyOf(i))
+		if err != nil || string(got) != string(pieceData(i, 16)) {
+			t.Fatalf("piece %d: %q, %v", i, got, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

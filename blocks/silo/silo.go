@@ -211,6 +211,8 @@ type Silo struct {
 	flyQ         chan *flight
 	flyDone      chan struct{}
 
+	prepWG sync.WaitGroup // the index's next table being prepared (prepIndexLocked)
+
 	spareMu   sync.Mutex // guards spare; taken after mu, never before it
 	spare     *segment   // a preallocated segment, the one after the active, or nil
 	spareKick chan struct{}
@@ -713,8 +715,27 @@ func (s *Silo) PutPiece(ctx context.Context, key blocks.Addr, data []byte) error
 	}
 	l := loc{seg: seg.id, off: off, n: h.n}
 	s.index.set(key, entry{loc: l, stamp: h.stamp})
+	s.prepIndexLocked()
 	s.liveLocked(l)
 	return nil
+}
+
+// prepIndexLocked has the index's next table made in the background when
+// the index wants one (see index.prepWanted). Called with s.mu held.
+func (s *Silo) prepIndexLocked() {
+	n := s.index.prepWanted()
+	if n == 0 {
+		return
+	}
+	s.prepWG.Go(func() {
+		t := prepare(n, s.closing.Load)
+		s.mu.Lock()
+		ok := !s.closed && s.index.adoptPrep(t)
+		s.mu.Unlock()
+		if !ok {
+			t.free()
+		}
+	})
 }
 
 // readRecord reads the record at l of seg into buf (grown as needed) and
@@ -1172,6 +1193,7 @@ func (s *Silo) Close() error {
 		// (or, GetPieceSplit, the freed index empty).
 		s.index.free()
 		s.mu.Unlock()
+		s.prepWG.Wait() // a table being prepared is freed by its goroutine
 		<-s.flyDone
 		s.closeFiles()
 		if lerr := s.lock.Close(); err == nil {
