@@ -84,17 +84,11 @@ func (s *Silo) ViewPieces(ctx context.Context, keys []blocks.Addr, views [][]byt
 	}
 	// The checks run without the silo's lock: a checksum of a 1 MiB read
 	// takes tens of microseconds.
-	var acc byte
-	for j, r := range recs {
-		var next []byte
-		if prefetchViews && j+1 < len(recs) {
-			next = recs[j+1].rec
-		}
-		if p := checkView(r, keys[r.i], next, &acc); p != nil {
+	for _, r := range recs {
+		if p := checkView(r, keys[r.i]); p != nil {
 			views[r.i] = p
 		}
 	}
-	warmSink.Add(uint32(acc))
 	if len(ps.segs) == 0 {
 		ps.release()
 		return blocks.NoRelease
@@ -103,22 +97,14 @@ func (s *Silo) ViewPieces(ctx context.Context, keys []blocks.Addr, views [][]byt
 }
 
 // checkView returns the piece of the record r in a mapping if it checks
-// as GetPiece checks it, else nil (a fault on the mapping included). next,
-// if not nil, is the record checked after r, loaded meanwhile (a fault
-// there fails r's check too; the caller reads it the ordinary way), its
-// loads summed into acc.
-func checkView(r viewRec, key blocks.Addr, next []byte, acc *byte) (piece []byte) {
+// as GetPiece checks it, else nil (a fault on the mapping included).
+func checkView(r viewRec, key blocks.Addr) (piece []byte) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if recover() != nil {
 			piece = nil
 		}
 	}()
-	if next != nil {
-		// Start the next record's lines on their way while this one's are
-		// checked: their misses overlap the CRC instead of following it.
-		warmLines(next, acc)
-	}
 	var h header
 	if checkFetched(r.seg, r.l, r.rec, &h) != nil || h.typ != recPiece || h.key != key {
 		return nil
@@ -159,26 +145,35 @@ func (ps *pinSet) release() {
 }
 
 // prefetchViews turns on the loads ahead in ViewPieces (a benchmark's
-// switch): warmSlots, warmRecords, and checkView's of the next record.
-// The memory a large read touches is far larger than the caches, and
-// each piece met three misses in turn: its index slot, its record's
-// header, then the record itself (the CRC), each waiting for the one
-// before (a profile of the NBD server, fio's 1 MiB sequential reads, put
-// about 6% of its CPU in the first two and a third in the CRC, most of
-// it waiting for memory). BenchmarkViewPieces1M (1 MiB from 512 MiB of
-// pieces, four interleaved pairs on a busy 2-core machine, CPU per MiB):
-// 168 to 179 µs with all three, 226 to 241 without (the slots and
-// headers alone: 194 to 247 against 242 to 257). The sums go to warmSink
-// once per call, not per record (an atomic per record would bounce its
-// cache line between concurrent reads).
+// switch): warmSlots and warmRecords. The memory a large read touches is
+// far larger than the caches, and each piece met three misses in turn:
+// its index slot, its record's header, then the record itself (the CRC),
+// each waiting for the one before (a profile of the NBD server, fio's
+// 1 MiB sequential reads, put about 6% of its CPU in the first two and a
+// third in the CRC, most of it waiting for memory). BenchmarkViewPieces1M
+// (1 MiB from 512 MiB of pieces, four interleaved pairs on a busy 2-core
+// machine, CPU per MiB): 168 to 179 µs with the loads ahead, 226 to 241
+// without. The sums go to warmSink once per call, not per record (an
+// atomic per record would bounce its cache line between concurrent
+// reads).
 //
-// On amd64 the next record's lines are asked for with PREFETCHT0 hints
-// (warmLines, prefetch_amd64.s) instead of loads: a load that misses
-// holds up the retirement of everything after it, the CRC of the record
-// at hand included, while a prefetch retires at once. BenchmarkViewPieces1M
-// (four interleaved pairs): 130-135 µs per MiB against 160-167 with loads
-// and 180-183 without either; fio's 1 MiB sequential reads over NBD, three
-// pairs: 540-567 against 581-603 µs of server CPU per MiB.
+// Until the twentieth session checkView also asked for every line of the
+// next record (PREFETCHT0 hints, each 64 bytes) while it checked the one
+// at hand, which the thirteenth measured at 130-135 µs per MiB against
+// 180-183 without. On the development VM of the twentieth session (the
+// same 2-core "AMD EPYC" as reported, evidently another host: the
+// benchmark ran far faster) the hints cost instead, three runs of each
+// setting: records in the order they were written, 111-112 µs per MiB
+// with every warming, 80 without the hints, 77 without the hints and
+// warmRecords, 135 without warmSlots, 100 with none; records read in a
+// scattered order, 198-199 with every warming, 197-199 without the hints,
+// 229-233 without the hints and warmRecords, 249-260 with none. The
+// hardware's own prefetcher follows a run of records; what it cannot
+// guess, a slot's place and the next record's start after a jump, the
+// two loads ahead still give it. Over NBD (fio's 1 MiB sequential reads
+// after the suite's write history, three interleaved pairs): 283-307 µs
+// of server CPU per MiB without the hints (361 in one noisy run) against
+// 317-332 (442 and 494 in two).
 var prefetchViews = true
 
 // warmSink keeps the loads of warmSlots and warmRecords.

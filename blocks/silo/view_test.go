@@ -253,8 +253,10 @@ func TestViewsUnderCompactionChurn(t *testing.T) {
 	}
 }
 
-// BenchmarkViewPieces1M: ViewPieces of 1 MiB (256 pieces of 4 KiB written
-// together, in order) from 512 MiB of pieces, larger than most caches.
+// BenchmarkViewPieces1M: ViewPieces of 1 MiB (256 pieces of 4 KiB) from
+// 512 MiB of pieces, larger than most caches: in the order they were
+// written (a sequential read of data written sequentially), and scattered
+// (each piece far from the one before, as after random overwrites).
 func BenchmarkViewPieces1M(b *testing.B) {
 	ctx := context.Background()
 	s := openBench(b)
@@ -277,8 +279,16 @@ func BenchmarkViewPieces1M(b *testing.B) {
 		}
 		s.ViewPieces(ctx, keys, views)()
 	}
-	for _, warm := range []bool{true, false, true, false, true, false, true, false} {
-		b.Run(fmt.Sprintf("prefetch=%v", warm), func(b *testing.B) {
+	for _, c := range []struct {
+		warm      bool
+		scattered bool
+	}{{true, false}, {false, false}, {true, true}, {false, true}, {true, false}, {false, false}, {true, true}, {false, true}} {
+		warm := c.warm
+		order := "written"
+		if c.scattered {
+			order = "scattered"
+		}
+		b.Run(fmt.Sprintf("order=%s/prefetch=%v", order, warm), func(b *testing.B) {
 			prefetchViews = warm
 			defer func() { prefetchViews = true }()
 			b.SetBytes(per * 4096)
@@ -293,7 +303,13 @@ func BenchmarkViewPieces1M(b *testing.B) {
 			}()
 			for b.Loop() {
 				for j := range keys {
-					keys[j] = benchKey(k % total)
+					if c.scattered {
+						// An odd multiplier permutes the pieces modulo total
+						// (a power of two): neighbours land far apart.
+						keys[j] = benchKey(k * 2654435761 % total)
+					} else {
+						keys[j] = benchKey(k % total)
+					}
 					k++
 				}
 				release := s.ViewPieces(ctx, keys, views)
