@@ -55,7 +55,10 @@ func (s *Silo) ViewPieces(ctx context.Context, keys []blocks.Addr, views [][]byt
 		if !ok || e.bad {
 			continue
 		}
-		seg := s.segs[e.seg]
+		seg := last // a run of records mostly shares its segment: no map lookup
+		if seg == nil || seg.id != e.seg {
+			seg = s.segs[e.seg]
+		}
 		if seg == nil || s.copyBufferedLocked(seg, e.loc, nil) {
 			continue
 		}
