@@ -54,13 +54,13 @@ func (v *volumeImpl) pushSomeLocked(ctx context.Context, max int64) (uint64, err
 // cover (0 for a partial push).
 func (v *volumeImpl) takeDirty(max int64) ([]pushItem, uint64) {
 	v.mu.Lock()
-	n := len(v.dirty)
+	n := v.dirty.len()
 	if max > 0 {
 		n = min(n, int(max/v.bs)+1)
 	}
 	items := make([]pushItem, 0, n)
 	var taken int64
-	for ch, d := range v.dirty {
+	for ch, d := range v.dirty.all() {
 		if max > 0 && taken >= max {
 			break
 		}
@@ -69,7 +69,7 @@ func (v *volumeImpl) takeDirty(max int64) ([]pushItem, uint64) {
 		taken += v.entryCost(d.data) // a lent chunk's bytes too: what the push writes
 	}
 	cover := v.opSeq
-	if len(items) < len(v.dirty) {
+	if len(items) < v.dirty.len() {
 		cover = 0
 	}
 	v.mu.Unlock()
@@ -148,9 +148,9 @@ func (v *volumeImpl) settle(items []pushItem) {
 	v.mu.Lock()
 	for i := range items {
 		it := &items[i]
-		cur, ok := v.dirty[it.chunk]
+		cur, ok := v.dirty.get(it.chunk)
 		if ok && cur == it.d && cur.gen == it.gen && it.err == nil {
-			delete(v.dirty, it.chunk)
+			v.dirty.del(it.chunk)
 			v.addDirty(-v.chunkCost(it.data, it.lent))
 		} else if ok && cur == it.d && cur.gen == it.gen {
 			cur.shared = false // failed: stays dirty, still ours
@@ -158,11 +158,6 @@ func (v *volumeImpl) settle(items []pushItem) {
 		}
 		// Pushed, or changed meanwhile (setDirty left the old data to us).
 		v.dropData(it.data, it.lent)
-	}
-	if len(v.dirty) == 0 {
-		// A Go map never shrinks: after a burst of writes the old one would
-		// keep its buckets, and every lookup and walk would pay for them.
-		v.dirty = map[uint64]*dirtyChunk{}
 	}
 	v.mu.Unlock()
 }

@@ -196,7 +196,7 @@ const (
 // hole; else it returns the address to read it from (stored true).
 func (v *volumeImpl) locate(ctx context.Context, chunk uint64, p []byte, in int64) (a blocks.Addr, stored bool, err error) {
 	v.mu.Lock()
-	if d, ok := v.dirty[chunk]; ok {
+	if d, ok := v.dirty.get(chunk); ok {
 		if d.data == nil {
 			clear(p)
 		} else {
@@ -410,7 +410,7 @@ func (v *volumeImpl) gatherChunks(ctx context.Context, off int64, n int, from, t
 		hi := min((chunk+1)*v.bs, off+int64(n))
 		in := lo - chunk*v.bs
 		v.mu.Lock()
-		if d, ok := v.dirty[uint64(chunk)]; ok {
+		if d, ok := v.dirty.get(uint64(chunk)); ok {
 			if d.data == nil {
 				v.mu.Unlock()
 				g.appendZeroes(hi - lo)

@@ -79,7 +79,7 @@ type volumeImpl struct {
 
 	mu         sync.Mutex // guards the fields below
 	size       int64
-	dirty      map[uint64]*dirtyChunk
+	dirty      dirtySet
 	dirtyBytes int64
 	unsynced   int64  // chunk bytes pushed since the last completed Flush (see FlushIsQuick)
 	opSeq      uint64 // counts chunk changes
@@ -111,7 +111,6 @@ func (c *Catalogue) newVolume(id blocks.ID, r *rootRecord, store blocks.Store, m
 		log:         c.log.With("volume", r.Name),
 		m:           m,
 		size:        r.Size,
-		dirty:       map[uint64]*dirtyChunk{},
 		ckptSeq:     r.CheckpointSeq,
 		nextSeq:     r.CheckpointSeq,
 		pageEntries: r.PageEntries,
@@ -523,7 +522,7 @@ func (v *volumeImpl) mutateChunk(ctx context.Context, chunk uint64, in, n int64,
 	}
 	// Partial chunk: modify the dirty copy in place when we may.
 	v.mu.Lock()
-	if d, ok := v.dirty[chunk]; ok && d.data != nil && !d.shared {
+	if d, ok := v.dirty.get(chunk); ok && d.data != nil && !d.shared {
 		apply(d.data[in:in+n], o)
 		d.gen++
 		v.opSeq++
@@ -531,7 +530,7 @@ func (v *volumeImpl) mutateChunk(ctx context.Context, chunk uint64, in, n int64,
 		return nil
 	}
 	var base []byte
-	d, ok := v.dirty[chunk]
+	d, ok := v.dirty.get(chunk)
 	if ok {
 		base = v.pool.Get().([]byte)
 		if d.data == nil {
@@ -568,10 +567,10 @@ func apply(dst []byte, o op) {
 func (v *volumeImpl) setDirty(chunk uint64, data []byte, l *lent) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	d, ok := v.dirty[chunk]
+	d, ok := v.dirty.get(chunk)
 	if !ok {
 		d = &dirtyChunk{}
-		v.dirty[chunk] = d
+		v.dirty.put(chunk, d)
 	} else {
 		v.addDirty(-v.chunkCost(d.data, d.lent))
 		if !d.shared {
@@ -966,7 +965,7 @@ func (v *volumeImpl) needsCheckpoint(onlyThresholds bool) bool {
 		return false
 	}
 	v.mu.Lock()
-	dirty := len(v.dirty)
+	dirty := v.dirty.len()
 	v.mu.Unlock()
 	return recs > 0 || dirty > 0 || v.m.DirtyPages() > 0
 }
@@ -1017,15 +1016,15 @@ func (v *volumeImpl) Extents(ctx context.Context, off, length int64, fn func(off
 			return fmt.Errorf("volume %q: extents: %w", v.name, err)
 		}
 		v.mu.Lock()
-		if uint64(len(v.dirty)) < to-from {
-			for ch, d := range v.dirty {
+		if uint64(v.dirty.len()) < to-from {
+			for ch, d := range v.dirty.all() {
 				if ch >= from && ch < to {
 					state[ch] = d.data != nil
 				}
 			}
 		} else {
 			for ch := from; ch < to; ch++ {
-				if d, ok := v.dirty[ch]; ok {
+				if d, ok := v.dirty.get(ch); ok {
 					state[ch] = d.data != nil
 				}
 			}
