@@ -62,7 +62,7 @@ import (
 // made in the background (prepare: mapped, advised, its pages populated
 // with MADV_POPULATE_WRITE, or touched where that is missing), and grow
 // takes it (adoptPrep) instead of a fresh mapping. The memory is taken a
-// little earlier (at 0.7 load instead of 0.8), the same amount.
+// little earlier (at 0.75 load instead of 0.8), the same amount.
 
 const (
 	// slotSize is a slot's size: one cache line.
@@ -88,10 +88,15 @@ const (
 	migrateBatch = 64
 	// prepLoad is the load from which the next, twice larger table is
 	// prepared in the background (see prepWanted). Between it and the
-	// growth at 0.8 a table of n slots takes 0.1·n inserts: 52,000 for
+	// growth at 0.8 a table of n slots takes 0.05·n inserts: 26,000 for
 	// the 512Ki-slot table, whose successor (64 MiB, 32 huge pages)
-	// takes about 150 ms to prepare on a fragmented memory.
-	prepLoad = 0.7
+	// takes about 150 ms to prepare on a fragmented memory. A prepared
+	// table is held from there (twice the current table's memory, which
+	// the growth takes anyway); an index whose deletions take it back
+	// under prepDrop lets it go, so that one hovering below the growth
+	// does not hold it for good.
+	prepLoad = 0.75
+	prepDrop = 0.65
 	// oneShotSlots is the size up to which a table is rehashed at once
 	// rather than incrementally (a few microseconds).
 	oneShotSlots = 4096
@@ -336,13 +341,14 @@ func (ix *index) del(key blocks.Addr) {
 	h := ix.hash(&key)
 	if i := ix.cur.find(&key, h); i >= 0 {
 		ix.cur.remove(i)
-		return
-	}
-	if i := ix.old.find(&key, h); i >= 0 {
+	} else if i := ix.old.find(&key, h); i >= 0 {
 		ix.old.remove(i)
 		if ix.old.n == 0 {
 			ix.endMigration()
 		}
+	}
+	if ix.prep.slots != nil && float64(ix.len()) < prepDrop*float64(len(ix.cur.slots)) {
+		ix.prep.free() // back well under the growth (see prepLoad)
 	}
 }
 

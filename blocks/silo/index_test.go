@@ -621,6 +621,17 @@ func TestIndexPrepared(t *testing.T) {
 			t.Fatalf("key %d after the growth: %v, %v", i, e, ok)
 		}
 	}
+	// Deletions back under prepDrop let a prepared table go.
+	ix.preparing = true
+	if !ix.adoptPrep(prepare(2*len(ix.cur.slots), func() bool { return false })) {
+		t.Fatal("adoptPrep refused the prepared table")
+	}
+	// (The growth just left the table at 0.4: one deletion is enough.)
+	ix.del(keys[len(keys)-1])
+	keys = keys[:len(keys)-1]
+	if ix.prep.slots != nil {
+		t.Fatalf("the prepared table stayed at load %.2f", float64(ix.len())/float64(len(ix.cur.slots)))
+	}
 	// A preparation stopped at once still gives a usable table.
 	half := prepare(n, func() bool { return true })
 	half.insert(&slot{key: keys[0], hash: 1, flags: slotUsed})
@@ -648,7 +659,7 @@ func TestSiloPreparesIndex(t *testing.T) {
 		}
 		if i%500 == 0 {
 			// Let any preparation finish: each growth comes at least
-			// 1,600 inserts after its table was asked for.
+			// 800 inserts after its table was asked for.
 			s.prepWG.Wait()
 		}
 	}
