@@ -24,7 +24,12 @@ func benchKey(i uint64) blocks.Addr {
 
 func openBench(b *testing.B) *Silo {
 	b.Helper()
-	s, err := Open(context.Background(), b.TempDir(), Options{})
+	return openBenchOpts(b, Options{})
+}
+
+func openBenchOpts(b *testing.B, opts Options) *Silo {
+	b.Helper()
+	s, err := Open(context.Background(), b.TempDir(), opts)
 	if err != nil {
 		b.Fatal(err)
 	}

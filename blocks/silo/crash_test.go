@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,7 +28,7 @@ const (
 func crashPieceSize(i int) int { return 4096 + i*131%5000 }
 
 func crashOptions(mode string) Options {
-	if mode == "compact" {
+	if mode == "compact" || mode == "relocate" {
 		return Options{SegmentSize: 32 << 10, CompactRatio: 0.3}
 	}
 	return Options{SegmentSize: 256 << 10}
@@ -61,7 +62,7 @@ func runHelper(mode, dir, startStr string) error {
 	if err != nil {
 		return err
 	}
-	if mode == "compact" {
+	if mode == "compact" || mode == "relocate" {
 		go func() {
 			for {
 				if err := s.Compact(ctx); err != nil {
@@ -70,6 +71,12 @@ func runHelper(mode, dir, startStr string) error {
 				}
 			}
 		}()
+	}
+	var top atomic.Int64 // ops issued
+	if mode == "relocate" {
+		// Large reads of recent pieces in a shuffled order: the relocator
+		// moves them while they are deleted, synced and compacted.
+		go viewScattered(s, &top, start)
 	}
 	rnd := rand.New(rand.NewPCG(uint64(start), 7))
 	out := bufio.NewWriter(os.Stdout)
@@ -88,6 +95,7 @@ func runHelper(mode, dir, startStr string) error {
 				return err
 			}
 			i++
+			top.Store(int64(i))
 		}
 		if rnd.IntN(2) == 0 {
 			// As a volume does between a WRITE's reply and its FLUSH: a
@@ -100,6 +108,9 @@ func runHelper(mode, dir, startStr string) error {
 			return err
 		}
 		fmt.Fprintf(out, "synced %d\n", i-1)
+		if mode == "relocate" {
+			fmt.Fprintf(out, "relocated %d\n", s.Stats().Relocated)
+		}
 		if err := out.Flush(); err != nil {
 			return err
 		}
@@ -108,6 +119,37 @@ func runHelper(mode, dir, startStr string) error {
 				return err
 			}
 		}
+	}
+}
+
+// viewScattered views 64 of the last 256 pieces put (once the child has
+// put 64), in a random order,
+// over and over, and exits the process if a view holds wrong bytes.
+func viewScattered(s *Silo, top *atomic.Int64, start int) {
+	ctx := context.Background()
+	rnd := rand.New(rand.NewPCG(uint64(start), 13))
+	keys := make([]blocks.Addr, 64)
+	idx := make([]int, 64)
+	views := make([][]byte, 64)
+	for {
+		hi := int(top.Load())
+		if hi < start+64 {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		for j := range idx {
+			idx[j] = hi - 1 - rnd.IntN(min(hi, 256))
+			keys[j] = keyOf(idx[j])
+		}
+		clear(views)
+		release := s.ViewPieces(ctx, keys, views)
+		for j, v := range views {
+			if v != nil && !bytes.Equal(v, pieceData(idx[j], crashPieceSize(idx[j]))) {
+				fmt.Fprintln(os.Stderr, "wrong view of piece", idx[j])
+				os.Exit(4)
+			}
+		}
+		release()
 	}
 }
 
@@ -124,21 +166,26 @@ func TestCrashKill9(t *testing.T) {
 	if testing.Short() {
 		rounds = 2
 	}
-	for _, mode := range []string{"mixed", "compact"} {
+	for _, mode := range []string{"mixed", "compact", "relocate"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
 			rnd := rand.New(rand.NewPCG(uint64(len(mode)), 11))
 			synced, prevSynced := -1, -1
+			var moved int
 			for round := range rounds {
-				last, prev := runChild(t, mode, dir, synced+1, 3+rnd.IntN(40), time.Duration(rnd.IntN(3000))*time.Microsecond)
+				last, prev, m := runChild(t, mode, dir, synced+1, 3+rnd.IntN(40), time.Duration(rnd.IntN(3000))*time.Microsecond)
 				if last >= 0 {
 					synced = last
 					if prev >= 0 {
 						prevSynced = prev
 					}
 				}
+				moved += m
 				checkCrashed(t, mode, dir, synced, prevSynced)
-				t.Logf("round %d: synced up to op %d", round, synced)
+				t.Logf("round %d: synced up to op %d, %d pieces moved into read order", round, synced, m)
+			}
+			if mode == "relocate" && moved == 0 {
+				t.Error("the children moved no piece into read order")
 			}
 		})
 	}
@@ -146,8 +193,9 @@ func TestCrashKill9(t *testing.T) {
 
 // runChild starts the helper, reads its reports until it has made lines
 // of them, waits delay, kills it with SIGKILL, and returns the last op it
-// reported synced and the one before (-1 if none).
-func runChild(t *testing.T, mode, dir string, start, lines int, delay time.Duration) (last, prev int) {
+// reported synced and the one before (-1 if none), and the last count of
+// pieces it reported relocated.
+func runChild(t *testing.T, mode, dir string, start, lines int, delay time.Duration) (last, prev, moved int) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperDirEnv+"="+dir, helperStartEnv+"="+strconv.Itoa(start))
@@ -167,6 +215,11 @@ func runChild(t *testing.T, mode, dir string, start, lines int, delay time.Durat
 	read := func(limit int) {
 		for n := 0; n < limit && sc.Scan(); {
 			line := sc.Text()
+			if v, ok := strings.CutPrefix(line, "relocated "); ok {
+				if moved, err = strconv.Atoi(v); err != nil {
+					t.Fatalf("bad line %q", line)
+				}
+			}
 			if v, ok := strings.CutPrefix(line, "synced "); ok {
 				prev = last
 				if last, err = strconv.Atoi(v); err != nil {
@@ -187,7 +240,7 @@ func runChild(t *testing.T, mode, dir string, start, lines int, delay time.Durat
 	if !errors.As(err, &ee) || ee.ExitCode() != -1 {
 		t.Fatalf("child did not die by the kill: %v\nstderr:\n%s", err, stderr.String())
 	}
-	return last, prev
+	return last, prev, moved
 }
 
 func checkCrashed(t *testing.T, mode, dir string, synced, prevSynced int) {

@@ -104,8 +104,9 @@ const (
 
 // Slot flags.
 const (
-	slotUsed = 1 << iota // the slot holds an entry
-	slotBad              // entry.bad
+	slotUsed  = 1 << iota // the slot holds an entry
+	slotBad               // entry.bad
+	slotMoved             // entry.moved
 )
 
 // slot is one cell of a table: a key, its hash and its entry, in one
@@ -125,7 +126,7 @@ var _ [unsafe.Sizeof(slot{}) - slotSize]struct{}
 
 // entry returns the slot's entry.
 func (s *slot) entry() entry {
-	return entry{loc: loc{seg: s.seg, off: s.off, n: s.n}, bad: s.flags&slotBad != 0, stamp: s.stamp}
+	return entry{loc: loc{seg: s.seg, off: s.off, n: s.n}, bad: s.flags&slotBad != 0, moved: s.flags&slotMoved != 0, stamp: s.stamp}
 }
 
 // put stores e in the slot (its key and hash already set) and marks it
@@ -135,6 +136,9 @@ func (s *slot) put(e entry) {
 	s.flags = slotUsed
 	if e.bad {
 		s.flags |= slotBad
+	}
+	if e.moved {
+		s.flags |= slotMoved
 	}
 }
 

@@ -70,6 +70,9 @@ type Options struct {
 	// reserve.go). 0: half a segment and 8 MiB where the file system can
 	// fallocate, else none; negative: none.
 	Reserve int64
+	// NoRelocate turns read relocation off: pieces that large reads find
+	// scattered stay where they are (see relocate.go).
+	NoRelocate bool
 }
 
 func (o *Options) setDefaults() error {
@@ -101,6 +104,7 @@ type Stats struct {
 	DiskBytes int64 // bytes of all segment files, the preallocated included
 	Prealloc  int64 // bytes of DiskBytes preallocated for appends (zeros)
 	Segments  int   // segment files holding records
+	Relocated int64 // pieces read relocation moved since open (relocate.go)
 }
 
 // loc is where a record lives: segment id, offset, payload length.
@@ -115,6 +119,7 @@ func (l loc) size() int64 { return hdrSize + int64(l.n) }
 type entry struct {
 	loc
 	bad   bool // the record failed its checksum; a PutPiece may replace it
+	moved bool // read relocation copied the record once: never again (relocate.go)
 	stamp uint64
 }
 
@@ -244,7 +249,11 @@ type Silo struct {
 	kick      chan struct{}
 	cancel    context.CancelFunc
 	bgDone    chan struct{}
-	closing   atomic.Bool // Close has begun: compaction stops
+	relocQ    chan []blocks.Addr // keys for the read relocator (nil: off)
+	relocDone chan struct{}
+	relocated atomic.Int64
+	relocHook func(blocks.Addr) // a test's: called between a move's read and its copy
+	closing   atomic.Bool       // Close has begun: compaction stops
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -316,6 +325,13 @@ func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
 	s.bgDone = make(chan struct{})
 	go s.compactLoop(bg)
 	go s.spareLoop(bg)
+	s.relocDone = make(chan struct{})
+	if s.opts.NoRelocate {
+		close(s.relocDone)
+	} else {
+		s.relocQ = make(chan []blocks.Addr, relocQueue)
+		go s.relocLoop(bg)
+	}
 	s.kickCompactor()
 	s.kickSpare()
 	return s, nil
@@ -954,7 +970,7 @@ var walkBatch = 1 << 16
 func (s *Silo) Stats() Stats {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	st := Stats{Pieces: int64(s.index.len()), LiveBytes: s.live, Segments: len(s.order)}
+	st := Stats{Pieces: int64(s.index.len()), LiveBytes: s.live, Segments: len(s.order), Relocated: s.relocated.Load()}
 	for _, id := range s.order {
 		seg := s.segs[id]
 		st.DiskBytes += max(seg.size, seg.alloc)
@@ -1169,6 +1185,7 @@ func (s *Silo) Close() error {
 		s.cancel()
 		<-s.bgDone
 		<-s.spareDone
+		<-s.relocDone
 		s.compactMu.Lock() // wait for an explicit Compact to stop
 		s.compactMu.Unlock()
 		err := s.Sync(context.Background())

@@ -78,10 +78,13 @@ func (s *Silo) ViewPieces(ctx context.Context, keys []blocks.Addr, views [][]byt
 		if end > int64(len(lastMap)) {
 			continue
 		}
-		recs = append(recs, viewRec{i: int32(i), seg: seg, l: e.loc, rec: lastMap[e.off:end]})
+		recs = append(recs, viewRec{i: int32(i), seg: seg, l: e.loc, rec: lastMap[e.off:end], moved: e.moved})
 	}
 	s.mu.RUnlock()
 	ps.recs = recs
+	if scattered(recs) {
+		s.queueRelocation(recs, keys)
+	}
 	if prefetchViews {
 		warmRecords(recs)
 	}
@@ -118,10 +121,11 @@ func checkView(r viewRec, key blocks.Addr) (piece []byte) {
 // viewRec is a record ViewPieces checks: keys[i]'s, at l in seg, whose
 // bytes are rec in the mapping.
 type viewRec struct {
-	i   int32
-	seg *segment
-	l   loc
-	rec []byte
+	i     int32
+	moved bool // the record was moved by read relocation before
+	seg   *segment
+	l     loc
+	rec   []byte
 }
 
 // pinSet is the segments one ViewPieces pinned, released together.

@@ -28,7 +28,11 @@ func statusCommand() *cli.Command {
 			if st.NBD != "" {
 				fmt.Fprintf(tw, "nbd:\t%s (%d clients)\n", st.NBD, st.Clients)
 			}
-			fmt.Fprintf(tw, "storage:\t%d pieces, %s live, %s on disk\n", st.Storage.Pieces, formatSize(st.Storage.LiveBytes), formatSize(st.Storage.DiskBytes))
+			fmt.Fprintf(tw, "storage:\t%d pieces, %s live, %s on disk", st.Storage.Pieces, formatSize(st.Storage.LiveBytes), formatSize(st.Storage.DiskBytes))
+			if st.Storage.Relocated > 0 {
+				fmt.Fprintf(tw, ", %d moved into read order", st.Storage.Relocated)
+			}
+			fmt.Fprintln(tw)
 			fmt.Fprintf(tw, "volumes:\t%d\n", st.Volumes)
 			if g := st.LastGC; g != nil {
 				how := "asked for"

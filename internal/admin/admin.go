@@ -175,6 +175,7 @@ type StorageStatus struct {
 	Pieces    int64 `json:"pieces"`
 	LiveBytes int64 `json:"live_bytes"`
 	DiskBytes int64 `json:"disk_bytes"`
+	Relocated int64 `json:"relocated"` // pieces read relocation moved since the node started
 }
 
 // ShardStatus is one raft group as seen from this node.

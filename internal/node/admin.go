@@ -72,7 +72,7 @@ func (n *Node) Status(ctx context.Context) (admin.Status, error) {
 		Version: Version,
 		DataDir: n.cfg.DataDir,
 		Uptime:  time.Since(n.started),
-		Storage: admin.StorageStatus{Pieces: st.Pieces, LiveBytes: st.LiveBytes, DiskBytes: st.DiskBytes},
+		Storage: admin.StorageStatus{Pieces: st.Pieces, LiveBytes: st.LiveBytes, DiskBytes: st.DiskBytes, Relocated: st.Relocated},
 		Volumes: len(vs),
 		LastGC:  n.lastGC.Load(),
 	}
