@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"cairn/blocks"
+	"cairn/internal/crc32c"
 )
 
 // Read relocation: pieces read together in a scattered order are written
@@ -96,23 +97,14 @@ func (s *Silo) queueRelocation(recs []viewRec, keys []blocks.Addr) {
 // ctx ends (Close).
 func (s *Silo) relocLoop(ctx context.Context) {
 	defer close(s.relocDone)
-	bp := getBuf(0)
-	defer func() { putBuf(bp) }()
+	var g relocGroup
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case batch := <-s.relocQ:
-			for _, key := range batch {
-				if ctx.Err() != nil {
-					return
-				}
-				if err := s.relocatePiece(key, bp); err != nil {
-					if !errors.Is(err, blocks.ErrClosed) {
-						s.log.Debug("silo: read relocation stops its batch", "err", err)
-					}
-					break
-				}
+			if err := s.relocateBatch(ctx, batch, &g); err != nil && !errors.Is(err, blocks.ErrClosed) && ctx.Err() == nil {
+				s.log.Debug("silo: read relocation stops its batch", "err", err)
 			}
 			if len(s.relocQ) == 0 {
 				// Idle: write the copies out of the buffer, so that the
@@ -123,15 +115,64 @@ func (s *Silo) relocLoop(ctx context.Context) {
 				}
 				s.mu.Unlock()
 			}
+			if cap(g.buf) > relocGroupBytes+blocks.MaxPiece/4 {
+				g.buf = nil // a group of huge pieces: let it go
+			}
 		}
 	}
 }
 
-// relocatePiece copies piece key's record to the end of the active segment
-// and points the index at the copy, if the piece is still where it was
-// found and has not been moved before. bp is scratch. It returns an error
-// only when the relocator should stop its batch.
-func (s *Silo) relocatePiece(key blocks.Addr, bp *[]byte) error {
+// relocGroupBytes and relocGroupRecs bound a group of moves: read
+// together, then appended under one hold of the silo's lock.
+const (
+	relocGroupBytes = 1 << 20
+	relocGroupRecs  = 64
+)
+
+// relocGroup is the relocator's scratch: the records of one group, read
+// and checked, waiting to be appended.
+type relocGroup struct {
+	buf  []byte // the payloads, back to back
+	hb   [hdrSize]byte
+	recs []relocRec
+}
+
+type relocRec struct {
+	key    blocks.Addr
+	l      loc
+	h      header
+	pcrc   uint32 // the payload's CRC-32C
+	from   int    // the payload is buf[from : from+l.n]
+	stored bool
+}
+
+// relocateBatch moves the pieces under keys, group by group. It returns an
+// error only when the batch should stop (a closed silo, a full disk, a
+// failed append).
+func (s *Silo) relocateBatch(ctx context.Context, keys []blocks.Addr, g *relocGroup) error {
+	for len(keys) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		g.recs, g.buf = g.recs[:0], g.buf[:0]
+		for len(keys) > 0 && len(g.recs) < relocGroupRecs && len(g.buf) < relocGroupBytes {
+			if err := s.readForMove(keys[0], g); err != nil {
+				return err
+			}
+			keys = keys[1:]
+		}
+		if err := s.moveGroup(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readForMove reads piece key's record into g, checked, if the piece is
+// one to move (live, not bad, not moved before, in a mapping or a buffer).
+// A record that fails its check is left where it is, for the readers to
+// report and repair.
+func (s *Silo) readForMove(key blocks.Addr, g *relocGroup) error {
 	s.mu.RLock()
 	if err := s.checkOpen(); err != nil {
 		s.mu.RUnlock()
@@ -143,17 +184,34 @@ func (s *Silo) relocatePiece(key blocks.Addr, bp *[]byte) error {
 		s.mu.RUnlock()
 		return nil
 	}
-	buf, err := s.fetchRecord(seg, e.loc, (*bp)[:0]) // releases s.mu
-	*bp = buf[:0]
-	var h header
-	if err == nil {
-		err = checkFetched(seg, e.loc, buf, &h)
+	from := len(g.buf)
+	g.buf = append(g.buf, make([]byte, e.n)...)
+	payload := g.buf[from:]
+	if err := s.fetchSplit(seg, e.loc, nil, g.hb[:], payload, nil); err != nil { // releases s.mu
+		g.buf = g.buf[:from]
+		return nil
 	}
-	if err != nil || h.typ != recPiece || h.key != key {
-		return nil // left where it is, for the readers to report or repair
+	r := relocRec{key: key, l: e.loc, from: from}
+	r.pcrc = crc32c.Checksum(payload)
+	if decodeHeader(g.hb[:], &r.h) != nil || r.h.n != e.n || r.h.typ != recPiece || r.h.key != key ||
+		crc32c.Update(r.pcrc, g.hb[:76]) != r.h.crc {
+		g.buf = g.buf[:from]
+		return nil
 	}
 	if s.relocHook != nil {
 		s.relocHook(key)
+	}
+	g.recs = append(g.recs, r)
+	return nil
+}
+
+// moveGroup appends g's records to the active segment under one hold of
+// the silo's lock and points the index at the copies, each only if its
+// piece is still where it was read and has not been moved meanwhile (a
+// delete, a put after a delete, a compaction or a mark won the race).
+func (s *Silo) moveGroup(g *relocGroup) error {
+	if len(g.recs) == 0 {
+		return nil
 	}
 	s.waitFlightRoom()
 	s.mu.Lock()
@@ -161,24 +219,28 @@ func (s *Silo) relocatePiece(key blocks.Addr, bp *[]byte) error {
 	if err := s.checkOpen(); err != nil {
 		return err
 	}
-	cur, ok := s.index.get(key)
-	if !ok || cur.loc != e.loc || cur.bad || cur.moved {
-		return nil // deleted, put again, marked or moved meanwhile
+	for i := range g.recs {
+		r := &g.recs[i]
+		cur, ok := s.index.get(r.key)
+		if !ok || cur.loc != r.l || cur.bad || cur.moved {
+			continue
+		}
+		if s.resv.out {
+			return errors.New("the disk is full")
+		}
+		payload := g.buf[r.from : r.from+int(r.l.n)]
+		nseg, noff, err := s.appendLocked(&r.h, r.pcrc, payload, nil)
+		if err != nil {
+			return err
+		}
+		s.relocateLocked(r.l.seg, r.l.off, &r.h, loc{seg: nseg.id, off: noff, n: r.l.n})
+		cur, _ = s.index.get(r.key)
+		cur.moved = true
+		s.index.set(r.key, cur)
+		if old := s.segs[r.l.seg]; old != nil && old != s.active && float64(old.size-old.live) >= s.opts.CompactRatio*float64(old.size) {
+			s.kickCompactor()
+		}
+		s.relocated.Add(1)
 	}
-	if s.resv.out {
-		return errors.New("the disk is full")
-	}
-	nseg, noff, err := s.appendLocked(nil, 0, nil, buf)
-	if err != nil {
-		return err
-	}
-	s.relocateLocked(e.seg, e.off, &h, loc{seg: nseg.id, off: noff, n: h.n})
-	cur, _ = s.index.get(key)
-	cur.moved = true
-	s.index.set(key, cur)
-	if old := s.segs[e.seg]; old != nil && old != s.active && float64(old.size-old.live) >= s.opts.CompactRatio*float64(old.size) {
-		s.kickCompactor()
-	}
-	s.relocated.Add(1)
 	return nil
 }
