@@ -24,12 +24,7 @@ func benchKey(i uint64) blocks.Addr {
 
 func openBench(b *testing.B) *Silo {
 	b.Helper()
-	return openBenchOpts(b, Options{})
-}
-
-func openBenchOpts(b *testing.B, opts Options) *Silo {
-	b.Helper()
-	s, err := Open(context.Background(), b.TempDir(), opts)
+	s, err := Open(context.Background(), b.TempDir(), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

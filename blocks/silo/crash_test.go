@@ -28,8 +28,11 @@ const (
 func crashPieceSize(i int) int { return 4096 + i*131%5000 }
 
 func crashOptions(mode string) Options {
-	if mode == "compact" || mode == "relocate" {
+	switch mode {
+	case "compact":
 		return Options{SegmentSize: 32 << 10, CompactRatio: 0.3}
+	case "relocate":
+		return Options{SegmentSize: 32 << 10, CompactRatio: 0.3, Relocate: true}
 	}
 	return Options{SegmentSize: 256 << 10}
 }

@@ -43,7 +43,26 @@ import (
 // stretch can try again); copies stop while the disk's reserve is out
 // (the disk is full), and a failed copy ends its batch. Records whose
 // views were not taken (buffered, corrupt, bad) are not judged or moved.
-// Options.NoRelocate turns it off.
+//
+// The relocator reads a group of records (up to relocGroupRecs, or
+// relocGroupBytes) from the mappings, checks each with one CRC pass (whose
+// result the copy's checksum reuses), and appends the group under one hold
+// of the silo's lock.
+//
+// Why it is off by default (Options.Relocate, `cairn serve
+// --relocate-reads`), measured over NBD in the twenty-first session after
+// the fio suite's write history (a 1 GiB region filled, then about a
+// million random 4 KiB writes): once the pieces had moved, fio's 1 MiB
+// sequential reads ran at 3.6-4.1 GB/s against 2.7-3.4 without (2 s runs,
+// one after the other); but moving 1 GiB is a write of 1 GiB into fresh
+// page-cache pages (perf: 36% of the server's CPU in the kernel's copy
+// into them), which took the first two 2 s runs to 1.6-1.8 and 2.3-3.0
+// GB/s, and in benchnbd, whose read row starts right after random writes
+// each round, the row fell to 0.40x nbdkit (1.7-1.9 GB/s, p99 41-93 ms)
+// and the write row after it from 0.77x to 0.61x. A workload that reads
+// the same scattered data sequentially again and again (reports over a
+// database written at random) gains; one that reads it once pays a write
+// for nothing.
 const (
 	relocMinRecs = 32 // a view of fewer records is not judged
 	relocRun     = 8  // runs averaging fewer records than this are scattered

@@ -44,6 +44,47 @@ func TestScattered(t *testing.T) {
 	}
 }
 
+// TestNoRelocationByDefault: a silo opened without Options.Relocate moves
+// nothing, however scattered its reads.
+func TestNoRelocationByDefault(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, t.TempDir(), Options{})
+	defer s.Close()
+	const n = 256
+	keys := make([]blocks.Addr, n)
+	for _, i := range rand.New(rand.NewPCG(1, 2)).Perm(n) {
+		keys[i] = keyOf(i)
+		if err := s.PutPiece(ctx, keys[i], pieceData(i, 4096)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	views := make([][]byte, n)
+	release := s.ViewPieces(ctx, keys, views)
+	release()
+	if s.relocQ != nil || s.Stats().Relocated != 0 {
+		t.Fatalf("relocation ran: queue %v, %d moved", s.relocQ != nil, s.Stats().Relocated)
+	}
+	if !scatteredKeys(s, keys) {
+		t.Fatal("the pieces were not scattered: the test proves nothing")
+	}
+}
+
+// scatteredKeys reports whether the records of keys, in that order, are
+// scattered as ViewPieces judges it.
+func scatteredKeys(s *Silo, keys []blocks.Addr) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var recs []viewRec
+	for i, k := range keys {
+		e, _ := s.index.get(k)
+		recs = append(recs, viewRec{i: int32(i), seg: s.segs[e.seg], l: e.loc})
+	}
+	return scattered(recs)
+}
+
 // waitRelocated waits until the silo has moved at least n pieces.
 func waitRelocated(t *testing.T, s *Silo, n int64) {
 	t.Helper()
@@ -82,7 +123,7 @@ func waitRelocatorIdle(t *testing.T, s *Silo) {
 func TestReadRelocation(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := openT(t, dir, Options{SegmentSize: 1 << 20, CompactRatio: 1}) // only dead segments compact by themselves
+	s := openT(t, dir, Options{SegmentSize: 1 << 20, CompactRatio: 1, Relocate: true}) // only dead segments compact by themselves
 	const n = 512
 	for _, i := range rand.New(rand.NewPCG(1, 2)).Perm(n) {
 		if err := s.PutPiece(ctx, keyOf(i), pieceData(i, 4096)); err != nil {
@@ -148,7 +189,7 @@ func TestReadRelocation(t *testing.T) {
 	}
 	// Reopened (the segments mapped whole), the pieces are views in one
 	// run, which is not scattered: nothing moves again.
-	s = openT(t, dir, Options{SegmentSize: 1 << 20, CompactRatio: 1})
+	s = openT(t, dir, Options{SegmentSize: 1 << 20, CompactRatio: 1, Relocate: true})
 	defer s.Close()
 	if got := view(); got != n {
 		t.Errorf("%d views of %d relocated pieces after reopen", got, n)
@@ -184,7 +225,7 @@ func TestReadRelocation(t *testing.T) {
 func TestReadRelocationRaces(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	opts := Options{SegmentSize: 256 << 10, CompactRatio: 0.3}
+	opts := Options{SegmentSize: 256 << 10, CompactRatio: 0.3, Relocate: true}
 	s := openT(t, dir, opts)
 	const n = 1024
 	size := func(i int) int { return 1000 + i*37%3000 }

@@ -70,9 +70,10 @@ type Options struct {
 	// reserve.go). 0: half a segment and 8 MiB where the file system can
 	// fallocate, else none; negative: none.
 	Reserve int64
-	// NoRelocate turns read relocation off: pieces that large reads find
-	// scattered stay where they are (see relocate.go).
-	NoRelocate bool
+	// Relocate turns read relocation on: pieces that large reads find
+	// scattered are copied once into the order they were read (see
+	// relocate.go, which says why it is off by default).
+	Relocate bool
 }
 
 func (o *Options) setDefaults() error {
@@ -326,11 +327,11 @@ func Open(ctx context.Context, dir string, opts Options) (*Silo, error) {
 	go s.compactLoop(bg)
 	go s.spareLoop(bg)
 	s.relocDone = make(chan struct{})
-	if s.opts.NoRelocate {
-		close(s.relocDone)
-	} else {
+	if s.opts.Relocate {
 		s.relocQ = make(chan []blocks.Addr, relocQueue)
 		go s.relocLoop(bg)
+	} else {
+		close(s.relocDone)
 	}
 	s.kickCompactor()
 	s.kickSpare()

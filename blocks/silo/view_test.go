@@ -257,10 +257,11 @@ func TestViewsUnderCompactionChurn(t *testing.T) {
 // 512 MiB of pieces, larger than most caches: in the order they were
 // written (a sequential read of data written sequentially), and scattered
 // (each piece far from the one before, as after random overwrites). Read
-// relocation is off, or it would turn the second into the first.
+// relocation is off (the default), or it would turn the second into the
+// first.
 func BenchmarkViewPieces1M(b *testing.B) {
 	ctx := context.Background()
-	s := openBenchOpts(b, Options{NoRelocate: true})
+	s := openBench(b)
 	data := pieceData(1, 4096)
 	const per, total = 256, 131072
 	for i := range total {

@@ -46,6 +46,7 @@ func frontendFlags(nbdDefault string) []cli.Flag {
 		&cli.DurationFlag{Name: "gc-every", Value: time.Hour, Usage: "period of automatic garbage collection (a single node skips periods without writes; in a cluster one node runs it for all); 0 turns it off (cairn gc runs one now)"},
 		&cli.DurationFlag{Name: "nbd-busy-poll", Value: defaultBusyPoll, Usage: "how long an NBD connection with nothing in flight keeps polling its socket for the next request before it sleeps (cuts queue-depth-1 latency where waking a CPU is slow, as in VMs; costs up to that much CPU per request); 0 turns it off"},
 		&cli.StringFlag{Name: "nbd-loopback-cc", Value: defaultLoopbackCC, Usage: "TCP congestion control of NBD clients on this machine (a loopback address), reno when the kernel refuses it; \"\" keeps the system's default (clients elsewhere always do): a pacing one such as bbr cost local clients about a fifth of their 1 MiB read throughput on the development VM (see nbd/congestion.go)"},
+		&cli.BoolFlag{Name: "relocate-reads", Usage: "copy the blocks a large read finds scattered (as random writes leave them) into the order they were read, once each, so that later sequential reads of them stream; costs a write of what is read, while it runs (off by default: see blocks/silo/relocate.go)"},
 		&cli.StringFlag{Name: "write-cache", Usage: "memory for written data not yet pushed to storage, all volumes together (default: 1/16 of the memory this process may use, 64MiB to 2GiB); FLUSH pushes it"},
 	}
 }
@@ -169,6 +170,7 @@ func runNode(ctx context.Context, cmd *cli.Command, cfg node.Config, createDefau
 
 	dataDir := cmd.String("data")
 	cfg.DataDir, cfg.Logger, cfg.CheckpointEvery = dataDir, log, cmd.Duration("checkpoint-every")
+	cfg.RelocateReads = cmd.Bool("relocate-reads")
 	if cfg.GCEvery = cmd.Duration("gc-every"); cfg.GCEvery < 0 {
 		return usagef("--gc-every %v: want a period, or 0 for none", cfg.GCEvery)
 	}

@@ -47,6 +47,8 @@ type Config struct {
 	LeaseTTL        time.Duration
 	// SiloSegmentSize tunes the silo (0: default).
 	SiloSegmentSize int64
+	// RelocateReads turns the silo's read relocation on (silo.Options).
+	RelocateReads bool
 	// WriteCache bounds the written data all volumes hold in memory before
 	// pushing it (volume.Options.DirtyLimit; 0: its default).
 	WriteCache int64
@@ -142,7 +144,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 
-	n.silo, err = silo.Open(ctx, filepath.Join(cfg.DataDir, "silo"), silo.Options{SegmentSize: cfg.SiloSegmentSize, Logger: n.log.With("layer", "silo")})
+	n.silo, err = silo.Open(ctx, filepath.Join(cfg.DataDir, "silo"), silo.Options{SegmentSize: cfg.SiloSegmentSize, Relocate: cfg.RelocateReads, Logger: n.log.With("layer", "silo")})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
