@@ -88,7 +88,7 @@ func scattered(recs []viewRec) bool {
 // queueRelocation hands the keys of recs not yet moved to the relocator,
 // unless its queue is full. keys are ViewPieces' keys.
 func (s *Silo) queueRelocation(recs []viewRec, keys []blocks.Addr) {
-	if s.relocQ == nil || len(s.relocQ) >= cap(s.relocQ) {
+	if len(s.relocQ) >= cap(s.relocQ) {
 		return
 	}
 	n := 0

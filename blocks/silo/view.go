@@ -82,7 +82,7 @@ func (s *Silo) ViewPieces(ctx context.Context, keys []blocks.Addr, views [][]byt
 	}
 	s.mu.RUnlock()
 	ps.recs = recs
-	if scattered(recs) {
+	if s.relocQ != nil && scattered(recs) {
 		s.queueRelocation(recs, keys)
 	}
 	if prefetchViews {
