@@ -157,12 +157,11 @@ type relocGroup struct {
 }
 
 type relocRec struct {
-	key    blocks.Addr
-	l      loc
-	h      header
-	pcrc   uint32 // the payload's CRC-32C
-	from   int    // the payload is buf[from : from+l.n]
-	stored bool
+	key  blocks.Addr
+	l    loc
+	h    header
+	pcrc uint32 // the payload's CRC-32C
+	from int    // the payload is buf[from : from+l.n]
 }
 
 // relocateBatch moves the pieces under keys, group by group. It returns an
