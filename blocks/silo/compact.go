@@ -338,8 +338,8 @@ func (s *Silo) relocateLocked(seg, off uint32, h *header, nl loc) {
 func (s *Silo) markerLocked(l loc, sign int64) {
 	if sg := s.segs[l.seg]; sg != nil {
 		sg.live += sign * hdrSize
-		if sign < 0 && sg != s.active && float64(sg.size-sg.live) >= s.opts.CompactRatio*float64(sg.size) {
-			s.kickCompactor()
+		if sign < 0 {
+			s.kickIfDeadLocked(sg)
 		}
 	}
 }

@@ -255,8 +255,8 @@ func (s *Silo) moveGroup(g *relocGroup) error {
 		cur, _ = s.index.get(r.key)
 		cur.moved = true
 		s.index.set(r.key, cur)
-		if old := s.segs[r.l.seg]; old != nil && old != s.active && float64(old.size-old.live) >= s.opts.CompactRatio*float64(old.size) {
-			s.kickCompactor()
+		if old := s.segs[r.l.seg]; old != nil {
+			s.kickIfDeadLocked(old)
 		}
 		s.relocated.Add(1)
 	}

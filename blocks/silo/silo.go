@@ -642,11 +642,17 @@ func putBuf(bp *[]byte) {
 func (s *Silo) killLocked(l loc) {
 	if seg := s.segs[l.seg]; seg != nil {
 		seg.live -= l.size()
-		if seg != s.active && float64(seg.size-seg.live) >= s.opts.CompactRatio*float64(seg.size) {
-			s.kickCompactor()
-		}
+		s.kickIfDeadLocked(seg)
 	}
 	s.live -= int64(l.n)
+}
+
+// kickIfDeadLocked wakes the compactor when seg, sealed, has reached the
+// dead share that makes it worth rewriting (Options.CompactRatio).
+func (s *Silo) kickIfDeadLocked(seg *segment) {
+	if seg != s.active && float64(seg.size-seg.live) >= s.opts.CompactRatio*float64(seg.size) {
+		s.kickCompactor()
+	}
 }
 
 func (s *Silo) liveLocked(l loc) {
