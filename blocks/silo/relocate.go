@@ -12,8 +12,9 @@ import (
 // again, once, in the order they were read.
 //
 // The silo appends; it never places a record by what it holds. A volume
-// written at random (a database's pages, fio's 4 KiB random writes) ends
-// with each stretch of the disk's chunks spread over many segments, and a
+// written at random and flushed often (a database's pages, committed one
+// by one; between FLUSHes the volume pushes what it holds in chunk order)
+// ends with each stretch of the disk's chunks spread over many segments, and a
 // later sequential read of that stretch gathers its records from all over
 // the mappings: each record a fresh miss for its header, its payload and
 // its page-table entry, where records laid down in order are a stream the
@@ -41,8 +42,9 @@ import (
 // at most relocQueue calls' keys and a call that finds it full is not
 // queued (its records stay where they are, and a later read of the same
 // stretch can try again); copies stop while the disk's reserve is out
-// (the disk is full), and a failed copy ends its batch. Records whose
-// views were not taken (buffered, corrupt, bad) are not judged or moved.
+// (the disk is full), and a failed copy ends its batch. Records a view
+// cannot cover (buffered, marked bad, past the mapping) are not judged or
+// moved, and a record that fails its check is left where it is.
 //
 // The relocator reads a group of records (up to relocGroupRecs, or
 // relocGroupBytes) from the mappings, checks each with one CRC pass (whose
