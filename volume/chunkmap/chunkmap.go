@@ -769,9 +769,10 @@ func (m *Map) Flush(ctx context.Context) (blocks.Addr, error) {
 // it writes out is fixed, before any page is written: a Set that returns
 // before taken is called is in the returned root, one made after it is
 // not. taken runs without the map's lock held (it may call Get and Set),
-// exactly once, before any error FlushSnapshot can return. A caller that keeps the map's state in step with something
-// else (the volume's journal sequence) reads that state in taken, and can
-// let its writers go on from there while the pages are written.
+// exactly once, before any error FlushSnapshot can return. A caller that
+// keeps the map's state in step with something else (the volume's journal
+// sequence) reads that state in taken, and can let its writers go on from
+// there while the pages are written.
 func (m *Map) FlushSnapshot(ctx context.Context, taken func()) (blocks.Addr, error) {
 	m.flushMu.Lock()
 	defer m.flushMu.Unlock()
