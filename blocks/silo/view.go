@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"cairn/blocks"
+	"cairn/internal/crc32c"
 )
 
 var _ blocks.PieceViewer = (*Silo)(nil)
@@ -90,16 +91,72 @@ func (s *Silo) ViewPieces(ctx context.Context, keys []blocks.Addr, views [][]byt
 	}
 	// The checks run without the silo's lock: a checksum of a 1 MiB read
 	// takes tens of microseconds.
-	for _, r := range recs {
-		if p := checkView(r, keys[r.i]); p != nil {
-			views[r.i] = p
-		}
-	}
+	checkViews(recs, keys, views)
 	if len(ps.segs) == 0 {
 		ps.release()
 		return blocks.NoRelease
 	}
 	return ps.release
+}
+
+// checkViews sets views[r.i] to the piece of each record r of recs that
+// checks as GetPiece checks it (checkView), four records at a time: their
+// checksums are computed in one interleaved pass (crc32c.Update4), whose
+// cache misses overlap, where one record after another leaves few in
+// flight. Records of scattered places in the page cache, as a large read
+// after random writes finds them, are checked in about two thirds of the
+// time (BenchmarkViewPieces1M). A group with a fault on its mapping is
+// checked again record by record, so that only the record at fault is
+// left out.
+func checkViews(recs []viewRec, keys []blocks.Addr, views [][]byte) {
+	i := 0
+	for ; checkFour && i+4 <= len(recs); i += 4 {
+		g := (*[4]viewRec)(recs[i : i+4])
+		if !checkView4(g, keys, views) {
+			for _, r := range g {
+				views[r.i] = checkView(r, keys[r.i])
+			}
+		}
+	}
+	for _, r := range recs[i:] {
+		views[r.i] = checkView(r, keys[r.i])
+	}
+}
+
+// checkFour turns on checkViews' checks four at a time (a benchmark's
+// switch).
+var checkFour = true
+
+// checkView4 is checkView of four records, setting the views of those
+// that check. It returns false, having set none, when the mappings
+// faulted.
+func checkView4(g *[4]viewRec, keys []blocks.Addr, views [][]byte) (ok bool) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	var h [4]header
+	var good [4]bool
+	var crc [4]uint32
+	var payloads [4][]byte
+	for j, r := range g {
+		good[j] = decodeHeader(r.rec, &h[j]) == nil && h[j].n == r.l.n && len(r.rec) == hdrSize+int(h[j].n) &&
+			h[j].typ == recPiece && h[j].key == keys[r.i]
+		payloads[j] = r.rec[hdrSize:]
+	}
+	crc32c.Update4(&crc, &payloads)
+	var out [4][]byte
+	for j, r := range g {
+		if good[j] && crc32c.Update(crc[j], r.rec[:76]) == h[j].crc {
+			out[j] = payloads[j]
+		}
+	}
+	for j, r := range g {
+		views[r.i] = out[j]
+	}
+	return true
 }
 
 // checkView returns the piece of the record r in a mapping if it checks
@@ -210,7 +267,7 @@ func warmRecords(recs []viewRec) {
 	defer func() { _ = recover() }()
 	var acc byte
 	for i := range recs {
-		acc += recs[i].rec[0]
+		acc += recs[i].rec[0] + recs[i].rec[hdrSize-1]
 	}
 	warmSink.Add(uint32(acc))
 }

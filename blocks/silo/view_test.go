@@ -32,19 +32,31 @@ func TestViewPieces(t *testing.T) {
 	if err := s.DeletePiece(ctx, keyOf(7)); err != nil {
 		t.Fatal(err)
 	}
-	// Piece 9 rots on disk.
-	s.mu.RLock()
-	e, _ := s.index.get(keyOf(9))
-	name := s.segs[e.seg].name
-	s.mu.RUnlock()
-	f, err := os.OpenFile(name, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
+	// Pieces rot on disk: 9 in its payload, 22 in its last byte (which the
+	// four-at-a-time check leaves to its tail), 33 in its header.
+	rot := func(i int, at int64) {
+		t.Helper()
+		s.mu.RLock()
+		e, _ := s.index.get(keyOf(i))
+		name := s.segs[e.seg].name
+		s.mu.RUnlock()
+		f, err := os.OpenFile(name, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b := make([]byte, 1)
+		if _, err := f.ReadAt(b, int64(e.off)+at); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte{b[0] ^ 0x10}, int64(e.off)+at); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := f.WriteAt([]byte{0xff ^ pieceData(9, 4000)[100]}, int64(e.off)+hdrSize+100); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	rot(9, hdrSize+100)
+	rot(22, hdrSize+4000-1)
+	rot(33, 20)
+	bad := func(i int) bool { return i == 9 || i == 22 || i == 33 }
 	// One more piece stays in the write buffer (no sync).
 	if err := s.PutPiece(ctx, keyOf(n), pieceData(n, 4000)); err != nil {
 		t.Fatal(err)
@@ -54,21 +66,27 @@ func TestViewPieces(t *testing.T) {
 		keys = append(keys, keyOf(i))
 	}
 	keys = append(keys, keyOf(-1)) // never stored
-	views := make([][]byte, len(keys))
-	release := s.ViewPieces(ctx, keys, views)
-	for i := range n + 2 {
-		switch {
-		case i == 7 || i == 9 || i == n || i == n+1:
-			if views[i] != nil {
-				t.Errorf("piece %d: got a view, want none", i)
+	for _, four := range []bool{true, false} {
+		checkFour = four
+		views := make([][]byte, len(keys))
+		release := s.ViewPieces(ctx, keys, views)
+		for i := range n + 2 {
+			switch {
+			case i == 7 || bad(i) || i == n || i == n+1:
+				if views[i] != nil {
+					t.Errorf("checks four at a time %v: piece %d: got a view, want none", four, i)
+				}
+			case !bytes.Equal(views[i], pieceData(i, 4000)):
+				t.Errorf("checks four at a time %v: piece %d: view differs from the piece (%d bytes)", four, i, len(views[i]))
 			}
-		case !bytes.Equal(views[i], pieceData(i, 4000)):
-			t.Errorf("piece %d: view differs from the piece (%d bytes)", i, len(views[i]))
 		}
+		release()
 	}
-	release()
-	if _, err := s.GetPiece(ctx, keyOf(9)); !errors.Is(err, blocks.ErrCorrupt) {
-		t.Fatalf("rotten piece: %v, want ErrCorrupt", err)
+	checkFour = true
+	for _, i := range []int{9, 22, 33} {
+		if _, err := s.GetPiece(ctx, keyOf(i)); !errors.Is(err, blocks.ErrCorrupt) {
+			t.Fatalf("rotten piece %d: %v, want ErrCorrupt", i, err)
+		}
 	}
 	mustGet(t, s, keyOf(n), pieceData(n, 4000))
 	// Without views to release, nothing is pinned.
@@ -281,18 +299,30 @@ func BenchmarkViewPieces1M(b *testing.B) {
 		}
 		s.ViewPieces(ctx, keys, views)()
 	}
-	for _, c := range []struct {
+	type benchCase struct {
 		warm      bool
 		scattered bool
-	}{{true, false}, {false, false}, {true, true}, {false, true}, {true, false}, {false, false}, {true, true}, {false, true}} {
+		four      bool
+	}
+	var cases []benchCase
+	for range 2 {
+		for _, scattered := range []bool{false, true} {
+			cases = append(cases, benchCase{true, scattered, true}, benchCase{true, scattered, false}, benchCase{false, scattered, true})
+		}
+	}
+	for _, c := range cases {
 		warm := c.warm
 		order := "written"
 		if c.scattered {
 			order = "scattered"
 		}
-		b.Run(fmt.Sprintf("order=%s/prefetch=%v", order, warm), func(b *testing.B) {
-			prefetchViews = warm
-			defer func() { prefetchViews = true }()
+		checks := "one"
+		if c.four {
+			checks = "four"
+		}
+		b.Run(fmt.Sprintf("order=%s/prefetch=%v/checks=%s", order, warm, checks), func(b *testing.B) {
+			prefetchViews, checkFour = warm, c.four
+			defer func() { prefetchViews, checkFour = true, true }()
 			b.SetBytes(per * 4096)
 			b.ReportAllocs()
 			var k uint64

@@ -47,3 +47,34 @@ func Update(crc uint32, p []byte) uint32 {
 	}
 	return crc32.Update(crc, table, p)
 }
+
+// Update4 is Update of four inputs at once: crc[i] = Update(crc[i], p[i]).
+//
+// Checking many records that are not in the CPU's caches (a large read's,
+// scattered over the page cache) is bound by how many cache misses are in
+// flight, and one input read from start to end keeps few of them going:
+// each record starts a new stream the hardware prefetcher must find
+// again, in another page. Folding four inputs in one loop interleaves
+// their loads. Measured on the development VM (2 cores), 4,232-byte
+// records at random places: BenchmarkScattered (a 1 GiB heap buffer),
+// 213 µs per MiB one after another against 126-131 with Update4; in a
+// scratch benchmark over a mapped 1 GiB file, 126-136 against 89-97, and
+// merely loading one word of every line took 124-131 µs one record after
+// another, 106-108 two at a time, 85-93 four at a time and 82-89 eight
+// at a time, hence four.
+func Update4(crc *[4]uint32, p *[4][]byte) {
+	if haveFold {
+		n := min(len(p[0]), len(p[1]), len(p[2]), len(p[3])) &^ 15
+		if n >= foldMin {
+			st := [4]uint32{^crc[0], ^crc[1], ^crc[2], ^crc[3]}
+			fold4(&st, &p[0][0], &p[1][0], &p[2][0], &p[3][0], n)
+			for i := range 4 {
+				crc[i] = Update(^st[i], p[i][n:])
+			}
+			return
+		}
+	}
+	for i := range 4 {
+		crc[i] = Update(crc[i], p[i])
+	}
+}

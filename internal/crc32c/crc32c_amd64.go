@@ -17,3 +17,9 @@ const foldMin = 256
 //
 //go:noescape
 func fold(crc uint32, p []byte) uint32
+
+// fold4 is fold of four inputs of n bytes each at once: crc holds their
+// states before and after. n must be a multiple of 16 and at least 64.
+//
+//go:noescape
+func fold4(crc *[4]uint32, p0, p1, p2, p3 *byte, n int)

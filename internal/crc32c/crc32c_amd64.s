@@ -116,3 +116,162 @@ reduce:
 	VZEROUPPER
 	MOVL AX, ret+32(FP)
 	RET
+
+// LANES512 folds the four 128-bit lanes of Z1 into X1, leaving k3k4 in
+// X0 for the 16-byte folds after it. It uses X2 to X5.
+#define LANES512 \
+	VEXTRACTI32X4 $1, Z1, X2     \
+	VEXTRACTI32X4 $2, Z1, X3     \
+	VEXTRACTI32X4 $3, Z1, X4     \
+	VMOVDQU       k3k4<>(SB), X0 \
+	FOLD128(X2)                  \
+	FOLD128(X3)                  \
+	FOLD128(X4)
+
+// REDUCE128 reduces X1 (with k3k4 in X0) to the 32-bit CRC state in AX,
+// as fold's reduce does. It uses X0, X2 and X3.
+#define REDUCE128 \
+	VPCMPEQB      X3, X3, X3        \
+	VPSRLQ        $32, X3, X3       \
+	VPCLMULQDQ    $0x01, X1, X0, X2 \
+	VPSRLDQ       $8, X1, X1        \
+	VPXOR         X2, X1, X1        \
+	VPSRLDQ       $4, X1, X2        \
+	VPAND         X3, X1, X1        \
+	VMOVQ         k5<>(SB), X0      \
+	VPCLMULQDQ    $0x00, X0, X1, X1 \
+	VPXOR         X2, X1, X1        \
+	VMOVDQU       pmu<>(SB), X0     \
+	VPAND         X3, X1, X2        \
+	VPCLMULQDQ    $0x10, X0, X2, X2 \
+	VPAND         X3, X2, X2        \
+	VPCLMULQDQ    $0x00, X0, X2, X2 \
+	VPXOR         X1, X2, X2        \
+	VPEXTRD       $1, X2, AX
+
+// func fold4(crc *[4]uint32, p0, p1, p2, p3 *byte, n int)
+//
+// fold of four inputs of n bytes each (n a multiple of 16, at least 64)
+// in one loop, the states in and out through crc. The loads of the four
+// inputs interleave, so that their cache misses overlap (see Update4).
+TEXT ·fold4(SB), NOSPLIT, $0-48
+	MOVQ crc+0(FP), DX
+	MOVQ p0+8(FP), SI
+	MOVQ p1+16(FP), DI
+	MOVQ p2+24(FP), R8
+	MOVQ p3+32(FP), R9
+	MOVQ n+40(FP), CX
+
+	// Z21 to Z24: the first 64 bytes of each input with its state XORed
+	// into the lowest 32 bits.
+	VMOVD     0(DX), X10
+	VMOVDQU64 (SI), Z21
+	VPXORQ    Z10, Z21, Z21
+	VMOVD     4(DX), X10
+	VMOVDQU64 (DI), Z22
+	VPXORQ    Z10, Z22, Z22
+	VMOVD     8(DX), X10
+	VMOVDQU64 (R8), Z23
+	VPXORQ    Z10, Z23, Z23
+	VMOVD     12(DX), X10
+	VMOVDQU64 (R9), Z24
+	VPXORQ    Z10, Z24, Z24
+	ADDQ      $64, SI
+	ADDQ      $64, DI
+	ADDQ      $64, R8
+	ADDQ      $64, R9
+	SUBQ      $64, CX
+	VBROADCASTI32X4 k1k2<>(SB), Z20
+
+	PCALIGN $16
+loop4:
+	CMPQ       CX, $64
+	JB         tails
+	VMOVDQU64  (SI), Z11
+	VMOVDQU64  (DI), Z12
+	VMOVDQU64  (R8), Z13
+	VMOVDQU64  (R9), Z14
+	VPCLMULQDQ $0x11, Z20, Z21, Z15
+	VPCLMULQDQ $0x00, Z20, Z21, Z21
+	VPCLMULQDQ $0x11, Z20, Z22, Z16
+	VPCLMULQDQ $0x00, Z20, Z22, Z22
+	VPCLMULQDQ $0x11, Z20, Z23, Z17
+	VPCLMULQDQ $0x00, Z20, Z23, Z23
+	VPCLMULQDQ $0x11, Z20, Z24, Z18
+	VPCLMULQDQ $0x00, Z20, Z24, Z24
+	VPTERNLOGD $0x96, Z11, Z15, Z21
+	VPTERNLOGD $0x96, Z12, Z16, Z22
+	VPTERNLOGD $0x96, Z13, Z17, Z23
+	VPTERNLOGD $0x96, Z14, Z18, Z24
+	ADDQ       $64, SI
+	ADDQ       $64, DI
+	ADDQ       $64, R8
+	ADDQ       $64, R9
+	SUBQ       $64, CX
+	JMP        loop4
+
+tails:
+	// Each input in turn: its lanes into X1, its remaining 16-byte
+	// blocks (CX bytes, the same for all), the reduction.
+	VMOVDQA64 Z21, Z1
+	LANES512
+	MOVQ      CX, BX
+rem16_0:
+	CMPQ    BX, $16
+	JB      red_0
+	VMOVDQU (SI), X2
+	FOLD128(X2)
+	ADDQ    $16, SI
+	SUBQ    $16, BX
+	JMP     rem16_0
+red_0:
+	REDUCE128
+	MOVL    AX, 0(DX)
+
+	VMOVDQA64 Z22, Z1
+	LANES512
+	MOVQ      CX, BX
+rem16_1:
+	CMPQ    BX, $16
+	JB      red_1
+	VMOVDQU (DI), X2
+	FOLD128(X2)
+	ADDQ    $16, DI
+	SUBQ    $16, BX
+	JMP     rem16_1
+red_1:
+	REDUCE128
+	MOVL    AX, 4(DX)
+
+	VMOVDQA64 Z23, Z1
+	LANES512
+	MOVQ      CX, BX
+rem16_2:
+	CMPQ    BX, $16
+	JB      red_2
+	VMOVDQU (R8), X2
+	FOLD128(X2)
+	ADDQ    $16, R8
+	SUBQ    $16, BX
+	JMP     rem16_2
+red_2:
+	REDUCE128
+	MOVL    AX, 8(DX)
+
+	VMOVDQA64 Z24, Z1
+	LANES512
+	MOVQ      CX, BX
+rem16_3:
+	CMPQ    BX, $16
+	JB      red_3
+	VMOVDQU (R9), X2
+	FOLD128(X2)
+	ADDQ    $16, R9
+	SUBQ    $16, BX
+	JMP     rem16_3
+red_3:
+	REDUCE128
+	MOVL    AX, 12(DX)
+
+	VZEROUPPER
+	RET

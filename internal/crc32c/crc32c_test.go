@@ -75,3 +75,73 @@ func FuzzUpdate(f *testing.F) {
 		}
 	})
 }
+
+// TestUpdate4 checks Update4 against Update on inputs of equal and of
+// different lengths (the fold takes their common multiple of 64 bytes,
+// Update the rest), from distinct initial values.
+func TestUpdate4(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	buf := make([]byte, 40000)
+	for i := range buf {
+		buf[i] = byte(rng.Uint32())
+	}
+	lengths := []int{0, 1, 63, 64, 128, 255, 256, 257, 320, 4096, 4152, 4232, 9000}
+	for range 200 {
+		lengths = append(lengths, rng.IntN(9000))
+	}
+	for _, n := range lengths {
+		for _, same := range []bool{true, false} {
+			var p [4][]byte
+			var crc, want [4]uint32
+			for i := range 4 {
+				m := n
+				if !same {
+					m = max(0, n-rng.IntN(300))
+				}
+				off := rng.IntN(len(buf) - m)
+				p[i] = buf[off : off+m]
+				crc[i] = rng.Uint32()
+				want[i] = Update(crc[i], p[i])
+			}
+			Update4(&crc, &p)
+			if crc != want {
+				t.Fatalf("Update4 of lengths %d %d %d %d: %#x, Update says %#x", len(p[0]), len(p[1]), len(p[2]), len(p[3]), crc, want)
+			}
+		}
+	}
+}
+
+// TestFold4EveryLength runs fold4 itself on every length it accepts up to
+// 2 KiB, each of the four inputs with its own content and initial state,
+// against hash/crc32.
+func TestFold4EveryLength(t *testing.T) {
+	if !haveFold {
+		t.Skip("no AVX-512 VPCLMULQDQ on this machine") // TestUpdate4 still runs
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for n := 64; n <= 2048; n += 16 {
+		var p [4][]byte
+		var st, want [4]uint32
+		for i := range 4 {
+			p[i] = make([]byte, n)
+			switch i {
+			case 0: // zeros
+			case 1:
+				p[i][rng.IntN(n)] = 1 << rng.IntN(8)
+			default:
+				for j := range p[i] {
+					p[i][j] = byte(rng.Uint32())
+				}
+			}
+			init := rng.Uint32()
+			want[i] = crc32.Update(init, table, p[i])
+			st[i] = ^init
+		}
+		fold4(&st, &p[0][0], &p[1][0], &p[2][0], &p[3][0], n)
+		for i := range 4 {
+			if got := ^st[i]; got != want[i] {
+				t.Fatalf("fold4 of %d bytes, input %d: %#x, hash/crc32 says %#x", n, i, got, want[i])
+			}
+		}
+	}
+}
