@@ -290,6 +290,25 @@ func (s *Silo) splitBufferedLocked(seg *segment, l loc, a, b, c []byte) bool {
 	return false
 }
 
+// mayBufferLocked reports whether some record of seg may still be in a
+// write buffer or a flight rather than in its file. With the silo's lock
+// held (read or write) no flight starts (fly1Locked needs the write lock)
+// and the active segment stays the active one, so false holds until the
+// lock is released: the records of seg can be read from its file.
+func (s *Silo) mayBufferLocked(seg *segment) bool {
+	if seg == s.active && len(s.wbuf) > 0 {
+		return true
+	}
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	for _, fl := range s.flights {
+		if fl.seg == seg {
+			return true
+		}
+	}
+	return false
+}
+
 // within reports whether buf, which holds the segment's bytes from offset
 // start, holds all of the record at l, and copies it into a, b and c as
 // splitBufferedLocked does if so (all nil: it only reports).

@@ -49,31 +49,45 @@ func (s *Silo) ViewPieces(ctx context.Context, keys []blocks.Addr, views [][]byt
 	if prefetchViews {
 		warmSlots(s.index, keys)
 	}
-	var last *segment
-	var lastMap []byte
+	// The segments met so far (up to eight, then replaced in turn): a
+	// scattered read alternates between a few segments (the pushes that
+	// wrote its chunks), and each is looked up, asked whether it holds
+	// records not yet written to its file (a lock), mapped and pinned
+	// once per call rather than at every switch.
+	var met [8]segView
+	nmet, evict := 0, 0
+	var sv *segView
 	for i, k := range keys {
 		e, ok := s.index.get(k)
 		if !ok || e.bad {
 			continue
 		}
-		seg := last // a run of records mostly shares its segment: no map lookup
-		if seg == nil || seg.id != e.seg {
-			seg = s.segs[e.seg]
-		}
-		if seg == nil || s.copyBufferedLocked(seg, e.loc, nil) {
-			continue
-		}
-		if seg != last {
-			// Map (at the first read) and pin the segment under its
-			// read lock, once per segment of the call.
-			seg.mu.RLock()
-			m := s.mapping(seg, seg.alloc)
-			if m != nil {
-				pin(seg)
-				ps.segs = append(ps.segs, seg)
+		if sv == nil || sv.seg.id != e.seg {
+			sv = nil
+			for j := range nmet {
+				if met[j].seg.id == e.seg {
+					sv = &met[j]
+					break
+				}
 			}
-			seg.mu.RUnlock()
-			last, lastMap = seg, m
+			if sv == nil {
+				seg := s.segs[e.seg]
+				if seg == nil {
+					continue
+				}
+				if nmet < len(met) {
+					sv = &met[nmet]
+					nmet++
+				} else {
+					sv = &met[evict%len(met)]
+					evict++
+				}
+				*sv = s.viewSegLocked(seg, ps)
+			}
+		}
+		seg, lastMap := sv.seg, sv.m
+		if sv.buffered && s.copyBufferedLocked(seg, e.loc, nil) {
+			continue
 		}
 		end := int64(e.off) + e.size()
 		if end > int64(len(lastMap)) {
@@ -97,6 +111,29 @@ func (s *Silo) ViewPieces(ctx context.Context, keys []blocks.Addr, views [][]byt
 		return blocks.NoRelease
 	}
 	return ps.release
+}
+
+// segView is a segment as ViewPieces reads it: its mapping (nil if it
+// could not be mapped) and whether records of it may still be buffered.
+type segView struct {
+	seg      *segment
+	m        []byte
+	buffered bool
+}
+
+// viewSegLocked maps seg (at its first read) and pins it into ps, under
+// its read lock, and asks whether it may hold buffered records (see
+// mayBufferLocked). The caller holds the silo's lock.
+func (s *Silo) viewSegLocked(seg *segment, ps *pinSet) segView {
+	sv := segView{seg: seg, buffered: s.mayBufferLocked(seg)}
+	seg.mu.RLock()
+	sv.m = s.mapping(seg, seg.alloc)
+	if sv.m != nil {
+		pin(seg)
+		ps.segs = append(ps.segs, seg)
+	}
+	seg.mu.RUnlock()
+	return sv
 }
 
 // checkViews sets views[r.i] to the piece of each record r of recs that

@@ -417,3 +417,48 @@ func TestViewsOfAShrunkFile(t *testing.T) {
 		t.Fatalf("piece past the cut: %v, want EIO", err)
 	}
 }
+
+// TestViewsAcrossManySegments: one ViewPieces call whose pieces alternate
+// between more segments than it keeps track of at once (it replaces them
+// in turn) gets every view right, and leaves no pin after its release.
+func TestViewsAcrossManySegments(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, t.TempDir(), Options{SegmentSize: 64 << 10})
+	const n = 400 // 15 pieces a segment: about 27 segments
+	for i := range n {
+		if err := s.PutPiece(ctx, keyOf(i), pieceData(i, 4000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Visit piece j of every segment before piece j+1 of any: each key
+	// is in another segment than the one before it.
+	var keys []blocks.Addr
+	var want []int
+	for j := range 15 {
+		for i := j; i < n; i += 15 {
+			keys = append(keys, keyOf(i))
+			want = append(want, i)
+		}
+	}
+	views := make([][]byte, len(keys))
+	release := s.ViewPieces(ctx, keys, views)
+	for x, i := range want {
+		if !bytes.Equal(views[x], pieceData(i, 4000)) {
+			t.Errorf("piece %d: view differs from the piece (%d bytes)", i, len(views[x]))
+		}
+	}
+	release()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(s.segs) < 20 {
+		t.Fatalf("only %d segments: the test needs more than eight", len(s.segs))
+	}
+	for _, seg := range s.segs {
+		if p := seg.mm.pins.Load(); p != 0 {
+			t.Errorf("segment %s: %d pins after release", seg.name, p)
+		}
+	}
+}
