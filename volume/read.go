@@ -6,6 +6,7 @@ import (
 	"math"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -348,6 +349,8 @@ type vecGroup struct {
 	at      []int         // stored chunks' entries in vec
 	parts   []chunkPart   // stored chunks (p unused)
 	views   [][]byte      // ViewMany's answer (scratch)
+	dirty   [][]byte      // per chunk: its copy if dirty, dirtyHole, or nil (scratch)
+	mapped  []blocks.Addr // per chunk: its address in the map (scratch)
 	// releases give back the views in vec (blocks.Viewer), once fn is done.
 	releases []func()
 }
@@ -370,6 +373,8 @@ func (r *vecRead) release(v *volumeImpl) {
 		clear(g.vec)
 		g.vec = g.vec[:0]
 		g.addrs, g.at, g.parts = g.addrs[:0], g.at[:0], g.parts[:0]
+		clear(g.dirty)
+		g.dirty, g.mapped = g.dirty[:0], g.mapped[:0]
 		if cap(g.scratch) > maxKeptScratch {
 			g.scratch = nil
 		}
@@ -385,6 +390,10 @@ const maxKeptScratch = 256 << 10
 
 // zeroes backs the slices of holes in a ReadVec (never written).
 var zeroes [64 << 10]byte
+
+// dirtyHole marks, in vecGroup.dirty, a dirty chunk that is a hole (told
+// apart from a copy by its address).
+var dirtyHole = make([]byte, 1)
 
 // gatherChunks appends to g the slices of chunks [from, to) of the read
 // of [off, off+n): dirty chunks copied (their data may change once v.mu is
@@ -405,28 +414,52 @@ func (v *volumeImpl) gatherChunks(ctx context.Context, off int64, n int, from, t
 		g.scratch = g.scratch[:len(g.scratch)+int(k)]
 		return s
 	}
+	// First the dirty chunks, copied under one hold of v.mu (their data
+	// may change once it is released); then the map's addresses of the
+	// whole run, in one call: a chunk found clean here was pushed, and
+	// its address set in the map, before it was, so the map gives this
+	// write's address or a later one. Both locks are taken once per run,
+	// not per chunk: under 1 MiB reads at depth 8 over NBD, the cache
+	// lines of the two locks passing between the cores' readers were a
+	// third of this function's own time.
+	k := int(to - from)
+	g.dirty = slices.Grow(g.dirty[:0], k)[:k]
+	v.mu.Lock()
+	if v.dirty.len() > 0 {
+		for chunk := from; chunk < to; chunk++ {
+			d, ok := v.dirty.get(uint64(chunk))
+			if !ok {
+				continue
+			}
+			if d.data == nil {
+				g.dirty[chunk-from] = dirtyHole
+				continue
+			}
+			lo := max(chunk*v.bs, off)
+			hi := min((chunk+1)*v.bs, off+int64(n))
+			p := take(hi - lo)
+			copy(p, d.data[lo-chunk*v.bs:])
+			g.dirty[chunk-from] = p
+		}
+	}
+	v.mu.Unlock()
+	g.mapped = slices.Grow(g.mapped[:0], k)[:k]
+	if err := v.m.GetRange(ctx, uint64(from), g.mapped); err != nil {
+		return fmt.Errorf("volume %q: read chunks %d to %d: %w", v.name, from, to-1, err)
+	}
 	for chunk := from; chunk < to; chunk++ {
 		lo := max(chunk*v.bs, off)
 		hi := min((chunk+1)*v.bs, off+int64(n))
 		in := lo - chunk*v.bs
-		v.mu.Lock()
-		if d, ok := v.dirty.get(uint64(chunk)); ok {
-			if d.data == nil {
-				v.mu.Unlock()
-				g.appendZeroes(hi - lo)
-				continue
-			}
-			p := take(hi - lo)
-			copy(p, d.data[in:])
-			v.mu.Unlock()
-			g.vec = append(g.vec, p)
+		switch d := g.dirty[chunk-from]; {
+		case d != nil && &d[0] == &dirtyHole[0]:
+			g.appendZeroes(hi - lo)
+			continue
+		case d != nil:
+			g.vec = append(g.vec, d)
 			continue
 		}
-		v.mu.Unlock()
-		a, err := v.m.Get(ctx, uint64(chunk))
-		if err != nil {
-			return fmt.Errorf("volume %q: read chunk %d: %w", v.name, chunk, err)
-		}
+		a := g.mapped[chunk-from]
 		if a.IsZero() {
 			g.appendZeroes(hi - lo)
 			continue
@@ -436,6 +469,7 @@ func (v *volumeImpl) gatherChunks(ctx context.Context, off int64, n int, from, t
 		g.addrs = append(g.addrs, a)
 		g.parts = append(g.parts, chunkPart{chunk: uint64(chunk), in: in})
 	}
+	clear(g.dirty)
 	if len(g.addrs) == 0 {
 		return nil
 	}

@@ -296,6 +296,49 @@ func (m *Map) Get(ctx context.Context, chunk uint64) (blocks.Addr, error) {
 	return m.getSlow(ctx, chunk)
 }
 
+// GetRange sets out[i] to the address of chunk from+i, as Get would, for
+// every i: the run of chunks a large read covers, with the map's lock
+// taken once for each stretch of leaves in memory rather than per chunk
+// (under 1 MiB reads at depth 8 over NBD, the lock's cache line passing
+// between the cores' readers was a third of the volume's own gather
+// time). Errors are Get's.
+func (m *Map) GetRange(ctx context.Context, from uint64, out []blocks.Addr) error {
+	i := 0
+	for i < len(out) {
+		m.mu.Lock()
+		for i < len(out) {
+			chunk := from + uint64(i)
+			if chunk >= m.n {
+				break
+			}
+			idx, slot := m.split(chunk)
+			s := m.leafSlot(idx)
+			if s.p == nil {
+				break
+			}
+			k := copy(out[i:min(len(out), i+int(m.n-chunk))], unsafe.Slice(s.ent, m.e)[slot:])
+			m.hits += uint64(k)
+			if !s.p.ref {
+				s.p.ref = true
+			}
+			i += k
+		}
+		if i == len(out) {
+			m.mu.Unlock()
+			return nil
+		}
+		// A chunk out of range, or whose leaf is not in memory: Get's
+		// slow path, which reads the leaf (or fails); then on.
+		a, err := m.getSlow(ctx, from+uint64(i))
+		if err != nil {
+			return err
+		}
+		out[i] = a
+		i++
+	}
+	return nil
+}
+
 // getSlow is Get for a chunk out of range or whose leaf is not in memory.
 // It is called with m.mu held and releases it.
 func (m *Map) getSlow(ctx context.Context, chunk uint64) (blocks.Addr, error) {

@@ -160,6 +160,24 @@ func TestModel(t *testing.T) {
 				if !slices.Equal(got, exp) {
 					t.Fatalf("seed %d step %d: Range(%d, %d) = %v, want %v", seed, step, from, to, got, exp)
 				}
+			case op < 91: // GetRange over a random window, sometimes past the end
+				from := rng.Uint64N(n + 3)
+				out := make([]blocks.Addr, rng.IntN(int(n)+10))
+				err := m.GetRange(ctx, from, out)
+				if from+uint64(len(out)) > n {
+					if len(out) > 0 && !errors.Is(err, ErrRange) {
+						t.Fatalf("seed %d step %d: GetRange(%d, %d) of %d chunks: %v, want ErrRange", seed, step, from, len(out), n, err)
+					}
+					break
+				}
+				if err != nil {
+					t.Fatalf("seed %d step %d: GetRange(%d, %d): %v", seed, step, from, len(out), err)
+				}
+				for i, a := range out {
+					if c := from + uint64(i); a != want[c] {
+						t.Fatalf("seed %d step %d: GetRange(%d, %d) chunk %d = %x, want %x", seed, step, from, len(out), c, a[:16], want[c])
+					}
+				}
 			default: // Flush, then maybe reload from the root
 				root, err := m.Flush(ctx)
 				if err != nil {
