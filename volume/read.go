@@ -115,14 +115,35 @@ func (v *volumeImpl) readChunks(ctx context.Context, p []byte, off, from, to int
 		}
 		return nil
 	}
-	stored := parts[:0]
-	addrs := make([]blocks.Addr, 0, len(parts))
-	for _, pt := range parts {
-		a, ok, err := v.locate(ctx, pt.chunk, pt.p, pt.in)
-		if err != nil {
-			return err
+	// Dirty chunks under one hold of v.mu, then the map's addresses of
+	// the rest in one call, in that order (see gatherChunks).
+	dirty := make([]bool, len(parts))
+	v.mu.Lock()
+	if v.dirty.len() > 0 {
+		for j, pt := range parts {
+			if d, ok := v.dirty.get(pt.chunk); ok {
+				if d.data == nil {
+					clear(pt.p)
+				} else {
+					copy(pt.p, d.data[pt.in:])
+				}
+				dirty[j] = true
+			}
 		}
-		if ok {
+	}
+	v.mu.Unlock()
+	mapped := make([]blocks.Addr, len(parts))
+	if err := v.m.GetRange(ctx, uint64(from), mapped); err != nil {
+		return fmt.Errorf("volume %q: read chunks %d to %d: %w", v.name, from, to-1, err)
+	}
+	stored := parts[:0]
+	addrs := mapped[:0]
+	for j, pt := range parts {
+		switch a := mapped[j]; {
+		case dirty[j]:
+		case a.IsZero():
+			clear(pt.p)
+		default:
 			stored = append(stored, pt)
 			addrs = append(addrs, a)
 		}
