@@ -33,6 +33,41 @@ GLOBL pmu<>(SB), RODATA|NOPTR, $16
 	VPXOR      X5, X1, X1        \
 	VPXOR      next, X1, X1
 
+// LANES512 folds the four 128-bit lanes of Z1 into X1, leaving k3k4 in
+// X0 for the 16-byte folds after it. It uses X2 to X5.
+#define LANES512 \
+	VEXTRACTI32X4 $1, Z1, X2     \
+	VEXTRACTI32X4 $2, Z1, X3     \
+	VEXTRACTI32X4 $3, Z1, X4     \
+	VMOVDQU       k3k4<>(SB), X0 \
+	FOLD128(X2)                  \
+	FOLD128(X3)                  \
+	FOLD128(X4)
+
+// REDUCE128 reduces X1 (with k3k4 in X0) to the 32-bit CRC state in AX.
+// With X3 holding the low 32 bits of each quadword: 128 bits to 96 (the
+// low quadword times k4, onto the high one), 96 to 64 (the low 32 bits
+// times k5, onto the rest), then Barrett: R ^ ((R mod x^32) * mu mod
+// x^32) * P, whose bits 32 to 63 are the CRC. It uses X0, X2 and X3.
+#define REDUCE128 \
+	VPCMPEQB      X3, X3, X3        \
+	VPSRLQ        $32, X3, X3       \
+	VPCLMULQDQ    $0x01, X1, X0, X2 \
+	VPSRLDQ       $8, X1, X1        \
+	VPXOR         X2, X1, X1        \
+	VPSRLDQ       $4, X1, X2        \
+	VPAND         X3, X1, X1        \
+	VMOVQ         k5<>(SB), X0      \
+	VPCLMULQDQ    $0x00, X0, X1, X1 \
+	VPXOR         X2, X1, X1        \
+	VMOVDQU       pmu<>(SB), X0     \
+	VPAND         X3, X1, X2        \
+	VPCLMULQDQ    $0x10, X0, X2, X2 \
+	VPAND         X3, X2, X2        \
+	VPCLMULQDQ    $0x00, X0, X2, X2 \
+	VPXOR         X1, X2, X2        \
+	VPEXTRD       $1, X2, AX
+
 // func fold(crc uint32, p []byte) uint32
 //
 // Operand order is Go's: VPCLMULQDQ $imm, b, a, dst multiplies quadword
@@ -67,14 +102,7 @@ loop64:
 
 lanes:
 	// The four lanes into X1: each folded 128 bits onto the next.
-	VEXTRACTI32X4 $1, Z1, X2
-	VEXTRACTI32X4 $2, Z1, X3
-	VEXTRACTI32X4 $3, Z1, X4
-	VMOVDQU       k3k4<>(SB), X0
-
-	FOLD128(X2)
-	FOLD128(X3)
-	FOLD128(X4)
+	LANES512
 
 	// The remaining 16-byte blocks, one fold each.
 rem16:
@@ -87,67 +115,13 @@ rem16:
 	JMP        rem16
 
 reduce:
-	// X3: the low 32 bits of each quadword.
-	VPCMPEQB X3, X3, X3
-	VPSRLQ   $32, X3, X3
-
-	// 128 bits to 96: the low quadword times k4, onto the high one.
-	VPCLMULQDQ $0x01, X1, X0, X2
-	VPSRLDQ    $8, X1, X1
-	VPXOR      X2, X1, X1
-
-	// 96 bits to 64: the low 32 bits times k5, onto the rest.
-	VPSRLDQ    $4, X1, X2
-	VPAND      X3, X1, X1
-	VMOVQ      k5<>(SB), X0
-	VPCLMULQDQ $0x00, X0, X1, X1
-	VPXOR      X2, X1, X1
-
-	// Barrett: R ^ ((R mod x^32) * mu mod x^32) * P; the CRC is bits
-	// 32 to 63 of that.
-	VMOVDQU    pmu<>(SB), X0
-	VPAND      X3, X1, X2
-	VPCLMULQDQ $0x10, X0, X2, X2
-	VPAND      X3, X2, X2
-	VPCLMULQDQ $0x00, X0, X2, X2
-	VPXOR      X1, X2, X2
-	VPEXTRD    $1, X2, AX
+	// 128 bits to 96, to 64, then Barrett to the 32-bit CRC (see
+	// REDUCE128).
+	REDUCE128
 
 	VZEROUPPER
 	MOVL AX, ret+32(FP)
 	RET
-
-// LANES512 folds the four 128-bit lanes of Z1 into X1, leaving k3k4 in
-// X0 for the 16-byte folds after it. It uses X2 to X5.
-#define LANES512 \
-	VEXTRACTI32X4 $1, Z1, X2     \
-	VEXTRACTI32X4 $2, Z1, X3     \
-	VEXTRACTI32X4 $3, Z1, X4     \
-	VMOVDQU       k3k4<>(SB), X0 \
-	FOLD128(X2)                  \
-	FOLD128(X3)                  \
-	FOLD128(X4)
-
-// REDUCE128 reduces X1 (with k3k4 in X0) to the 32-bit CRC state in AX,
-// as fold's reduce does. It uses X0, X2 and X3.
-#define REDUCE128 \
-	VPCMPEQB      X3, X3, X3        \
-	VPSRLQ        $32, X3, X3       \
-	VPCLMULQDQ    $0x01, X1, X0, X2 \
-	VPSRLDQ       $8, X1, X1        \
-	VPXOR         X2, X1, X1        \
-	VPSRLDQ       $4, X1, X2        \
-	VPAND         X3, X1, X1        \
-	VMOVQ         k5<>(SB), X0      \
-	VPCLMULQDQ    $0x00, X0, X1, X1 \
-	VPXOR         X2, X1, X1        \
-	VMOVDQU       pmu<>(SB), X0     \
-	VPAND         X3, X1, X2        \
-	VPCLMULQDQ    $0x10, X0, X2, X2 \
-	VPAND         X3, X2, X2        \
-	VPCLMULQDQ    $0x00, X0, X2, X2 \
-	VPXOR         X1, X2, X2        \
-	VPEXTRD       $1, X2, AX
 
 // func fold4(crc *[4]uint32, p0, p1, p2, p3 *byte, n int)
 //
