@@ -105,6 +105,16 @@ func Binary(t testing.TB) string {
 	return binPath
 }
 
+// RemoveBinary removes what Binary built, if it built anything (each
+// `go test` of a package using it would otherwise leave a 44 MiB
+// directory in the temporary directory). Call it from TestMain after
+// m.Run, once no test runs the binary any more.
+func RemoveBinary() {
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+}
+
 func moduleRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
