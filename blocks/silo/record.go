@@ -123,8 +123,14 @@ func checkRecord(rec []byte, h *header) bool {
 	if len(rec) != hdrSize+int(h.n) {
 		return false
 	}
-	c := crc32c.Checksum(rec[hdrSize:])
-	return crc32c.Update(c, rec[:76]) == h.crc
+	return recordCRC(crc32c.Checksum(rec[hdrSize:]), rec) == h.crc
+}
+
+// recordCRC returns the record checksum of rec (a whole record) given
+// the CRC-32C of its payload: the payload's, continued over the header up
+// to the checksum field.
+func recordCRC(payload uint32, rec []byte) uint32 {
+	return crc32c.Update(payload, rec[:76])
 }
 
 // isDrop reports whether a trim header drops the whole log.

@@ -85,15 +85,14 @@ func (s *Silo) ViewPieces(ctx context.Context, keys []blocks.Addr, views [][]byt
 				*sv = s.viewSegLocked(seg, ps)
 			}
 		}
-		seg, lastMap := sv.seg, sv.m
-		if sv.buffered && s.copyBufferedLocked(seg, e.loc, nil) {
+		if sv.buffered && s.copyBufferedLocked(sv.seg, e.loc, nil) {
 			continue
 		}
 		end := int64(e.off) + e.size()
-		if end > int64(len(lastMap)) {
+		if end > int64(len(sv.m)) {
 			continue
 		}
-		recs = append(recs, viewRec{i: int32(i), seg: seg, l: e.loc, rec: lastMap[e.off:end], moved: e.moved})
+		recs = append(recs, viewRec{i: int32(i), seg: sv.seg, l: e.loc, rec: sv.m[e.off:end], moved: e.moved})
 	}
 	s.mu.RUnlock()
 	ps.recs = recs
@@ -179,14 +178,13 @@ func checkView4(g *[4]viewRec, keys []blocks.Addr, views [][]byte) (ok bool) {
 	var crc [4]uint32
 	var payloads [4][]byte
 	for j, r := range g {
-		good[j] = decodeHeader(r.rec, &h[j]) == nil && h[j].n == r.l.n && len(r.rec) == hdrSize+int(h[j].n) &&
-			h[j].typ == recPiece && h[j].key == keys[r.i]
+		good[j] = viewHeader(r, keys[r.i], &h[j])
 		payloads[j] = r.rec[hdrSize:]
 	}
 	crc32c.Update4(&crc, &payloads)
 	var out [4][]byte
 	for j, r := range g {
-		if good[j] && crc32c.Update(crc[j], r.rec[:76]) == h[j].crc {
+		if good[j] && recordCRC(crc[j], r.rec) == h[j].crc {
 			out[j] = payloads[j]
 		}
 	}
@@ -206,10 +204,19 @@ func checkView(r viewRec, key blocks.Addr) (piece []byte) {
 		}
 	}()
 	var h header
-	if checkFetched(r.seg, r.l, r.rec, &h) != nil || h.typ != recPiece || h.key != key {
+	if !viewHeader(r, key, &h) || !checkRecord(r.rec, &h) {
 		return nil
 	}
 	return r.rec[hdrSize:]
+}
+
+// viewHeader decodes r's header into h and reports whether it is the
+// header of key's piece record at r's place, as GetPiece requires
+// (checkFetched's checks but the checksum, and the type and key); the
+// record's checksum is left to the caller.
+func viewHeader(r viewRec, key blocks.Addr, h *header) bool {
+	return decodeHeader(r.rec, h) == nil && h.n == r.l.n && len(r.rec) == hdrSize+int(h.n) &&
+		h.typ == recPiece && h.key == key
 }
 
 // viewRec is a record ViewPieces checks: keys[i]'s, at l in seg, whose

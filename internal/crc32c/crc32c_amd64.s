@@ -123,6 +123,13 @@ reduce:
 	MOVL AX, ret+32(FP)
 	RET
 
+// FIRST64 loads the first 64 bytes at ptr into z with the state at
+// off(DX) XORed into the lowest 32 bits (VMOVD clears the rest of Z10).
+#define FIRST64(off, ptr, z) \
+	VMOVD     off(DX), X10 \
+	VMOVDQU64 (ptr), z     \
+	VPXORQ    Z10, z, z
+
 // func fold4(crc *[4]uint32, p0, p1, p2, p3 *byte, n int)
 //
 // fold of four inputs of n bytes each (n a multiple of 16, at least 64)
@@ -138,18 +145,10 @@ TEXT ·fold4(SB), NOSPLIT, $0-48
 
 	// Z21 to Z24: the first 64 bytes of each input with its state XORed
 	// into the lowest 32 bits.
-	VMOVD     0(DX), X10
-	VMOVDQU64 (SI), Z21
-	VPXORQ    Z10, Z21, Z21
-	VMOVD     4(DX), X10
-	VMOVDQU64 (DI), Z22
-	VPXORQ    Z10, Z22, Z22
-	VMOVD     8(DX), X10
-	VMOVDQU64 (R8), Z23
-	VPXORQ    Z10, Z23, Z23
-	VMOVD     12(DX), X10
-	VMOVDQU64 (R9), Z24
-	VPXORQ    Z10, Z24, Z24
+	FIRST64(0, SI, Z21)
+	FIRST64(4, DI, Z22)
+	FIRST64(8, R8, Z23)
+	FIRST64(12, R9, Z24)
 	ADDQ      $64, SI
 	ADDQ      $64, DI
 	ADDQ      $64, R8
