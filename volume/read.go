@@ -118,20 +118,15 @@ func (v *volumeImpl) readChunks(ctx context.Context, p []byte, off, from, to int
 	// Dirty chunks under one hold of v.mu, then the map's addresses of
 	// the rest in one call, in that order (see gatherChunks).
 	dirty := make([]bool, len(parts))
-	v.mu.Lock()
-	if v.dirty.len() > 0 {
-		for j, pt := range parts {
-			if d, ok := v.dirty.get(pt.chunk); ok {
-				if d.data == nil {
-					clear(pt.p)
-				} else {
-					copy(pt.p, d.data[pt.in:])
-				}
-				dirty[j] = true
-			}
+	v.eachDirty(uint64(from), uint64(to), func(chunk uint64, data []byte) {
+		j := chunk - uint64(from)
+		if pt := parts[j]; data == nil {
+			clear(pt.p)
+		} else {
+			copy(pt.p, data[pt.in:])
 		}
-	}
-	v.mu.Unlock()
+		dirty[j] = true
+	})
 	mapped := make([]blocks.Addr, len(parts))
 	if err := v.m.GetRange(ctx, uint64(from), mapped); err != nil {
 		return fmt.Errorf("volume %q: read chunks %d to %d: %w", v.name, from, to-1, err)
@@ -237,6 +232,24 @@ func (v *volumeImpl) locate(ctx context.Context, chunk uint64, p []byte, in int6
 		return a, false, nil
 	}
 	return a, true, nil
+}
+
+// eachDirty calls fn with the data of every dirty chunk of [from, to)
+// (nil for a hole), in order, under one hold of v.mu: fn must copy what it
+// keeps, the data may change once v.mu is released. A large read asks for
+// its dirty chunks this way first, then the map for the rest (see
+// gatherChunks).
+func (v *volumeImpl) eachDirty(from, to uint64, fn func(chunk uint64, data []byte)) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.dirty.len() == 0 {
+		return
+	}
+	for c := from; c < to; c++ {
+		if d, ok := v.dirty.get(c); ok {
+			fn(c, d.data)
+		}
+	}
 }
 
 // readChunk fills p from chunk at offset in: dirty data first, then the map.
@@ -446,25 +459,18 @@ func (v *volumeImpl) gatherChunks(ctx context.Context, off int64, n int, from, t
 	// annotate), and the map's lock costs the same.
 	k := int(to - from)
 	g.dirty = slices.Grow(g.dirty[:0], k)[:k]
-	v.mu.Lock()
-	if v.dirty.len() > 0 {
-		for chunk := from; chunk < to; chunk++ {
-			d, ok := v.dirty.get(uint64(chunk))
-			if !ok {
-				continue
-			}
-			if d.data == nil {
-				g.dirty[chunk-from] = dirtyHole
-				continue
-			}
-			lo := max(chunk*v.bs, off)
-			hi := min((chunk+1)*v.bs, off+int64(n))
-			p := take(hi - lo)
-			copy(p, d.data[lo-chunk*v.bs:])
-			g.dirty[chunk-from] = p
+	v.eachDirty(uint64(from), uint64(to), func(c uint64, data []byte) {
+		chunk := int64(c)
+		if data == nil {
+			g.dirty[chunk-from] = dirtyHole
+			return
 		}
-	}
-	v.mu.Unlock()
+		lo := max(chunk*v.bs, off)
+		hi := min((chunk+1)*v.bs, off+int64(n))
+		p := take(hi - lo)
+		copy(p, data[lo-chunk*v.bs:])
+		g.dirty[chunk-from] = p
+	})
 	g.mapped = slices.Grow(g.mapped[:0], k)[:k]
 	if err := v.m.GetRange(ctx, uint64(from), g.mapped); err != nil {
 		return fmt.Errorf("volume %q: read chunks %d to %d: %w", v.name, from, to-1, err)
@@ -491,7 +497,6 @@ func (v *volumeImpl) gatherChunks(ctx context.Context, off int64, n int, from, t
 		g.addrs = append(g.addrs, a)
 		g.parts = append(g.parts, chunkPart{chunk: uint64(chunk), in: in})
 	}
-	clear(g.dirty)
 	if len(g.addrs) == 0 {
 		return nil
 	}
