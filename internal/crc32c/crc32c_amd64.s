@@ -68,11 +68,24 @@ GLOBL pmu<>(SB), RODATA|NOPTR, $16
 	VPXOR         X1, X2, X2        \
 	VPEXTRD       $1, X2, AX
 
-// func fold(crc uint32, p []byte) uint32
+// REM16 folds the 16-byte blocks left at ptr (BX bytes, a multiple of
+// 16) into X1, k3k4 in X0. It uses X2 and X5 and moves ptr.
+#define REM16(ptr, label, done) \
+label:                      \
+	CMPQ    BX, $16      \
+	JB      done         \
+	VMOVDQU (ptr), X2    \
+	FOLD128(X2)          \
+	ADDQ    $16, ptr     \
+	SUBQ    $16, BX      \
+	JMP     label        \
+done:
+
+// func fold512(crc uint32, p []byte) uint32
 //
 // Operand order is Go's: VPCLMULQDQ $imm, b, a, dst multiplies quadword
 // imm&1 of a by quadword imm>>4&1 of b.
-TEXT ·fold(SB), NOSPLIT, $0-36
+TEXT ·fold512(SB), NOSPLIT, $0-36
 	MOVL crc+0(FP), AX
 	MOVQ p_base+8(FP), SI
 	MOVQ p_len+16(FP), CX
@@ -104,19 +117,10 @@ lanes:
 	// The four lanes into X1: each folded 128 bits onto the next.
 	LANES512
 
-	// The remaining 16-byte blocks, one fold each.
-rem16:
-	CMPQ       CX, $16
-	JB         reduce
-	VMOVDQU    (SI), X2
-	FOLD128(X2)
-	ADDQ       $16, SI
-	SUBQ       $16, CX
-	JMP        rem16
-
-reduce:
-	// 128 bits to 96, to 64, then Barrett to the 32-bit CRC (see
-	// REDUCE128).
+	// The remaining 16-byte blocks, one fold each; then 128 bits to 96,
+	// to 64, and Barrett to the 32-bit CRC (see REDUCE128).
+	MOVQ CX, BX
+	REM16(SI, rem16, reduce)
 	REDUCE128
 
 	VZEROUPPER
@@ -130,12 +134,12 @@ reduce:
 	VMOVDQU64 (ptr), z     \
 	VPXORQ    Z10, z, z
 
-// func fold4(crc *[4]uint32, p0, p1, p2, p3 *byte, n int)
+// func fold4x512(crc *[4]uint32, p0, p1, p2, p3 *byte, n int)
 //
-// fold of four inputs of n bytes each (n a multiple of 16, at least 64)
+// fold512 of four inputs of n bytes each (n a multiple of 16, at least 64)
 // in one loop, the states in and out through crc. The loads of the four
 // inputs interleave, so that their cache misses overlap (see Update4).
-TEXT ·fold4(SB), NOSPLIT, $0-48
+TEXT ·fold4x512(SB), NOSPLIT, $0-48
 	MOVQ crc+0(FP), DX
 	MOVQ p0+8(FP), SI
 	MOVQ p1+16(FP), DI
@@ -189,62 +193,189 @@ tails:
 	VMOVDQA64 Z21, Z1
 	LANES512
 	MOVQ      CX, BX
-rem16_0:
-	CMPQ    BX, $16
-	JB      red_0
-	VMOVDQU (SI), X2
-	FOLD128(X2)
-	ADDQ    $16, SI
-	SUBQ    $16, BX
-	JMP     rem16_0
-red_0:
+	REM16(SI, rem16_0, red_0)
 	REDUCE128
 	MOVL    AX, 0(DX)
 
 	VMOVDQA64 Z22, Z1
 	LANES512
 	MOVQ      CX, BX
-rem16_1:
-	CMPQ    BX, $16
-	JB      red_1
-	VMOVDQU (DI), X2
-	FOLD128(X2)
-	ADDQ    $16, DI
-	SUBQ    $16, BX
-	JMP     rem16_1
-red_1:
+	REM16(DI, rem16_1, red_1)
 	REDUCE128
 	MOVL    AX, 4(DX)
 
 	VMOVDQA64 Z23, Z1
 	LANES512
 	MOVQ      CX, BX
-rem16_2:
-	CMPQ    BX, $16
-	JB      red_2
-	VMOVDQU (R8), X2
-	FOLD128(X2)
-	ADDQ    $16, R8
-	SUBQ    $16, BX
-	JMP     rem16_2
-red_2:
+	REM16(R8, rem16_2, red_2)
 	REDUCE128
 	MOVL    AX, 8(DX)
 
 	VMOVDQA64 Z24, Z1
 	LANES512
 	MOVQ      CX, BX
-rem16_3:
-	CMPQ    BX, $16
-	JB      red_3
-	VMOVDQU (R9), X2
-	FOLD128(X2)
-	ADDQ    $16, R9
-	SUBQ    $16, BX
-	JMP     rem16_3
-red_3:
+	REM16(R9, rem16_3, red_3)
 	REDUCE128
 	MOVL    AX, 12(DX)
 
 	VZEROUPPER
+	RET
+
+// The same two functions on 256-bit registers, for processors with the
+// VEX-encoded VPCLMULQDQ and AVX2 but no AVX-512 (AMD Zen 3, Intel's
+// Alder Lake cores): each 64-byte block is two YMM registers of two
+// 128-bit lanes each, folded by the same 512 bits with the same k1k2, and
+// the four lanes meet in X1 as in fold512. AVX2 has no three-way XOR, and
+// sixteen vector registers instead of 32: the data is XORed in straight
+// from memory (the load still issues ahead, out of order).
+
+// LANES256 folds the four 128-bit lanes of Y1 (the first two) and Y6 (the
+// last two) into X1, leaving k3k4 in X0. It uses X2 to X5.
+#define LANES256 \
+	VEXTRACTI128 $1, Y1, X2     \
+	VMOVDQA      X6, X3         \
+	VEXTRACTI128 $1, Y6, X4     \
+	VMOVDQU      k3k4<>(SB), X0 \
+	FOLD128(X2)                 \
+	FOLD128(X3)                 \
+	FOLD128(X4)
+
+// FOLD64Y moves the 64-byte block in lo and hi 512 bits forward (k1k2 in
+// Y0) and XORs in the 64 bytes at ptr. It uses t1 and t2.
+#define FOLD64Y(ptr, lo, hi, t1, t2) \
+	VPCLMULQDQ $0x11, Y0, lo, t1 \
+	VPCLMULQDQ $0x00, Y0, lo, lo \
+	VPCLMULQDQ $0x11, Y0, hi, t2 \
+	VPCLMULQDQ $0x00, Y0, hi, hi \
+	VPXOR      (ptr), t1, t1     \
+	VPXOR      32(ptr), t2, t2   \
+	VPXOR      t1, lo, lo        \
+	VPXOR      t2, hi, hi
+
+// FIRST64Y loads the first 64 bytes at ptr into lo and hi with the state
+// at off(DX) XORed into the lowest 32 bits (VMOVD clears the rest of Y1).
+#define FIRST64Y(off, ptr, lo, hi) \
+	VMOVD   off(DX), X1 \
+	VMOVDQU (ptr), lo   \
+	VMOVDQU 32(ptr), hi \
+	VPXOR   Y1, lo, lo
+
+// func fold256(crc uint32, p []byte) uint32
+TEXT ·fold256(SB), NOSPLIT, $0-36
+	MOVL crc+0(FP), AX
+	MOVQ p_base+8(FP), SI
+	MOVQ p_len+16(FP), CX
+
+	// Y1 and Y6: the first 64 bytes, the state XORed into the lowest 32
+	// bits (VMOVD clears the rest of Y1).
+	VMOVD          AX, X1
+	VPXOR          (SI), Y1, Y1
+	VMOVDQU        32(SI), Y6
+	ADDQ           $64, SI
+	SUBQ           $64, CX
+	VBROADCASTI128 k1k2<>(SB), Y0
+
+	PCALIGN $16
+loop64:
+	CMPQ CX, $64
+	JB   lanes
+	FOLD64Y(SI, Y1, Y6, Y5, Y7)
+	ADDQ $64, SI
+	SUBQ $64, CX
+	JMP  loop64
+
+lanes:
+	LANES256
+	MOVQ CX, BX
+	REM16(SI, rem16, reduce)
+	REDUCE128
+
+	VZEROUPPER
+	MOVL AX, ret+32(FP)
+	RET
+
+// func fold4x256(crc *[4]uint32, p0, p1, p2, p3 *byte, n int)
+TEXT ·fold4x256(SB), NOSPLIT, $0-48
+	MOVQ crc+0(FP), DX
+	MOVQ p0+8(FP), SI
+	MOVQ p1+16(FP), DI
+	MOVQ p2+24(FP), R8
+	MOVQ p3+32(FP), R9
+	MOVQ n+40(FP), CX
+
+	// Y8 to Y15: the first 64 bytes of each input (two registers each)
+	// with its state XORed into the lowest 32 bits.
+	FIRST64Y(0, SI, Y8, Y9)
+	FIRST64Y(4, DI, Y10, Y11)
+	FIRST64Y(8, R8, Y12, Y13)
+	FIRST64Y(12, R9, Y14, Y15)
+	ADDQ           $64, SI
+	ADDQ           $64, DI
+	ADDQ           $64, R8
+	ADDQ           $64, R9
+	SUBQ           $64, CX
+	VBROADCASTI128 k1k2<>(SB), Y0
+
+	PCALIGN $16
+loop4:
+	CMPQ CX, $64
+	JB   tails
+	FOLD64Y(SI, Y8, Y9, Y1, Y2)
+	FOLD64Y(DI, Y10, Y11, Y3, Y4)
+	FOLD64Y(R8, Y12, Y13, Y5, Y6)
+	FOLD64Y(R9, Y14, Y15, Y7, Y1)
+	ADDQ $64, SI
+	ADDQ $64, DI
+	ADDQ $64, R8
+	ADDQ $64, R9
+	SUBQ $64, CX
+	JMP  loop4
+
+tails:
+	// Each input in turn: its lanes into X1, its remaining 16-byte blocks
+	// (CX bytes, the same for all), the reduction.
+	VMOVDQA Y8, Y1
+	VMOVDQA Y9, Y6
+	LANES256
+	MOVQ    CX, BX
+	REM16(SI, rem16_0, red_0)
+	REDUCE128
+	MOVL    AX, 0(DX)
+
+	VMOVDQA Y10, Y1
+	VMOVDQA Y11, Y6
+	LANES256
+	MOVQ    CX, BX
+	REM16(DI, rem16_1, red_1)
+	REDUCE128
+	MOVL    AX, 4(DX)
+
+	VMOVDQA Y12, Y1
+	VMOVDQA Y13, Y6
+	LANES256
+	MOVQ    CX, BX
+	REM16(R8, rem16_2, red_2)
+	REDUCE128
+	MOVL    AX, 8(DX)
+
+	VMOVDQA Y14, Y1
+	VMOVDQA Y15, Y6
+	LANES256
+	MOVQ    CX, BX
+	REM16(R9, rem16_3, red_3)
+	REDUCE128
+	MOVL    AX, 12(DX)
+
+	VZEROUPPER
+	RET
+
+// func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
+TEXT ·cpuid(SB), NOSPLIT, $0-24
+	MOVL eaxArg+0(FP), AX
+	MOVL ecxArg+4(FP), CX
+	CPUID
+	MOVL AX, eax+8(FP)
+	MOVL BX, ebx+12(FP)
+	MOVL CX, ecx+16(FP)
+	MOVL DX, edx+20(FP)
 	RET

@@ -8,7 +8,7 @@ import (
 
 func TestUpdateMatchesHashCRC32(t *testing.T) {
 	if !haveFold {
-		t.Log("no AVX-512 VPCLMULQDQ here: Update is hash/crc32's")
+		t.Log("no VPCLMULQDQ here: Update is hash/crc32's")
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	buf := make([]byte, 20000)
@@ -37,14 +37,28 @@ func TestUpdateMatchesHashCRC32(t *testing.T) {
 }
 
 // TestFoldEveryLength runs the fold itself on every length it accepts up
-// to 2 KiB (foldMin keeps the shorter ones from Update), over patterns
+// to 2 KiB (foldMin keeps the shorter ones from Update), in every width
+// this processor runs, over patterns
 // that set single bits, where a wrong constant shows at once.
 func TestFoldEveryLength(t *testing.T) {
-	if !haveFold {
-		t.Skip("no AVX-512 VPCLMULQDQ on this machine") // Update's test still runs
+	for _, f := range eachFold(t) {
+		t.Run(f.name, func(t *testing.T) { testFold(t, f.fold) })
 	}
+}
+
+// eachFold returns the fold widths this processor runs, skipping the test
+// where it runs none (Update's tests still run, on hash/crc32).
+func eachFold(t *testing.T) []foldImpl {
+	l := folds()
+	if len(l) == 0 {
+		t.Skip("no VPCLMULQDQ on this machine")
+	}
+	return l
+}
+
+func testFold(t *testing.T, fold func(uint32, []byte) uint32) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for n := 128; n <= 2048; n += 16 {
+	for n := 64; n <= 2048; n += 16 {
 		p := make([]byte, n)
 		for _, fill := range []string{"zero", "one bit", "random"} {
 			switch fill {
@@ -115,9 +129,12 @@ func TestUpdate4(t *testing.T) {
 // 2 KiB, each of the four inputs with its own content and initial state,
 // against hash/crc32.
 func TestFold4EveryLength(t *testing.T) {
-	if !haveFold {
-		t.Skip("no AVX-512 VPCLMULQDQ on this machine") // TestUpdate4 still runs
+	for _, f := range eachFold(t) {
+		t.Run(f.name, func(t *testing.T) { testFold4(t, f.fold4) })
 	}
+}
+
+func testFold4(t *testing.T, fold4 func(*[4]uint32, *byte, *byte, *byte, *byte, int)) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	for n := 64; n <= 2048; n += 16 {
 		var p [4][]byte
