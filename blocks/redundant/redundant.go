@@ -515,7 +515,7 @@ type FallbackGetter interface {
 // check verifies piece i of the block at addr, as read from a holder
 // (hash: see fetch).
 func (s *Store) check(p []byte, addr blocks.Addr, i int, hash bool) piece {
-	hd, err := parseHeader(p)
+	hd, err := decodeHeader(p, hash)
 	switch {
 	case err != nil:
 	case hash:

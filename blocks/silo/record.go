@@ -133,5 +133,12 @@ func recordCRC(payload uint32, rec []byte) uint32 {
 	return crc32c.Update(payload, rec[:76])
 }
 
+// recordCRC4 is recordCRC of four records at once (crc32c.Update4): crc
+// holds their payloads' CRC-32C before and their record checksums after.
+func recordCRC4(crc *[4]uint32, recs *[4][]byte) {
+	hdrs := [4][]byte{recs[0][:76], recs[1][:76], recs[2][:76], recs[3][:76]}
+	crc32c.Update4(crc, &hdrs)
+}
+
 // isDrop reports whether a trim header drops the whole log.
 func (h *header) isDrop() bool { return h.typ == recTrim && h.b == math.MaxUint64 }

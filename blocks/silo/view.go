@@ -176,15 +176,16 @@ func checkView4(g *[4]viewRec, keys []blocks.Addr, views [][]byte) (ok bool) {
 	var h [4]header
 	var good [4]bool
 	var crc [4]uint32
-	var payloads [4][]byte
+	var recs, payloads [4][]byte
 	for j, r := range g {
 		good[j] = viewHeader(r, keys[r.i], &h[j])
-		payloads[j] = r.rec[hdrSize:]
+		recs[j], payloads[j] = r.rec, r.rec[hdrSize:]
 	}
 	crc32c.Update4(&crc, &payloads)
+	recordCRC4(&crc, &recs)
 	var out [4][]byte
-	for j, r := range g {
-		if good[j] && recordCRC(crc[j], r.rec) == h[j].crc {
+	for j := range g {
+		if good[j] && crc[j] == h[j].crc {
 			out[j] = payloads[j]
 		}
 	}

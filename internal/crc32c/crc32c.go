@@ -68,19 +68,26 @@ func Update(crc uint32, p []byte) uint32 {
 // another, 106-108 two at a time, 85-93 four at a time and 82-89 eight
 // at a time, hence four.
 func Update4(crc *[4]uint32, p *[4][]byte) {
-	if haveFold {
-		n := min(len(p[0]), len(p[1]), len(p[2]), len(p[3])) &^ 15
-		if n >= foldMin {
-			st := [4]uint32{^crc[0], ^crc[1], ^crc[2], ^crc[3]}
-			fold4(&st, &p[0][0], &p[1][0], &p[2][0], &p[3][0], n)
-			for i := range 4 {
-				crc[i] = Update(^st[i], p[i][n:])
-			}
-			return
-		}
+	n := min(len(p[0]), len(p[1]), len(p[2]), len(p[3]))
+	st := [4]uint32{^crc[0], ^crc[1], ^crc[2], ^crc[3]}
+	done := 0
+	if f := n &^ 15; haveFold && f >= foldMin {
+		fold4(&st, &p[0][0], &p[1][0], &p[2][0], &p[3][0], f)
+		done = f
+	}
+	// What the fold leaves of the common length (a record's last bytes,
+	// or inputs too short for it, such as record headers), four CRC32
+	// chains at once: one after another, through hash/crc32, a 4 KiB
+	// piece's two short checksums each waited on their own chain.
+	if m := n - done; haveShort4 && m > 0 {
+		short4(&st, &p[0][done], &p[1][done], &p[2][done], &p[3][done], m)
+		done = n
 	}
 	for i := range 4 {
-		crc[i] = Update(crc[i], p[i])
+		crc[i] = ^st[i]
+		if len(p[i]) > done {
+			crc[i] = Update(crc[i], p[i][done:])
+		}
 	}
 }
 

@@ -11,6 +11,9 @@ var (
 	have512  = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VPCLMULQDQ && cpu.X86.HasPCLMULQDQ
 	have256  = cpu.X86.HasAVX2 && cpu.X86.HasPCLMULQDQ && hasVPCLMULQDQ()
 	haveFold = have512 || have256
+
+	// haveShort4 reports whether short4 may run (SSE4.2).
+	haveShort4 = cpu.X86.HasSSE42
 )
 
 // hasVPCLMULQDQ reports CPUID leaf 7's VPCLMULQDQ bit (ECX bit 10).
@@ -69,6 +72,12 @@ func fold256(crc uint32, p []byte) uint32
 
 //go:noescape
 func fold4x256(crc *[4]uint32, p0, p1, p2, p3 *byte, n int)
+
+// short4 continues the states (not inverted) in crc over four inputs of n
+// bytes each, their CRC32 instructions interleaved.
+//
+//go:noescape
+func short4(crc *[4]uint32, p0, p1, p2, p3 *byte, n int)
 
 // cpuid runs the CPUID instruction.
 func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)

@@ -100,6 +100,9 @@ func TestUpdate4(t *testing.T) {
 		buf[i] = byte(rng.Uint32())
 	}
 	lengths := []int{0, 1, 63, 64, 128, 255, 256, 257, 320, 4096, 4152, 4232, 9000}
+	for n := range 100 { // short4 alone, every remainder of its 8-byte steps
+		lengths = append(lengths, n)
+	}
 	for range 200 {
 		lengths = append(lengths, rng.IntN(9000))
 	}
