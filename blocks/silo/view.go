@@ -216,7 +216,9 @@ func checkView(r viewRec, key blocks.Addr) (piece []byte) {
 // (checkFetched's checks but the checksum, and the type and key); the
 // record's checksum is left to the caller.
 func viewHeader(r viewRec, key blocks.Addr, h *header) bool {
-	return decodeHeader(r.rec, h) == nil && h.n == r.l.n && len(r.rec) == hdrSize+int(h.n) &&
+	// decodeFields: the record checksum the caller checks covers the
+	// header's bytes too.
+	return decodeFields(r.rec, h) == nil && h.n == r.l.n && len(r.rec) == hdrSize+int(h.n) &&
 		h.typ == recPiece && h.key == key
 }
 
